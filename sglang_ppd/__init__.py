@@ -1,0 +1,3 @@
+"""sglang_ppd: a Python routing and policy layer for SGLang prefill-decode disaggregation."""
+
+__version__ = "0.1.0"
