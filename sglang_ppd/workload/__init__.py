@@ -1,0 +1,1 @@
+"""Workloads: real trace readers and synthetic multi-turn sessions, all producing :class:`TurnSpec`s."""
