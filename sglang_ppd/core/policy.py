@@ -28,7 +28,10 @@ class Policy(ABC):
     """Subclass, set ``Params``, implement :meth:`decide`, and register under the entry-point group."""
 
     Params: ClassVar[type[PolicyParams]] = PolicyParams
-    name: ClassVar[str] = ""
+    needs_decode_cache: ClassVar[bool] = True
+    """Whether D workers should retain finished requests' KV in their radix cache (SGLang's
+    ``--disaggregation-decode-enable-radix-cache``). Classic PD runs without it; anything that routes
+    local or skips re-sending resident KV needs it. The simulator and launcher configure D from this."""
 
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         self.params = params
