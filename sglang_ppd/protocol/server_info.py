@@ -1,0 +1,120 @@
+"""The ``/server_info`` fields the router reads when it registers a worker.
+
+From SGLang (0.5.17 ``http_server.server_info`` + ``ServerArgs.describe_kv_events_publisher``):
+``disaggregation_mode`` ("prefill" / "decode" / "null"), ``disaggregation_bootstrap_port``,
+``page_size``, ``dp_size``, ``served_model_name`` / ``model_path``, and the ``kv_events`` block::
+
+    {"publisher": "zmq", "endpoint_host": "*", "endpoint_port_base": 5557, "topic": "",
+     "block_size": <page_size>, "dp_size": 1,
+     # newer SGLang with --load-publish-endpoint:
+     "load_endpoint_port_base": 5559, "load_topic": "load"}
+
+A wildcard ``endpoint_host`` ("*", "0.0.0.0", "::") means "dial the worker URL's host";
+rank ``r`` publishes on ``endpoint_port_base + r``.
+
+sglang_ppd extensions (published by the sglang_ppd worker extension and the emulator; a stock
+server simply lacks them, which is how it is recognised as stock):
+
+- ``ppd_local_prefill: true``: the decode server honours ``do_local_prefill`` (local/deflect routes).
+- ``ppd_telemetry_endpoint: "tcp://host:port"``: its :class:`~sglang_ppd.protocol.telemetry.
+  WorkerTelemetry` PUB socket (wildcard hosts are replaced like ``endpoint_host``).
+- ``kv_events.replay_endpoint_port_base``: the ROUTER replay socket of the KV-event publisher
+  (SGLang has it in ``--kv-events-config`` but does not advertise it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+LOCAL_PREFILL_FIELD = "ppd_local_prefill"
+TELEMETRY_ENDPOINT_FIELD = "ppd_telemetry_endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class KvEventsInfo:
+    endpoints: tuple[str, ...]
+    """One SUB endpoint per DP rank."""
+    topic: str
+    block_size: int
+    replay_endpoints: tuple[str, ...] | None = None
+    load_endpoints: tuple[str, ...] | None = None
+    load_topic: str = "load"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    disaggregation_mode: str | None
+    bootstrap_port: int | None
+    page_size: int
+    model: str | None
+    kv_events: KvEventsInfo | None
+    supports_local_prefill: bool
+    telemetry_endpoint: str | None
+
+
+def _dial_host(endpoint_host: str, worker_url: str) -> str:
+    host = endpoint_host if endpoint_host not in WILDCARD_HOSTS else (urlsplit(worker_url).hostname or "")
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _tcp(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+def _resolve(endpoint: str, worker_url: str) -> str:
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    body = endpoint[len("tcp://") :]
+    host, _, port = body.rpartition(":")
+    return _tcp(_dial_host(host, worker_url), int(port))
+
+
+def _opt_int(info: dict[str, Any], key: str) -> int | None:
+    value = info.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_kv_events(block: Any, worker_url: str) -> KvEventsInfo | None:
+    if not isinstance(block, dict) or block.get("publisher") != "zmq":
+        return None
+    base = _opt_int(block, "endpoint_port_base")
+    block_size = _opt_int(block, "block_size")
+    if base is None or block_size is None or block_size <= 0:
+        return None
+    host = _dial_host(str(block.get("endpoint_host", "*")), worker_url)
+    dp_size = max(_opt_int(block, "dp_size") or 1, 1)
+    replay_base = _opt_int(block, "replay_endpoint_port_base")
+    load_base = _opt_int(block, "load_endpoint_port_base")
+
+    def ranks(port_base: int | None) -> tuple[str, ...] | None:
+        return None if port_base is None else tuple(_tcp(host, port_base + r) for r in range(dp_size))
+
+    return KvEventsInfo(
+        endpoints=ranks(base) or (),
+        topic=str(block.get("topic") or ""),
+        block_size=block_size,
+        replay_endpoints=ranks(replay_base),
+        load_endpoints=ranks(load_base),
+        load_topic=str(block.get("load_topic") or "load"),
+    )
+
+
+def parse_server_info(body: Any, worker_url: str) -> ServerInfo:
+    """Raises ``ValueError`` when the reply is not a JSON object."""
+    if not isinstance(body, dict):
+        raise ValueError("/server_info did not return a JSON object")
+    mode = body.get("disaggregation_mode")
+    model = body.get("served_model_name") or body.get("model_path")
+    telemetry = body.get(TELEMETRY_ENDPOINT_FIELD)
+    return ServerInfo(
+        disaggregation_mode=mode if isinstance(mode, str) else None,
+        bootstrap_port=_opt_int(body, "disaggregation_bootstrap_port"),
+        page_size=max(_opt_int(body, "page_size") or 1, 1),
+        model=model if isinstance(model, str) else None,
+        kv_events=parse_kv_events(body.get("kv_events"), worker_url),
+        supports_local_prefill=body.get(LOCAL_PREFILL_FIELD) is True,
+        telemetry_endpoint=_resolve(telemetry, worker_url) if isinstance(telemetry, str) else None,
+    )
