@@ -1,0 +1,392 @@
+"""One worker's continuous-batching scheduler, free of any clock or event loop.
+
+The simulator drives it from a discrete-event heap and the emulator drives the very same class from
+asyncio in real time. The driver loop is::
+
+    it = sched.next_iteration(max_steps)      # None: nothing to run, wait for add_*/kv_arrived
+    ... let it.duration_ms pass (sleep or schedule an event) ...
+    out = sched.complete(it)                  # first tokens, finished, prefill-done, allocations
+
+Between the two calls the driver may add work (``add_prefill``, ``add_incoming``, ``kv_arrived``,
+``add_local``, ``release``); it is picked up by the next iteration. A multi-step iteration (a leap
+over decode-only steps, ``max_steps > 1``) may be cut short with :meth:`truncate` when new work
+arrives mid-way; real-time drivers simply pass ``max_steps=1``.
+
+Model, after SGLang 0.5.x:
+- FCFS waiting queue, chunked prefill under a per-iteration token budget (``chunked_prefill_size``).
+- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``) under a budget
+  derived from the TBT target: the mixed iteration may not exceed ``tbt_budget_ms`` while decodes
+  are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses),
+  and never more than the route's ``chunk_len``.
+- KV is reserved at admission for the whole request (prompt, plus every output token on decode
+  workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
+  PD transfers are preallocated first (SGLang's prealloc queue), before local prefills are admitted.
+- Decode progress is tracked with a step counter: each request's finish step sits in a heap and the
+  batch's total context is ``sum_off + B*step``, so a step costs O(1) whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.types import Role
+from sglang_ppd.sim.prefix_cache import PrefixCache
+
+_EWMA = 0.2
+
+
+@dataclass(slots=True)
+class _Req:
+    rid: str
+    session_id: str
+    prompt_len: int
+    output_len: int
+    shared_prefix_len: int
+    chunk_len: int | None = None
+    hit_len: int = 0
+    done_len: int = 0
+    alloc_tokens: int = 0
+    queued_est: int = 0
+    """Uncached prompt tokens as estimated when queued (for the queued-prefill telemetry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Iteration:
+    """One forward pass, or ``num_steps`` identical-composition decode steps taken as one leap."""
+
+    num_steps: int
+    duration_ms: float
+    first_step_ms: float
+    chunks: tuple[tuple[str, int, int], ...]
+    """(request id, new tokens, cached tokens before the chunk)."""
+    joined: tuple[str, ...]
+    """Transferred requests whose first decode step (their first token) is this iteration's first."""
+    num_decodes: int
+    context_tokens: int
+    """Σ context read by the first decode step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    first_token: tuple[str, ...]
+    """Emitted ``first_step_ms`` after the iteration started (= its end unless it was a leap)."""
+    finished: tuple[str, ...]
+    prefill_done: tuple[str, ...]
+    """Prefill workers: prompts fully computed, KV ready to send."""
+    allocated: tuple[tuple[str, int], ...]
+    """Decode workers: incoming transfers now preallocated, with the number of tokens to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadStats:
+    num_running: int
+    num_waiting: int
+    queued_prefill_tokens: int
+    kv_used_tokens: int
+    kv_capacity_tokens: int
+    running_context_tokens: int
+    num_local_prefills: int
+    decode_iter_ms: float | None
+    mixed_iter_ms: float | None
+
+
+@dataclass(slots=True)
+class _Decode:
+    heap: list[tuple[int, int, str, int]] = field(default_factory=list)
+    """(finish step, tie, request id, context offset)."""
+    sum_off: int = 0
+    step: int = 0
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        role: Role,
+        profile: CostProfile,
+        *,
+        retain_cache: bool = True,
+        kv_capacity_tokens: int | None = None,
+        chunked_prefill_size: int | None = None,
+        tbt_budget_ms: float | None = None,
+        min_chunk_len: int = 64,
+    ) -> None:
+        self.role = role
+        self.profile = profile
+        self.retain_cache = retain_cache
+        self.capacity = kv_capacity_tokens or profile.kv_capacity_tokens
+        self.chunk_size = chunked_prefill_size or profile.chunked_prefill_size
+        self.tbt_budget_ms = tbt_budget_ms
+        self.min_chunk_len = min_chunk_len
+        self.cache = PrefixCache()
+        self.active_tokens = 0
+        self._reqs: dict[str, _Req] = {}
+        self._waiting: deque[_Req] = deque()
+        self._prealloc: deque[_Req] = deque()
+        self._prefilling: list[_Req] = []
+        self._awaiting_kv: set[str] = set()
+        self._ready: list[tuple[str, int, int, bool]] = []
+        """(request id, context, decode steps left, whether its first step emits its first token)
+        joining the batch at the next iteration."""
+        self._dec = _Decode()
+        self._tie = 0
+        self._queued_tokens = 0
+        self.busy_ms = 0.0
+        self.decode_iter_ms: float | None = None
+        self.mixed_iter_ms: float | None = None
+
+    # ---- admission and memory ------------------------------------------------------------------
+    def hit_len(self, session_id: str, prompt_len: int, shared_prefix_len: int = 0) -> int:
+        """The exact radix hit a router learns from this worker's KV events."""
+        return self.cache.hit_len(session_id, prompt_len, shared_prefix_len)
+
+    @property
+    def kv_used_tokens(self) -> int:
+        return self.active_tokens + self.cache.size_tokens
+
+    def _total_len(self, r: _Req) -> int:
+        return r.prompt_len + (r.output_len if self.role is Role.DECODE else 0)
+
+    def _try_admit(self, r: _Req) -> bool:
+        """Reserve the request's KV, evicting LRU cache; False (nothing changed) if it cannot fit.
+
+        Every chain left in the cache is unreferenced, hence evictable; only the pinned shared
+        trunk is not.
+        """
+        cache = self.cache
+        trunk_new = max(r.shared_prefix_len - cache.shared_len, 0) if self.retain_cache else 0
+        shared = min(r.shared_prefix_len, cache.shared_len + trunk_new) if self.retain_cache else 0
+        alloc = self._total_len(r) - shared
+        if self.active_tokens + alloc + cache.shared_len + trunk_new > self.capacity:
+            return False
+        hit = cache.take(r.session_id, r.prompt_len, r.shared_prefix_len)
+        if trunk_new:
+            cache.pin_shared(r.shared_prefix_len)
+        over = self.active_tokens + cache.size_tokens + alloc - self.capacity
+        if over > 0:
+            cache.evict(over)
+        r.hit_len = min(hit, max(r.prompt_len - 1, 0))
+        r.done_len = r.hit_len
+        r.alloc_tokens = alloc
+        self.active_tokens += alloc
+        return True
+
+    def _free(self, r: _Req, keep_len: int) -> None:
+        self.active_tokens -= r.alloc_tokens
+        del self._reqs[r.rid]
+        if self.retain_cache:
+            self.cache.insert(r.session_id, keep_len)
+
+    def _new(self, rid: str, session_id: str, prompt_len: int, output_len: int, shared: int,
+             chunk_len: int | None = None) -> _Req:
+        if rid in self._reqs:
+            raise ValueError(f"request {rid!r} is already on this worker")
+        r = _Req(rid, session_id, prompt_len, output_len, shared, chunk_len)
+        if self._total_len(r) > self.capacity:
+            raise ValueError(f"request {rid!r} needs {self._total_len(r)} KV tokens > {self.capacity}")
+        self._reqs[rid] = r
+        return r
+
+    # ---- work from the driver ------------------------------------------------------------------
+    def add_prefill(self, rid: str, session_id: str, prompt_len: int, shared_prefix_len: int = 0) -> None:
+        """Prefill worker: queue a prompt; its KV stays reserved until :meth:`release`."""
+        self._enqueue(self._new(rid, session_id, prompt_len, 0, shared_prefix_len))
+
+    def release(self, rid: str) -> None:
+        """Prefill worker: the KV was sent; free it and keep the prompt in the radix cache."""
+        r = self._reqs[rid]
+        self._free(r, r.prompt_len)
+
+    def add_incoming(self, rid: str, session_id: str, prompt_len: int, output_len: int,
+                     shared_prefix_len: int = 0) -> int | None:
+        """Decode worker: preallocate for a PD transfer. Returns the tokens to send if allocated now
+        (only the KV not already resident here), else ``None``: it shows up later in ``allocated``."""
+        r = self._new(rid, session_id, prompt_len, output_len, shared_prefix_len)
+        self._prealloc.append(r)
+        for got, tokens in self._drain_prealloc():
+            if got == rid:
+                return tokens
+        return None
+
+    def kv_arrived(self, rid: str) -> None:
+        """Decode worker: the transfer finished; the request decodes from the next iteration."""
+        r = self._reqs[rid]
+        self._awaiting_kv.discard(rid)
+        self._ready.append((rid, r.prompt_len, r.output_len, True))
+
+    def add_local(self, rid: str, session_id: str, prompt_len: int, output_len: int,
+                  shared_prefix_len: int = 0, chunk_len: int | None = None) -> None:
+        """Decode worker: prefill here (append over resident history, or a deflected prompt)."""
+        self._enqueue(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len, chunk_len))
+
+    def _enqueue(self, r: _Req) -> None:
+        r.queued_est = r.prompt_len - self.cache.hit_len(r.session_id, r.prompt_len, r.shared_prefix_len)
+        self._queued_tokens += r.queued_est
+        self._waiting.append(r)
+
+    def _drain_prealloc(self) -> list[tuple[str, int]]:
+        out = []
+        while self._prealloc and self._try_admit(self._prealloc[0]):
+            r = self._prealloc.popleft()
+            self._awaiting_kv.add(r.rid)
+            out.append((r.rid, r.prompt_len - r.hit_len))
+        return out
+
+    # ---- iterations ----------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self._ready or self._prefilling or self._dec.heap or self._waiting)
+
+    def _admissible(self) -> bool:
+        return not self._prealloc or self.role is Role.PREFILL
+
+    def _max_chunk(self, budget_ms: float, cached_len: int) -> int:
+        """Largest χ with c_pf·χ + c_attn·χ(k+χ/2) + c_ctx·k ≤ budget_ms."""
+        s = self.profile.step
+        rest = budget_ms - s.c_ctx_ms * cached_len
+        if rest <= 0:
+            return 0
+        a, b = s.c_attn_ms / 2, s.c_pf_ms + s.c_attn_ms * cached_len
+        x = rest / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * rest)) / (2 * a)
+        return max(int(x), 0)
+
+    def next_iteration(self, max_steps: int = 1) -> Iteration | None:
+        dec = self._dec
+        joined = []
+        for rid, ctx, steps, emits_first in self._ready:
+            self._tie += 1
+            heapq.heappush(dec.heap, (dec.step + steps, self._tie, rid, ctx - dec.step))
+            dec.sum_off += ctx - dec.step
+            if emits_first:
+                joined.append(rid)
+        self._ready.clear()
+        num_dec = len(dec.heap)
+        ctx = dec.sum_off + num_dec * dec.step
+        chunks = self._plan_chunks(num_dec, ctx)
+        if not chunks and not num_dec:
+            return None
+        p = self.profile
+        if chunks:
+            dur = p.iteration_ms(((n, k) for _, n, k in chunks), num_dec, ctx)
+            return Iteration(1, dur, dur, tuple(chunks), tuple(joined), num_dec, ctx)
+        n = max(min(dec.heap[0][0] - dec.step, max_steps), 1)
+        first = p.iteration_ms((), num_dec, ctx)
+        dur = n * first + p.step.c_kv_ms * num_dec * n * (n - 1) / 2
+        return Iteration(n, dur, first, (), tuple(joined), num_dec, ctx)
+
+    def _plan_chunks(self, num_dec: int, ctx: int) -> list[tuple[str, int, int]]:
+        p = self.profile
+        token_budget = self.chunk_size
+        ms_left = math.inf
+        if self.role is Role.DECODE and num_dec and self.tbt_budget_ms is not None:
+            ms_left = self.tbt_budget_ms - p.iteration_ms((), num_dec, ctx)
+            ms_left -= p.step.prefill_base_ms - p.step.decode_base_ms
+        chunks: list[tuple[str, int, int]] = []
+        while token_budget > 0:
+            if len(chunks) < len(self._prefilling):
+                r = self._prefilling[len(chunks)]
+            elif chunks and ms_left <= 0:
+                break
+            elif self._waiting and self._admissible() and self._try_admit(self._waiting[0]):
+                r = self._waiting.popleft()
+                self._prefilling.append(r)
+                self._queued_tokens += r.prompt_len - r.done_len - r.queued_est
+            else:
+                break
+            n = min(r.prompt_len - r.done_len, token_budget, r.chunk_len or token_budget)
+            if ms_left != math.inf:
+                fit = self._max_chunk(ms_left, r.done_len)
+                n = min(n, fit if chunks or fit >= self.min_chunk_len else self.min_chunk_len)
+            if n <= 0:
+                break
+            chunks.append((r.rid, n, r.done_len))
+            token_budget -= n
+            if ms_left != math.inf:
+                ms_left -= p.prefill_chunk_ms(n, r.done_len)
+        return chunks
+
+    def truncate(self, it: Iteration, elapsed_ms: float) -> Iteration:
+        """Cut a decode leap to the steps that end at or after ``elapsed_ms`` (the step in flight
+        finishes). Returns ``it`` unchanged when nothing would be cut."""
+        if it.num_steps <= 1 or elapsed_ms >= it.duration_ms:
+            return it
+        a, d = it.first_step_ms, self.profile.step.c_kv_ms * it.num_decodes
+        # T(k) = k·a + d·k(k-1)/2 is increasing in k; find the least k with T(k) >= elapsed_ms.
+        if d <= 0:
+            k = max(int(elapsed_ms / a), 1)
+        else:
+            b = a - d / 2
+            k = max(int((-b + math.sqrt(b * b + 2 * d * elapsed_ms)) / d), 1)
+        while k > 1 and k * a + d * k * (k - 1) / 2 >= elapsed_ms:
+            k -= 1
+        while k * a + d * k * (k - 1) / 2 < elapsed_ms:
+            k += 1
+        k = min(k, it.num_steps)
+        dur = k * a + d * k * (k - 1) / 2
+        return Iteration(k, dur, a, it.chunks, it.joined, it.num_decodes, it.context_tokens)
+
+    def complete(self, it: Iteration) -> Outcome:
+        self.busy_ms += it.duration_ms
+        per_step = it.duration_ms / it.num_steps
+        if it.chunks:
+            self.mixed_iter_ms = per_step if self.mixed_iter_ms is None else (
+                (1 - _EWMA) * self.mixed_iter_ms + _EWMA * per_step)
+        else:
+            self.decode_iter_ms = per_step if self.decode_iter_ms is None else (
+                (1 - _EWMA) * self.decode_iter_ms + _EWMA * per_step)
+        first: list[str] = list(it.joined)
+        finished: list[str] = []
+        prefill_done: list[str] = []
+        dec = self._dec
+        if it.num_decodes:
+            dec.step += it.num_steps
+            while dec.heap and dec.heap[0][0] <= dec.step:
+                _, _, rid, off = heapq.heappop(dec.heap)
+                dec.sum_off -= off
+                r = self._reqs[rid]
+                finished.append(rid)
+                self._free(r, r.prompt_len + r.output_len)
+        for rid, n, _ in it.chunks:
+            r = self._reqs[rid]
+            r.done_len += n
+            self._queued_tokens -= n
+            if r.done_len < r.prompt_len:
+                continue
+            self._prefilling.remove(r)
+            if self.role is Role.PREFILL:
+                prefill_done.append(rid)
+                continue
+            first.append(rid)
+            if r.output_len <= 1:
+                finished.append(rid)
+                self._free(r, r.prompt_len + r.output_len)
+            else:
+                self._ready.append((rid, r.prompt_len + 1, r.output_len - 1, False))
+        allocated = self._drain_prealloc() if self.role is Role.DECODE else []
+        return Outcome(tuple(first), tuple(finished), tuple(prefill_done), tuple(allocated))
+
+    # ---- telemetry -----------------------------------------------------------------------------
+    def stats(self) -> LoadStats:
+        dec = self._dec
+        return LoadStats(
+            num_running=len(dec.heap) + len(self._prefilling) + len(self._ready),
+            num_waiting=len(self._waiting) + len(self._prealloc) + len(self._awaiting_kv),
+            queued_prefill_tokens=self._queued_tokens,
+            kv_used_tokens=self.active_tokens,
+            kv_capacity_tokens=self.capacity,
+            running_context_tokens=dec.sum_off + len(dec.heap) * dec.step,
+            num_local_prefills=len(self._prefilling) + len(self._waiting) if self.role is Role.DECODE else 0,
+            decode_iter_ms=self.decode_iter_ms,
+            mixed_iter_ms=self.mixed_iter_ms,
+        )
+
+    def audit(self) -> None:
+        """Raise if the KV pool is overcommitted or the accounting drifted (tests, debug runs)."""
+        used = self.active_tokens + self.cache.size_tokens
+        if used > self.capacity:
+            raise AssertionError(f"KV overcommitted: {used} > {self.capacity}")
+        expect = sum(r.alloc_tokens for r in self._reqs.values())
+        if expect != self.active_tokens:
+            raise AssertionError(f"KV accounting drift: {self.active_tokens} != {expect}")
