@@ -1,0 +1,106 @@
+"""Load-balanced and cache-aware choice of a prefill and a decode worker for the PD path.
+
+Load keys are ``(telemetry load, router in-flight count)``, compared lexicographically, ties to the
+first worker in snapshot order. The telemetry load is queued prefill tokens on P and running plus
+waiting requests on D. If any candidate's telemetry is stale or lacks the field, every candidate is
+keyed on ``num_inflight`` alone (the router's exact count): one fallback for all, so a worker with
+fresh numbers is never compared against one without.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sglang_ppd.core.types import RequestFeatures, Slo, WorkerSnapshot
+from sglang_ppd_policies import reasons
+
+LoadKey = tuple[int, ...]
+
+
+def prefill_keys(ps: Sequence[WorkerSnapshot], max_age_ms: float) -> list[LoadKey]:
+    keys: list[LoadKey] = []
+    for p in ps:
+        q = p.queued_prefill_tokens
+        if q is None or not p.is_fresh(max_age_ms):
+            return [(p.num_inflight, 0) for p in ps]
+        keys.append((q, p.num_inflight))
+    return keys
+
+
+def decode_keys(ds: Sequence[WorkerSnapshot], max_age_ms: float) -> list[LoadKey]:
+    keys: list[LoadKey] = []
+    for d in ds:
+        r, w = d.num_running, d.num_waiting
+        if r is None or w is None or not d.is_fresh(max_age_ms):
+            return [(d.num_inflight, 0) for d in ds]
+        keys.append((r + w, d.num_inflight))
+    return keys
+
+
+def least_loaded(keys: Sequence[LoadKey]) -> int:
+    """Index of the smallest key; the first one on ties."""
+    best = 0
+    for i in range(1, len(keys)):
+        if keys[i] < keys[best]:
+            best = i
+    return best
+
+
+def imbalanced(loads: Sequence[int], abs_threshold: int, rel_threshold: float) -> bool:
+    """sglang_router's rule: imbalanced iff max-min > abs AND max > min*rel."""
+    hi, lo = max(loads), min(loads)
+    return hi - lo > abs_threshold and hi > lo * rel_threshold
+
+
+class LeastLoadedPair:
+    """SGLang router PD mode with load-based selection: least-loaded P and least-loaded D."""
+
+    __slots__ = ()
+
+    def pair(
+        self, req: RequestFeatures, ps: Sequence[WorkerSnapshot], ds: Sequence[WorkerSnapshot], slo: Slo
+    ) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
+        age = slo.max_telemetry_age_ms
+        p = ps[least_loaded(prefill_keys(ps, age))]
+        d = ds[least_loaded(decode_keys(ds, age))]
+        return p, d, reasons.LEAST_LOADED
+
+
+class CacheAwarePair:
+    """sglang_router's ``cache_aware`` policy applied to P and to D (decode radix cache on).
+
+    Per role: if the router's in-flight counts are imbalanced (abs and rel thresholds), take the
+    least-loaded worker; else the worker with the longest hit if hit/prompt > ``cache_threshold``
+    (ties: lower load, then order); else the least-loaded worker. sglang_router falls back to the
+    worker with the smallest radix tree below the threshold; we take the least-loaded one, which
+    is what it converges to and needs no tree sizes. The route's reason is the P-side outcome.
+    """
+
+    __slots__ = ("cache_threshold", "abs_threshold", "rel_threshold")
+
+    def __init__(self, cache_threshold: float, abs_threshold: int, rel_threshold: float) -> None:
+        self.cache_threshold = cache_threshold
+        self.abs_threshold = abs_threshold
+        self.rel_threshold = rel_threshold
+
+    def pick(
+        self, req: RequestFeatures, ws: Sequence[WorkerSnapshot], keys: Sequence[LoadKey]
+    ) -> tuple[int, str]:
+        if len(ws) > 1 and imbalanced([w.num_inflight for w in ws], self.abs_threshold, self.rel_threshold):
+            return least_loaded(keys), reasons.LOAD_IMBALANCE
+        best, best_hit = -1, 0
+        for i, w in enumerate(ws):
+            h = req.hit_len(w.worker_id)
+            if h > best_hit or (h == best_hit and h > 0 and keys[i] < keys[best]):
+                best, best_hit = i, h
+        if best >= 0 and best_hit > self.cache_threshold * req.prompt_len:
+            return best, reasons.CACHE_HIT
+        return least_loaded(keys), reasons.LOW_HIT
+
+    def pair(
+        self, req: RequestFeatures, ps: Sequence[WorkerSnapshot], ds: Sequence[WorkerSnapshot], slo: Slo
+    ) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
+        age = slo.max_telemetry_age_ms
+        pi, reason = self.pick(req, ps, prefill_keys(ps, age))
+        di, _ = self.pick(req, ds, decode_keys(ds, age))
+        return ps[pi], ds[di], reason
