@@ -1,0 +1,54 @@
+"""Writing result JSON files with the machine, date and seed every reported number needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when a result was produced."""
+    return {
+        "hostname": platform.node(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write_result_json(path: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as indented JSON, adding ``machine`` and ``date`` when the caller did not.
+    Non-finite floats are written as ``null`` so the file stays strict JSON."""
+    data = dict(summary)
+    data.setdefault("machine", machine_info())
+    data.setdefault("date", data["machine"].get("date") if isinstance(data["machine"], dict) else None)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return p
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

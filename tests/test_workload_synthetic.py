@@ -1,0 +1,92 @@
+"""Synthetic sessions and ``--workload`` spec strings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sglang_ppd.workload import build_workload
+from sglang_ppd.workload.arrivals import arrival_times_s
+from sglang_ppd.workload.dists import parse_dist
+from sglang_ppd.workload.grammar import parse_spec
+
+
+def test_seeded_determinism() -> None:
+    spec = "sessions:n=50,rate=2,cv=2.0,turns=geometric:3,think_s=exp:5"
+    assert build_workload(spec, seed=7) == build_workload(spec, seed=7)
+    assert build_workload(spec, seed=7) != build_workload(spec, seed=8)
+    assert build_workload("sharegpt:n=30", seed=2) == build_workload("sharegpt:n=30", seed=2)
+
+
+@pytest.mark.parametrize("cv", [0.5, 1.0, 3.0])
+def test_arrival_cv(cv: float) -> None:
+    t = arrival_times_s(np.random.default_rng(0), 20000, rate_per_s=4.0, cv=cv)
+    gaps = np.diff(t)
+    assert t[0] == 0.0
+    assert gaps.mean() == pytest.approx(0.25, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.1)
+
+
+def test_fixed_sessions_shape() -> None:
+    w = build_workload("sessions:n=10,turns=3,prompt=100,user=20,output=50,think_s=2,system=64", seed=0)
+    assert len(w) == 30
+    for s in range(10):
+        t1, t2, t3 = (t for t in w if t.session_id == f"s{s}")
+        assert (t1.input_len, t1.history_len, t1.shared_prefix_len) == (164, 0, 64)
+        assert (t2.input_len, t2.history_len, t2.think_time_s, t2.arrival_s) == (234, 214, 2.0, None)
+        assert (t3.input_len, t3.history_len) == (304, 284)
+
+
+def test_rate_scale_scales_session_arrivals() -> None:
+    base = build_workload("sessions:n=40,rate=1,turns=1,prompt=10,output=10", seed=3)
+    fast = build_workload("sessions:n=40,rate=1,turns=1,prompt=10,output=10", seed=3, rate_scale=4.0)
+    assert [t.arrival_s for t in fast] == pytest.approx([(t.arrival_s or 0) / 4 for t in base])
+
+
+def test_sharegpt_spec_and_limit() -> None:
+    w = build_workload("sharegpt:n=20,rate=1.5", seed=0)
+    assert len({t.session_id for t in w}) == 20
+    assert sum(t.turn > 1 for t in w) > 0
+    assert len(build_workload("sharegpt:n=20", seed=0, limit=7)) == 7
+    # More sessions than the table holds: repeats get unique ids.
+    big = build_workload("sharegpt:n=1600,max_context=8192", seed=0, limit=None)
+    assert len({t.request_id for t in big}) == len(big)
+
+
+def test_azure_and_mooncake_specs() -> None:
+    window = build_workload("azure:start_s=600,duration_s=60", seed=0)
+    assert 0 < len(window) < 1000
+    assert all(0 <= (t.arrival_s or 0) < 60 for t in window)
+    assert len(build_workload("azure:n=10")) == 10
+    mc = build_workload("mooncake:n=200", seed=1)
+    assert len(mc) == 200 and any(t.turn > 1 for t in mc)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("poisson:rate=1", "unknown kind"),
+        ("sessions:rate=0", "rate=0"),
+        ("sessions:bogus=1", "unknown key 'bogus'"),
+        ("sessions:n", "not key=value"),
+        ("sessions:turns=zipf:2", "unknown distribution"),
+        ("sessions:turns=uniform:5:1", "A <= B"),
+        ("sessions:think_s=exp:1:2", "takes 1 parameter"),
+        ("sessions:n=2,n=3", "given twice"),
+        ("sessions:think_s=sharegpt", "no ShareGPT distribution"),
+        ("sessions:prompt=200000,n=3", "yields no requests"),
+        ("azure:n=1.5", "positive integer"),
+    ],
+)
+def test_spec_errors(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_workload(spec, seed=0)
+
+
+def test_defaults_and_dists() -> None:
+    kind, p = parse_spec("sessions:")
+    assert kind == "sessions" and p["n"] == 100 and p["system"] == 0
+    assert parse_dist("lognormal:100:0.5", "x").mean() == pytest.approx(100 * np.exp(0.125))
+    d = parse_dist("uniform:3:5", "x")
+    draws = d.sample_tokens(np.random.default_rng(0), 1000)
+    assert set(draws.tolist()) == {3, 4, 5}
