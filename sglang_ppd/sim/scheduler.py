@@ -211,6 +211,10 @@ class BatchScheduler:
                 return tokens
         return None
 
+    def request_hit_len(self, rid: str) -> int:
+        """Prompt tokens an admitted request found in this worker's cache."""
+        return self._reqs[rid].hit_len
+
     def kv_arrived(self, rid: str) -> None:
         """Decode worker: the transfer finished; the request decodes from the next iteration."""
         r = self._reqs[rid]
