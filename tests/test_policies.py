@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sglang_ppd_policies import NoRouteError
+from sglang_ppd_policies.estimate import Estimator
 from test_policies_fixtures import PROFILE, SLO, dw, policy, pw, req, snap
 
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import available_policies
 from sglang_ppd.core.types import RouteKind
-from sglang_ppd_policies import NoRouteError
-from sglang_ppd_policies.estimate import Estimator
 
-ALL = ["pd", "pd_cache_aware"]
+ALL = ["pd", "pd_cache_aware", "always_local", "threshold", "ppd", "deflect", "ppd_deflect"]
 
 
 # -- pd ---------------------------------------------------------------------------------------------
@@ -23,14 +25,27 @@ ALL = ["pd", "pd_cache_aware"]
         ((pw("p0", queued=5000), pw("p1", queued=100), dw("d0", running=9), dw("d1", running=3)), "p1", "d1"),
         ((pw("p0", queued=0), pw("p1", queued=0), dw("d0", running=2), dw("d1", running=2)), "p0", "d0"),
         # equal telemetry: the router's in-flight count breaks the tie
-        ((pw("p0", inflight=3), pw("p1", inflight=1), dw("d0", 2, inflight=5), dw("d1", 2, inflight=2)), "p1", "d1"),
+        (
+            (pw("p0", inflight=3), pw("p1", inflight=1), dw("d0", 2, inflight=5), dw("d1", 2, inflight=2)),
+            "p1",
+            "d1",
+        ),
         # one stale P: every P compared on in-flight only, so the queue numbers are ignored
-        ((pw("p0", queued=0, inflight=4), pw("p1", queued=9000, inflight=1, age_ms=None)) + (dw("d0"),), "p1", "d0"),
+        (
+            (pw("p0", queued=0, inflight=4), pw("p1", queued=9000, inflight=1, age_ms=None)) + (dw("d0"),),
+            "p1",
+            "d0",
+        ),
     ],
 )
 def test_pd_least_loaded(workers: tuple, want_p: str, want_d: str) -> None:
     r = policy("pd").decide(req(1000, p0=900, d0=900), snap(*workers), SLO)
-    assert (r.kind, r.prefill_worker, r.decode_worker, r.reason) == (RouteKind.PD, want_p, want_d, "least_loaded")
+    assert (r.kind, r.prefill_worker, r.decode_worker, r.reason) == (
+        RouteKind.PD,
+        want_p,
+        want_d,
+        "least_loaded",
+    )
 
 
 def test_pd_needs_no_decode_cache_and_others_do() -> None:
@@ -79,7 +94,8 @@ def test_no_decode_worker_raises(name: str) -> None:
 def test_no_prefill_falls_back_to_fresh_capable_decode(name: str) -> None:
     s = snap(pw("p0", healthy=False), dw("d0", age_ms=None), dw("d1", local=False), dw("d2"), dw("d3"))
     r = policy(name).decide(req(3000, d3=2000), s, SLO)
-    assert (r.kind, r.decode_worker, r.reason) == (RouteKind.LOCAL, "d3", "no_prefill")
+    want = "resident_prefix" if name == "always_local" else "no_prefill"
+    assert (r.kind, r.decode_worker, r.reason) == (RouteKind.LOCAL, "d3", want)
     r = policy(name).decide(req(3000), s, SLO)
     assert (r.kind, r.decode_worker, r.reason) == (RouteKind.DEFLECT, "d2", "no_prefill")
     assert r.chunk_plan is not None and r.chunk_plan.chunk_len * r.chunk_plan.num_chunks >= 3000
@@ -102,7 +118,8 @@ def test_stale_or_unsupported_decode_never_gets_local(name: str) -> None:
         dw("d1", age_ms=None),
         dw("d2", local=False),
     )
-    for hits in ({"d0": 7990}, {"d1": 7990}, {"d2": 7990}, {}):
+    cases: list[dict[str, Any]] = [{"d0": 7990}, {"d1": 7990}, {"d2": 7990}, {}]
+    for hits in cases:
         r = policy(name).decide(req(8000, **hits), s, SLO)
         assert r.kind is RouteKind.PD, (hits, r)
 
@@ -136,6 +153,11 @@ def test_unknown_policy_lists_available() -> None:
         ("pd_cache_aware", {"cache_threshold": 1.5}, "cache_threshold"),
         ("pd_cache_aware", {"cache_treshold": 0.5}, "unknown key"),
         ("pd", {"x": 1}, "unknown key"),
+        ("threshold", {"max_uncached_len": -1}, "max_uncached_len"),
+        ("deflect", {"beta": 0}, "beta"),
+        ("deflect", {"beta": 1.5}, "beta"),
+        ("ppd_deflect", {"alpha": "fast"}, "alpha"),
+        ("ppd_deflect", {"max_inflight": 0}, "max_inflight"),
     ],
 )
 def test_bad_params_rejected(name: str, params: dict, needle: str) -> None:
@@ -146,7 +168,9 @@ def test_bad_params_rejected(name: str, params: dict, needle: str) -> None:
 # -- estimator ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("new", "cached", "chunk"), [(1, 0, 8192), (8192, 0, 8192), (20000, 3000, 8192), (300, 5000, 64)])
+@pytest.mark.parametrize(
+    ("new", "cached", "chunk"), [(1, 0, 8192), (8192, 0, 8192), (20000, 3000, 8192), (300, 5000, 64)]
+)
 def test_chunked_ms_matches_cost_model(new: int, cached: int, chunk: int) -> None:
     est = Estimator(PROFILE)
     assert est.chunked_ms(new, cached, chunk, 0.0) == pytest.approx(PROFILE.prefill_ms(new, cached, chunk))

@@ -12,7 +12,9 @@ PROFILE: CostProfile = load_profile(DEFAULT_PROFILE)
 SLO = Slo(ttft_ms=2000.0, tpot_ms=100.0, max_telemetry_age_ms=1000.0)
 
 
-def pw(wid: str, queued: int = 0, inflight: int = 0, age_ms: float | None = 10.0, **kw: Any) -> WorkerSnapshot:
+def pw(
+    wid: str, queued: int = 0, inflight: int = 0, age_ms: float | None = 10.0, **kw: Any
+) -> WorkerSnapshot:
     """A prefill worker with ``queued`` prefill tokens."""
     return WorkerSnapshot(
         worker_id=wid,
@@ -57,7 +59,9 @@ def snap(*workers: WorkerSnapshot, queued_bytes: int = 0, bw: float = 50e9) -> C
     return ClusterSnapshot(workers=tuple(workers), link=LinkSnapshot(bw, queued_bytes, 5.0))
 
 
-def req(prompt_len: int, max_new: int = 256, approx: frozenset[str] = frozenset(), **hits: int) -> RequestFeatures:
+def req(
+    prompt_len: int, max_new: int = 256, approx: frozenset[str] = frozenset(), **hits: int
+) -> RequestFeatures:
     return RequestFeatures(
         request_id="r", prompt_len=prompt_len, max_new_tokens=max_new, cached_len=hits, approx_workers=approx
     )

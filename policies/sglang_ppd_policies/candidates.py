@@ -119,3 +119,10 @@ def healthy_workers(snap: ClusterSnapshot) -> tuple[list[WorkerSnapshot], list[W
     if not ds:
         raise NoRouteError("no healthy decode worker")
     return ps, ds
+
+
+def best_resident(cands: Sequence[tuple[WorkerSnapshot, int]], slo: Slo) -> tuple[WorkerSnapshot, int]:
+    """The candidate with the longest hit; ties to the least loaded, then snapshot order."""
+    keys = decode_keys([d for d, _ in cands], slo.max_telemetry_age_ms)
+    best = least_loaded([(-h, *keys[i]) for i, (_, h) in enumerate(cands)])
+    return cands[best]

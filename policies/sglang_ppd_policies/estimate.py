@@ -54,10 +54,13 @@ class Estimator:
         return d.num_inflight, d.num_inflight * prompt_len
 
     def decode_step_ms(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
-        """One decode-only iteration on ``d``: its reported EWMA when fresh, else the step model."""
+        """One decode-only iteration on ``d``: its reported EWMA when fresh and busy, else the step
+        model (an idle worker's EWMA is a leftover from its last busy period)."""
+        n, ctx = self.decode_load(d, fresh, prompt_len)
+        if n == 0:
+            return self.dec_base_ms
         if fresh and d.decode_iter_ms is not None:
             return d.decode_iter_ms
-        n, ctx = self.decode_load(d, fresh, prompt_len)
         return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
 
     def chunked_ms(self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float) -> float:

@@ -1,0 +1,142 @@
+"""``deflect``: Kairos-style load-aware prefill deflection to decode workers.
+
+Source: "Kairos" (arXiv 2607.02043): when prefill workers queue, a decode worker runs a queued full
+prefill as chunks mixed into its decode steps, sized so resident decodes stay within a TBT budget.
+
+Rule, from the live snapshot and the step model (:mod:`.estimate`):
+
+- TTFT_P: the ``pd_cache_aware`` pair's P queue + P compute + KV transfer (behind the link's queued
+  bytes) + one decode iteration.
+- On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight and free
+  KV for the prompt: the largest chunk χ whose mixed iteration with its resident decodes stays within
+  ``beta*slo.tpot_ms`` (attending over the whole prompt, the last chunk's worst case; an idle D gets
+  full chunks). TTFT_D = its current iteration + its queued local prefill tokens + ceil(uncached/χ)
+  mixed iterations. Any exact hit on that D shortens the prefill.
+- Deflect to the D with the lowest TTFT_D iff TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms;
+  else PD. The route carries ``ChunkPlan(χ, n)``.
+
+Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
+  alpha: deflect only if TTFT_D <= alpha*TTFT_P (0.8). The profile's prefill fit has ~10% rms
+    relative error, so two estimates can differ by ~20% by noise alone; a deflection also costs the
+    residents TBT headroom, so it must win by more than that.
+  beta: fraction of the TPOT target a mixed iteration may take (0.9): the decode fit's ~5% rms error
+    at 2 sigma.
+  max_inflight: local/deflected prefills in flight per D (2): SGLang runs one chunked prefill at a
+    time, so one running plus one queued keeps the D busy without a backlog the estimate cannot see.
+  allow_approx_local, cache_threshold, balance_*: as ``always_local`` / ``pd_cache_aware``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.policy import PolicyParams
+from sglang_ppd.core.types import (
+    ClusterSnapshot,
+    LinkSnapshot,
+    RequestFeatures,
+    Route,
+    RouteKind,
+    Slo,
+    WorkerSnapshot,
+)
+from sglang_ppd_policies import reasons
+from sglang_ppd_policies.always_local import LocalParams
+from sglang_ppd_policies.base import BuiltinPolicy
+from sglang_ppd_policies.candidates import healthy_workers, local_route, no_prefill_route
+from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+
+
+class DeflectParams(LocalParams):
+    alpha: float = Field(0.8, gt=0.0, description="deflect iff TTFT_D <= alpha * TTFT_P")
+    beta: float = Field(0.9, gt=0.0, le=1.0, description="a mixed iteration may take beta * TPOT target")
+    max_inflight: int = Field(2, ge=1, description="local/deflected prefills in flight per decode worker")
+
+
+class DeflectPolicy(BuiltinPolicy):
+    Params = DeflectParams
+
+    def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
+        super().__init__(params, profile)
+        assert isinstance(params, DeflectParams)
+        self._chooser = cache_aware_pair(params)
+        self._allow_approx = params.allow_approx_local
+        self._alpha = params.alpha
+        self._beta = params.beta
+        self._max_inflight = params.max_inflight
+
+    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
+        ps, ds = healthy_workers(snap)
+        return self.decide_full(req, ps, ds, slo, snap.link)
+
+    def decide_full(
+        self,
+        req: RequestFeatures,
+        ps: Sequence[WorkerSnapshot],
+        ds: Sequence[WorkerSnapshot],
+        slo: Slo,
+        link: LinkSnapshot,
+    ) -> Route:
+        """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha."""
+        if not ps:
+            return no_prefill_route(req, ds, slo, self.est)
+        est = self.est
+        age = slo.max_telemetry_age_ms
+        prompt_len = req.prompt_len
+        p, d_pd, pd_reason = self._chooser.pair(req, ps, ds, slo)
+        ttft_p = est.pd_ttft_ms(
+            p,
+            p.is_fresh(age),
+            req.hit_len(p.worker_id),
+            d_pd,
+            d_pd.is_fresh(age),
+            req.hit_len(d_pd.worker_id),
+            prompt_len,
+            link,
+        )
+        budget_ms = self._beta * slo.tpot_ms
+        best: WorkerSnapshot | None = None
+        best_ttft, best_chunk, best_new = math.inf, 0, 0
+        why = pd_reason
+        for d in ds:
+            if not d.is_fresh(age):
+                if why == pd_reason:
+                    why = reasons.STALE_TELEMETRY
+                continue
+            if not d.supports_local_prefill:
+                continue
+            if (d.num_local_prefills or 0) >= self._max_inflight:
+                why = reasons.DEFLECT_CAP
+                continue
+            approx = not self._allow_approx and d.worker_id in req.approx_workers
+            h = 0 if approx else req.hit_len(d.worker_id)
+            new_len = prompt_len - h
+            free = d.kv_free_tokens
+            if free is not None and free < new_len:
+                continue
+            residents = d.num_running if d.num_running is not None else d.num_inflight
+            if residents:
+                step = est.decode_step_ms(d, True, prompt_len)
+                extra = step - est.dec_base_ms
+                chunk = est.max_chunk_len(prompt_len, extra, budget_ms)
+                if chunk <= 0:
+                    if why == pd_reason:
+                        why = reasons.TBT_BUDGET
+                    continue
+            else:
+                step, extra, chunk = 0.0, 0.0, est.chunk_len
+            ttft = step + est.local_backlog_ms(d, chunk, extra) + est.chunked_ms(new_len, h, chunk, extra)
+            if ttft < best_ttft:
+                best, best_ttft, best_chunk, best_new = d, ttft, chunk, new_len
+        if best is not None:
+            if best_ttft > self._alpha * ttft_p:
+                why = reasons.P_FASTER
+            elif best_ttft > slo.ttft_ms:
+                why = reasons.TTFT_SLO
+            else:
+                return local_route(RouteKind.DEFLECT, best, best_new, best_chunk, reasons.P_QUEUE_DEFLECT)
+        return Route(kind=RouteKind.PD, decode_worker=d_pd.worker_id, prefill_worker=p.worker_id, reason=why)

@@ -1,0 +1,134 @@
+"""``ppd``: the PPD paper's dynamic choice between a local append-prefill and the PD path (Turn 2+).
+
+Source: "PPD" (arXiv 2603.13358): a Turn 2+ request whose history KV sits on the decode worker that
+served the previous turn may run its short append-prefill there instead of P->D. The choice weighs
+TTFT against the TPOT the residents of that D worker lose, with the SLO weights ``w_ttft``/``w_tpot``.
+
+For each route, from the live snapshot and the step model (:mod:`.estimate`):
+
+- PD (the ``pd_cache_aware`` pair): TTFT = P queue (queued prefill tokens at full chunks) + P compute
+  of the tokens P lacks + transfer of the tokens D lacks over the link, behind ``link.queued_bytes``
+  + one decode iteration on D. No TPOT impact on D.
+- LOCAL on each local-capable D with a resident prefix: TTFT = its current decode iteration + its
+  queued local prefills + the append in chunks mixed into its decode steps. Each mixed iteration
+  stalls the B resident decodes by (mixed - decode-only) ms; spread over their output, each one's
+  TPOT grows by stall/L, so ΔTPOT = B*stall/L summed over the residents, with L the expected output
+  length (``tpot_horizon_len``, else this request's ``max_new_tokens``).
+
+Score = w_ttft*TTFT/slo.ttft_ms + w_tpot*ΔTPOT/slo.tpot_ms (both SLO-normalized). The lowest score
+wins; ties go to PD. No resident prefix (Turn 1, or evicted) -> the ``pd_cache_aware`` route.
+
+Parameters:
+  tpot_horizon_len: L above (None: the request's max_new_tokens, the workload's own estimate).
+  local_chunk_len: chunk size of a local append (None: the profile's chunked_prefill_size, as SGLang).
+  allow_approx_local, cache_threshold, balance_*: as ``always_local`` / ``pd_cache_aware``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.policy import PolicyParams
+from sglang_ppd.core.types import (
+    ClusterSnapshot,
+    LinkSnapshot,
+    RequestFeatures,
+    Route,
+    RouteKind,
+    Slo,
+    WorkerSnapshot,
+)
+from sglang_ppd_policies import reasons
+from sglang_ppd_policies.always_local import LocalParams
+from sglang_ppd_policies.base import BuiltinPolicy
+from sglang_ppd_policies.candidates import (
+    healthy_workers,
+    local_route,
+    no_prefill_route,
+    pd_route,
+    resident_candidates,
+)
+from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+
+
+class PpdParams(LocalParams):
+    tpot_horizon_len: int | None = Field(
+        None, ge=1, description="output tokens a resident's stall is spread over (None: max_new_tokens)"
+    )
+    local_chunk_len: int | None = Field(
+        None, ge=1, description="chunk size of a local append (None: the profile's chunked_prefill_size)"
+    )
+
+
+class PpdPolicy(BuiltinPolicy):
+    Params = PpdParams
+
+    def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
+        super().__init__(params, profile)
+        assert isinstance(params, PpdParams)
+        self._chooser = cache_aware_pair(params)
+        self._allow_approx = params.allow_approx_local
+        self._horizon_len = params.tpot_horizon_len
+        self._chunk_len = params.local_chunk_len or self.est.chunk_len
+
+    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
+        ps, ds = healthy_workers(snap)
+        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
+        if not cands:
+            return pd_route(self._chooser, req, ps, ds, slo, self.est, why)
+        return self.decide_resident(req, ps, ds, cands, slo, snap.link)
+
+    def decide_resident(
+        self,
+        req: RequestFeatures,
+        ps: Sequence[WorkerSnapshot],
+        ds: Sequence[WorkerSnapshot],
+        cands: Sequence[tuple[WorkerSnapshot, int]],
+        slo: Slo,
+        link: LinkSnapshot,
+    ) -> Route:
+        """Local append on one of ``cands`` (local-capable, resident prefix) or the PD pair."""
+        if not ps:
+            return no_prefill_route(req, ds, slo, self.est)
+        est = self.est
+        age = slo.max_telemetry_age_ms
+        prompt_len = req.prompt_len
+        p, d_pd, _ = self._chooser.pair(req, ps, ds, slo)
+        ttft_pd = est.pd_ttft_ms(
+            p,
+            p.is_fresh(age),
+            req.hit_len(p.worker_id),
+            d_pd,
+            d_pd.is_fresh(age),
+            req.hit_len(d_pd.worker_id),
+            prompt_len,
+            link,
+        )
+        ttft_w = slo.w_ttft / slo.ttft_ms
+        tpot_w = slo.w_tpot / slo.tpot_ms / (self._horizon_len or max(req.max_new_tokens, 1))
+        best_score = ttft_w * ttft_pd
+        best: tuple[WorkerSnapshot, int] | None = None
+        chunk_len = self._chunk_len
+        for d, h in cands:
+            new_len = prompt_len - h
+            residents = d.num_running if d.num_running is not None else d.num_inflight
+            step = est.decode_step_ms(d, True, prompt_len)
+            extra = step - est.dec_base_ms
+            run = est.chunked_ms(new_len, h, chunk_len, extra)
+            ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk_len, extra) + run
+            stall = run - -(-new_len // chunk_len) * step
+            score = ttft_w * ttft + tpot_w * residents * stall
+            if score < best_score:
+                best_score, best = score, (d, h)
+        if best is None:
+            return Route(
+                kind=RouteKind.PD,
+                decode_worker=d_pd.worker_id,
+                prefill_worker=p.worker_id,
+                reason=reasons.PD_CHEAPER,
+            )
+        d, h = best
+        return local_route(RouteKind.LOCAL, d, prompt_len - h, chunk_len, reasons.APPEND_CHEAPER)

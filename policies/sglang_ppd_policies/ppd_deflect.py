@@ -1,0 +1,49 @@
+"""``ppd_deflect``: the unified default, PPD's local append for Turn 2+ and Kairos deflection otherwise.
+
+Sources: PPD (arXiv 2603.13358) and Kairos (arXiv 2607.02043), composed without copying either:
+
+- a request with a resident prefix on a local-capable D worker (fresh telemetry, exact hit unless
+  ``allow_approx_local``) gets :meth:`PpdPolicy.decide_resident`: local append vs PD by SLO-weighted
+  TTFT and resident-TPOT cost;
+- every other request gets :meth:`DeflectPolicy.decide_full`: deflected prefill vs PD by TTFT with
+  the margin alpha, chunked within beta*TBT, at most ``max_inflight`` per D worker.
+
+Both PD estimates include KV-link congestion: the transfer waits behind ``link.queued_bytes``, so a
+congested link makes local appends and deflections relatively cheaper.
+
+Parameters: the union of ``ppd``'s (tpot_horizon_len, local_chunk_len) and ``deflect``'s (alpha,
+beta, max_inflight), plus allow_approx_local and the ``pd_cache_aware`` ones; same defaults.
+"""
+
+from __future__ import annotations
+
+from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.policy import PolicyParams
+from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, Slo
+from sglang_ppd_policies.base import BuiltinPolicy
+from sglang_ppd_policies.candidates import healthy_workers, resident_candidates
+from sglang_ppd_policies.deflect import DeflectParams, DeflectPolicy
+from sglang_ppd_policies.ppd import PpdParams, PpdPolicy
+
+
+class PpdDeflectParams(PpdParams, DeflectParams):
+    """``ppd``'s and ``deflect``'s parameters together."""
+
+
+class PpdDeflectPolicy(BuiltinPolicy):
+    Params = PpdDeflectParams
+
+    def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
+        super().__init__(params, profile)
+        assert isinstance(params, PpdDeflectParams)
+        # The params object is both a PpdParams and a DeflectParams: each part reads its own fields.
+        self._ppd = PpdPolicy(params, profile)
+        self._deflect = DeflectPolicy(params, profile)
+        self._allow_approx = params.allow_approx_local
+
+    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
+        ps, ds = healthy_workers(snap)
+        cands, _ = resident_candidates(req, ds, slo, self._allow_approx)
+        if cands:
+            return self._ppd.decide_resident(req, ps, ds, cands, slo, snap.link)
+        return self._deflect.decide_full(req, ps, ds, slo, snap.link)
