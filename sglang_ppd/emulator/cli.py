@@ -1,0 +1,145 @@
+"""``sglang-ppd emulate``: run one emulated SGLang worker (prefill or decode) until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+import zmq.asyncio
+from aiohttp import web
+
+from sglang_ppd.core.config import ConfigError
+from sglang_ppd.core.costmodel import DEFAULT_PROFILE, load_profile
+from sglang_ppd.core.types import Role
+from sglang_ppd.emulator.bootstrap import TransferHandler
+from sglang_ppd.emulator.config import DEFAULT_LINK_BYTES_PER_S, EngineConfig
+from sglang_ppd.emulator.engine import Engine
+from sglang_ppd.emulator.publishers import KvEventPublisher, LoadPublisher
+from sglang_ppd.emulator.reports import Ports, load_stat_msg, telemetry_msg
+from sglang_ppd.emulator.server import build_app
+
+DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sglang-ppd emulate", description=__doc__)
+    p.add_argument("--role", choices=[r.value for r in Role], required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bootstrap-port", type=int, default=DEFAULT_BOOTSTRAP_PORT,
+                   help="prefill only: the PD bootstrap (KV hand-off) port")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="cost profile name or YAML path")
+    p.add_argument("--model-name", default=None, help="served model name (default: emulated/<profile>)")
+    p.add_argument("--ppd", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode only: honour do_local_prefill (local and deflected prefill)")
+    p.add_argument("--decode-radix-cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode only: keep finished KV in the radix cache (default: on with --ppd)")
+    p.add_argument("--page-size", type=int, default=None, help="default: the profile's page size")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="wall seconds per modelled second (1 = real time, 0 = no modelled compute)")
+    p.add_argument("--kv-capacity-tokens", type=int, default=None)
+    p.add_argument("--chunked-prefill-size", type=int, default=None)
+    p.add_argument("--tbt-budget-ms", type=float, default=None,
+                   help="decode only: cap on mixed prefill+decode iterations while decodes run")
+    p.add_argument("--link-bandwidth-gbs", type=float, default=DEFAULT_LINK_BYTES_PER_S / 1e9,
+                   help="prefill only: KV link bandwidth in GB/s")
+    p.add_argument("--kv-events-port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--kv-replay-port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--load-port", type=int, default=0, help="LoadStat PUB port; 0 picks a free port")
+    p.add_argument("--telemetry-port", type=int, default=0, help="WorkerTelemetry PUB port; 0 picks one")
+    p.add_argument("--telemetry-period-ms", type=float, default=50.0)
+    p.add_argument("--transfer-timeout-s", type=float, default=60.0)
+    return p
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    profile = load_profile(args.profile)
+    role = Role(args.role)
+    return EngineConfig(
+        role=role,
+        profile=profile,
+        model_name=args.model_name or f"emulated/{profile.name}",
+        ppd=args.ppd and role is Role.DECODE,
+        decode_radix_cache=args.ppd if args.decode_radix_cache is None else args.decode_radix_cache,
+        page_size=args.page_size or profile.page_size,
+        time_scale=args.time_scale,
+        kv_capacity_tokens=args.kv_capacity_tokens,
+        chunked_prefill_size=args.chunked_prefill_size,
+        tbt_budget_ms=args.tbt_budget_ms,
+        link_bandwidth_bytes_per_s=args.link_bandwidth_gbs * 1e9,
+        transfer_timeout_s=args.transfer_timeout_s,
+    )
+
+
+async def _publish_loads(engine: Engine, pub: LoadPublisher, url: str, period_s: float) -> None:
+    seq = 0
+    while True:
+        pub.publish(load_stat_msg(engine), telemetry_msg(engine, url, seq))
+        seq += 1
+        await asyncio.sleep(period_s)
+
+
+async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
+    ctx = zmq.asyncio.Context()
+    bind = "*" if args.host in ("0.0.0.0", "::") else args.host
+    kv_pub = KvEventPublisher(ctx, f"tcp://{bind}:{args.kv_events_port or '*'}",
+                              f"tcp://{bind}:{args.kv_replay_port or '*'}")
+    load_pub = LoadPublisher(ctx, f"tcp://{bind}:{args.load_port or '*'}",
+                             f"tcp://{bind}:{args.telemetry_port or '*'}")
+    engine = Engine(cfg)
+    engine.publish_events = kv_pub.publish
+    prefill = cfg.role is Role.PREFILL
+    ports = Ports(args.port, args.bootstrap_port if prefill else None, kv_pub.port, kv_pub.replay_port,
+                  load_pub.load_port, load_pub.telemetry_port)
+    runners = [web.AppRunner(build_app(engine, ports), access_log=None)]
+    if prefill:
+        handler = TransferHandler(engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s)
+        runners.append(web.AppRunner(handler.app(), access_log=None))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    engine.start()
+    kv_pub.start()
+    url = f"http://{args.host}:{args.port}"
+    pub_task = asyncio.create_task(_publish_loads(engine, load_pub, url, args.telemetry_period_ms / 1000))
+    try:
+        for runner, port in zip(runners, (args.port, args.bootstrap_port), strict=False):
+            await runner.setup()
+            await web.TCPSite(runner, args.host, port).start()
+        print(f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
+              + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
+              + (", ppd" if cfg.ppd else ""), flush=True)
+        await stop.wait()
+    finally:
+        pub_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pub_task
+        for runner in runners:
+            await runner.cleanup()
+        await engine.close()
+        await kv_pub.close()
+        load_pub.close()
+        ctx.destroy(linger=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = engine_config(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args, cfg))
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""The emulated worker's engine: the simulator's batch scheduler driven in real time from asyncio.
+
+Each loop turn asks :class:`~sglang_ppd.sim.scheduler.BatchScheduler` for the next iteration,
+sleeps its modelled duration (times ``time_scale``) against a drift-free deadline clock, completes
+it, and turns the outcome into tokens on the HTTP streams, radix-cache updates (KV events), PD room
+hand-offs and telemetry. Timing therefore matches the simulator by construction.
+
+The scheduler's own prefix cache models sessions, not tokens; here the real radix cache decides hit
+lengths, and each request enters the scheduler as its own "session" whose cached chain is exactly
+its radix hit, so admission and KV accounting see the same hit the router sees in the KV events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from sglang_ppd.core.types import Role
+from sglang_ppd.emulator import tokens
+from sglang_ppd.emulator.bootstrap import Link, Rooms, fetch_kv
+from sglang_ppd.emulator.config import EngineConfig
+from sglang_ppd.emulator.pages import PageChain
+from sglang_ppd.emulator.radix import RadixCache
+from sglang_ppd.emulator.request import GenerateInput, Mode, RequestError, RequestHandle
+from sglang_ppd.protocol.kv_events import KVEvent
+from sglang_ppd.sim.scheduler import BatchScheduler, Iteration, Outcome
+
+MAX_LAG_S = 0.05
+"""How far behind its deadline clock the loop may fall before it stops catching up (e.g. after a
+GC pause): catching up compresses iterations, so it is bounded."""
+
+
+@dataclass(slots=True)
+class Active:
+    handle: RequestHandle
+    chain: PageChain
+    digest: bytes
+    locked: list[int]
+    aborted: bool = False
+    allocated: asyncio.Future[int] | None = None
+    room: int | None = None
+    transfers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.role = cfg.role.value
+        self.ppd = cfg.ppd
+        self.model_name = cfg.model_name
+        p = cfg.profile
+        self.sched = BatchScheduler(
+            cfg.role, p, retain_cache=False, kv_capacity_tokens=cfg.kv_capacity_tokens,
+            chunked_prefill_size=cfg.chunked_prefill_size, tbt_budget_ms=cfg.tbt_budget_ms,
+        )
+        self.radix = RadixCache(cfg.page_size)
+        self.retain = cfg.role is Role.PREFILL or cfg.decode_radix_cache
+        self.rooms = Rooms()
+        self.link = Link(p, cfg.link_bandwidth_bytes_per_s, cfg.time_scale)
+        self._active: dict[str, Active] = {}
+        self._decoding: set[str] = set()
+        """Requests in the scheduler's decode batch: each gets one token per iteration."""
+        self._joining: set[str] = set()
+        """Requests that enter the decode batch at the next ``next_iteration`` call."""
+        self._events: list[KVEvent] = []
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.num_iterations = 0
+        self.publish_events: Callable[[list[KVEvent]], None] = lambda events: None
+        """Where each iteration's KV events go (the ZMQ publisher, once the server wires it)."""
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for a in self._active.values():
+            for t in a.transfers:
+                t.cancel()
+            a.handle.finish("server shutting down")
+        if self._session is not None:
+            await self._session.close()
+
+    # ---- admission ---------------------------------------------------------------------------------
+    def submit(self, inp: GenerateInput) -> RequestHandle:
+        if inp.rid in self._active:
+            raise RequestError(f"request id {inp.rid!r} is already running", 409)
+        mode = inp.mode
+        if mode is Mode.AGGREGATED:
+            if self.cfg.role is Role.DECODE and self.ppd:
+                mode = Mode.LOCAL
+            else:
+                raise RequestError(
+                    f"this emulated {self.role} server runs disaggregated: send bootstrap_host, "
+                    "bootstrap_port and bootstrap_room (or do_local_prefill to a --ppd decode server)"
+                )
+        prompt_len, out_len = len(inp.input_ids), inp.max_new_tokens
+        need = prompt_len + (out_len if self.cfg.role is Role.DECODE else 0)
+        if need > self.sched.capacity:
+            raise RequestError(f"request needs {need} KV tokens; this worker holds {self.sched.capacity}")
+        handle = RequestHandle(inp)
+        chain = PageChain.of(inp.input_ids, self.cfg.page_size)
+        hashes = chain.hashes
+        hit = self.radix.match(hashes) if self.retain else 0
+        locked = hashes[: hit // self.cfg.page_size]
+        self.radix.lock(locked)
+        handle.cached_tokens = min(hit, prompt_len - 1)
+        a = Active(handle, chain, tokens.prompt_digest(inp.input_ids), locked)
+        # Each request is its own scheduler "session", holding exactly its radix hit.
+        self.sched.cache.insert(inp.rid, hit)
+        rid = inp.rid
+        if mode is Mode.PD_PREFILL:
+            assert inp.bootstrap is not None
+            room = self.rooms.get(inp.bootstrap.room)
+            if room.rid is not None:
+                self.radix.unlock(locked)
+                raise RequestError(f"bootstrap_room {inp.bootstrap.room} is already in use here", 409)
+            room.rid, a.room = rid, inp.bootstrap.room
+            self.sched.add_prefill(rid, rid, prompt_len)
+        elif mode is Mode.PD_DECODE:
+            a.allocated = asyncio.get_running_loop().create_future()
+            got = self.sched.add_incoming(rid, rid, prompt_len, out_len)
+            if got is not None:
+                a.allocated.set_result(got)
+            a.transfers.append(asyncio.create_task(self._receive_kv(a)))
+        else:
+            self.sched.add_local(rid, rid, prompt_len, out_len, chunk_len=inp.chunk_len)
+        self._active[rid] = a
+        self._wake.set()
+        return handle
+
+    async def _receive_kv(self, a: Active) -> None:
+        inp = a.handle.inp
+        assert inp.bootstrap is not None and a.allocated is not None and self._session is not None
+        num_tokens = await a.allocated
+        b = inp.bootstrap
+        try:
+            await fetch_kv(self._session, b.host, b.port, b.room, num_tokens, self.cfg.transfer_timeout_s)
+        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
+            # The scheduler cannot drop a preallocated request: let it decode and discard the output.
+            a.aborted = True
+            a.handle.finish(f"KV transfer failed: {exc}")
+        self.sched.kv_arrived(inp.rid)
+        self._joining.add(inp.rid)
+        self._wake.set()
+
+    def kv_sent(self, room_id: int, error: str | None = None) -> None:
+        """P: the room's KV crossed the link; free it (the prompt stays in the radix cache)."""
+        room = self.rooms.pop(room_id)
+        a = self._active.pop(room.rid, None) if room is not None and room.rid is not None else None
+        if a is None:
+            return
+        self.sched.release(a.handle.inp.rid)
+        self.radix.unlock(a.locked)
+        a.handle.finish(error)
+        self._wake.set()
+
+    def abort(self, rid: str) -> bool:
+        a = self._active.get(rid)
+        if a is None:
+            return False
+        # The scheduler has no cancel: the request runs on, its output discarded (bounded by its length).
+        a.aborted = True
+        a.handle.finish("aborted")
+        return True
+
+    def abort_all(self) -> None:
+        for rid in list(self._active):
+            self.abort(rid)
+
+    async def flush_cache(self) -> bool:
+        if self._active:
+            return False
+        self._events.extend(self.radix.clear())
+        self._flush_events()
+        return True
+
+    # ---- the real-time loop ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            it = self.sched.next_iteration(1)
+            self._decoding |= self._joining
+            self._joining.clear()
+            if it is None:
+                self._wake.clear()
+                await self._wake.wait()
+                deadline = None
+                continue
+            now = loop.time()
+            if deadline is None or deadline < now - MAX_LAG_S:
+                deadline = now
+            deadline += it.duration_ms / 1000.0 * self.cfg.time_scale
+            await asyncio.sleep(max(deadline - now, 0.0))
+            self._apply(it, self.sched.complete(it))
+            self.num_iterations += 1
+
+    def _emit(self, rid: str) -> None:
+        a = self._active.get(rid)
+        if a is not None and not a.aborted:
+            h = a.handle
+            h.emit([tokens.output_token(a.digest, len(h.output_ids))])
+
+    def _apply(self, it: Iteration, out: Outcome) -> None:
+        if it.num_decodes:
+            for rid in self._decoding:
+                self._emit(rid)
+        finished = set(out.finished)
+        for rid in out.first_token:
+            if rid not in self._decoding:
+                self._emit(rid)  # a prefill on D just finished: its first token
+                if rid not in finished:
+                    self._joining.add(rid)
+        for rid in out.prefill_done:
+            self._prefilled(rid)
+        for rid, num_tokens in out.allocated:
+            a = self._active.get(rid)
+            if a is not None and a.allocated is not None and not a.allocated.done():
+                a.allocated.set_result(num_tokens)
+        for rid in out.finished:
+            self._decoding.discard(rid)
+            self._finished(rid)
+        self._flush_events()
+
+    def _prefilled(self, rid: str) -> None:
+        a = self._active[rid]
+        self._cache(a.chain, a.handle.inp.input_ids)
+        self._emit(rid)
+        if a.room is not None:
+            self.rooms.get(a.room).prefilled.set()
+            asyncio.get_running_loop().call_later(
+                self.cfg.transfer_timeout_s * max(self.cfg.time_scale, 1.0), self._expire_room, a.room
+            )
+
+    def _expire_room(self, room_id: int) -> None:
+        """P: no D came for the room's KV in time (e.g. the router's decode request failed)."""
+        room = self.rooms.peek(room_id)
+        if room is not None and not room.claimed:
+            self.kv_sent(room_id, error="no decode server fetched the KV before the bootstrap timeout")
+
+    def _finished(self, rid: str) -> None:
+        a = self._active.pop(rid, None)
+        if a is None:
+            return
+        h = a.handle
+        if self.retain:
+            # SGLang caches the sequence minus the last token, whose KV was never computed.
+            seq = h.inp.input_ids + tuple(h.output_ids[:-1])
+            self._cache(a.chain.extend(seq), seq)
+        self.radix.unlock(a.locked)
+        h.finish()
+
+    def _cache(self, chain: PageChain, token_ids: tuple[int, ...]) -> None:
+        if self.retain:
+            budget = self.sched.capacity - self.sched.active_tokens
+            self._events.extend(self.radix.insert(token_ids, chain.hashes, budget))
+
+    def _flush_events(self) -> None:
+        if self._events:
+            events, self._events = self._events, []
+            self.publish_events(events)
