@@ -100,8 +100,9 @@ class SimCluster:
         self.period_s = self.config.publish_period_ms / 1000.0
 
     @classmethod
-    def build(cls, config: SimConfig, profile: CostProfile, *, decode_cache: bool, tbt_budget_ms: float,
-              seed: int) -> SimCluster:
+    def build(
+        cls, config: SimConfig, profile: CostProfile, *, decode_cache: bool, tbt_budget_ms: float, seed: int
+    ) -> SimCluster:
         rng = random.Random(seed)
         period_s = config.publish_period_ms / 1000.0
         workers: list[SimWorker] = []

@@ -14,7 +14,7 @@ completes its prompt emits its first token.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sglang_ppd.core.policy import Policy
@@ -53,8 +53,15 @@ class SimOutcome:
 
 
 class Simulation:
-    def __init__(self, workload: Iterable[TurnSpec], policy: Policy, slo: Slo, cluster: SimCluster,
-                 *, check_invariants: bool = False) -> None:
+    def __init__(
+        self,
+        workload: Iterable[TurnSpec],
+        policy: Policy,
+        slo: Slo,
+        cluster: SimCluster,
+        *,
+        check_invariants: bool = False,
+    ) -> None:
         self.policy, self.slo, self.cluster = policy, slo, cluster
         self.kv_bytes_per_token = cluster.profile.kv_bytes_per_token
         self.check_invariants = check_invariants
@@ -75,7 +82,8 @@ class Simulation:
             prev[spec.session_id] = spec
 
     # ---- the loop ------------------------------------------------------------------------------
-    def run(self) -> SimOutcome:
+    def run(self, progress: Callable[[int], None] | None = None) -> SimOutcome:
+        """Run to the end. ``progress`` gets the number of ended requests every few thousand events."""
         heap: list[tuple[float, int, int, object]] = []
         seq = 0
         for spec in sorted(self.initial, key=lambda s: (s.arrival_s, s.session_id, s.turn)):
@@ -87,6 +95,8 @@ class Simulation:
         while heap:
             now, _, kind, payload = heapq.heappop(heap)
             num_events += 1
+            if progress is not None and not num_events & 0xFFF:
+                progress(len(self.records))
             for ev in handlers[kind](now, payload):
                 heapq.heappush(heap, (ev[0], seq, ev[1], ev[2]))
                 seq += 1
@@ -115,8 +125,14 @@ class Simulation:
             hit = w.sched.hit_len(spec.session_id, spec.input_len, spec.shared_prefix_len)
             if hit:
                 cached[w.worker_id] = hit
-        return RequestFeatures(spec.request_id, spec.input_len, spec.output_len, cached,
-                               session_id=spec.session_id, turn=spec.turn)
+        return RequestFeatures(
+            spec.request_id,
+            spec.input_len,
+            spec.output_len,
+            cached,
+            session_id=spec.session_id,
+            turn=spec.turn,
+        )
 
     def _arrive(self, now: float, spec: object) -> list[Event]:
         assert isinstance(spec, TurnSpec)

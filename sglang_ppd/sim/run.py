@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sglang_ppd.core.costmodel import load_profile
@@ -25,6 +25,7 @@ def simulate(
     config: SimConfig | None = None,
     seed: int = 0,
     check_invariants: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], SimOutcome]:
     """Simulate and summarize. The dict is the ``--json`` result; the outcome keeps the records."""
     slo = slo or Slo()
@@ -37,7 +38,7 @@ def simulate(
         config, profile, decode_cache=decode_cache, tbt_budget_ms=tbt_budget_ms, seed=seed
     )
     t0 = time.perf_counter()  # wall time of the run, reported only; the simulation never reads it
-    outcome = Simulation(workload, policy, slo, cluster, check_invariants=check_invariants).run()
+    outcome = Simulation(workload, policy, slo, cluster, check_invariants=check_invariants).run(progress)
     wall_s = time.perf_counter() - t0
     span_s = max(outcome.end_s, 1e-9)
     result = summarize(

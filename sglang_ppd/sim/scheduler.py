@@ -180,8 +180,15 @@ class BatchScheduler:
         if self.retain_cache:
             self.cache.insert(r.session_id, keep_len)
 
-    def _new(self, rid: str, session_id: str, prompt_len: int, output_len: int, shared: int,
-             chunk_len: int | None = None) -> _Req:
+    def _new(
+        self,
+        rid: str,
+        session_id: str,
+        prompt_len: int,
+        output_len: int,
+        shared: int,
+        chunk_len: int | None = None,
+    ) -> _Req:
         if rid in self._reqs:
             raise ValueError(f"request {rid!r} is already on this worker")
         r = _Req(rid, session_id, prompt_len, output_len, shared, chunk_len)
@@ -200,8 +207,9 @@ class BatchScheduler:
         r = self._reqs[rid]
         self._free(r, r.prompt_len)
 
-    def add_incoming(self, rid: str, session_id: str, prompt_len: int, output_len: int,
-                     shared_prefix_len: int = 0) -> int | None:
+    def add_incoming(
+        self, rid: str, session_id: str, prompt_len: int, output_len: int, shared_prefix_len: int = 0
+    ) -> int | None:
         """Decode worker: preallocate for a PD transfer. Returns the tokens to send if allocated now
         (only the KV not already resident here), else ``None``: it shows up later in ``allocated``."""
         r = self._new(rid, session_id, prompt_len, output_len, shared_prefix_len)
@@ -221,8 +229,15 @@ class BatchScheduler:
         self._awaiting_kv.discard(rid)
         self._ready.append((rid, r.prompt_len, r.output_len, True))
 
-    def add_local(self, rid: str, session_id: str, prompt_len: int, output_len: int,
-                  shared_prefix_len: int = 0, chunk_len: int | None = None) -> None:
+    def add_local(
+        self,
+        rid: str,
+        session_id: str,
+        prompt_len: int,
+        output_len: int,
+        shared_prefix_len: int = 0,
+        chunk_len: int | None = None,
+    ) -> None:
         """Decode worker: prefill here (append over resident history, or a deflected prompt)."""
         self._enqueue(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len, chunk_len))
 
@@ -335,11 +350,17 @@ class BatchScheduler:
         self.busy_ms += it.duration_ms
         per_step = it.duration_ms / it.num_steps
         if it.chunks:
-            self.mixed_iter_ms = per_step if self.mixed_iter_ms is None else (
-                (1 - _EWMA) * self.mixed_iter_ms + _EWMA * per_step)
+            self.mixed_iter_ms = (
+                per_step
+                if self.mixed_iter_ms is None
+                else ((1 - _EWMA) * self.mixed_iter_ms + _EWMA * per_step)
+            )
         else:
-            self.decode_iter_ms = per_step if self.decode_iter_ms is None else (
-                (1 - _EWMA) * self.decode_iter_ms + _EWMA * per_step)
+            self.decode_iter_ms = (
+                per_step
+                if self.decode_iter_ms is None
+                else ((1 - _EWMA) * self.decode_iter_ms + _EWMA * per_step)
+            )
         first: list[str] = list(it.joined)
         finished: list[str] = []
         prefill_done: list[str] = []
