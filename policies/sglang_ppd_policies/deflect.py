@@ -80,14 +80,17 @@ class DeflectPolicy(BuiltinPolicy):
         ds: Sequence[WorkerSnapshot],
         slo: Slo,
         link: LinkSnapshot,
+        pd_reason: str | None = None,
     ) -> Route:
-        """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha."""
+        """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha.
+        A PD route's reason is ``pd_reason`` (else the chooser's) unless a D candidate was weighed."""
         if not ps:
             return no_prefill_route(req, ds, slo, self.est)
         est = self.est
         age = slo.max_telemetry_age_ms
         prompt_len = req.prompt_len
-        p, d_pd, pd_reason = self._chooser.pair(req, ps, ds, slo)
+        p, d_pd, chooser_reason = self._chooser.pair(req, ps, ds, slo)
+        pd_reason = pd_reason or chooser_reason
         ttft_p = est.pd_ttft_ms(
             p,
             p.is_fresh(age),

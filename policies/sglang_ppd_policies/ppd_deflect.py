@@ -43,7 +43,7 @@ class PpdDeflectPolicy(BuiltinPolicy):
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
         ps, ds = healthy_workers(snap)
-        cands, _ = resident_candidates(req, ds, slo, self._allow_approx)
+        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
         if cands:
             return self._ppd.decide_resident(req, ps, ds, cands, slo, snap.link)
-        return self._deflect.decide_full(req, ps, ds, slo, snap.link)
+        return self._deflect.decide_full(req, ps, ds, slo, snap.link, why)

@@ -1,0 +1,180 @@
+"""Local-route policies: each one's main decision flip on hand-built snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_policies_fixtures import SLO, dw, policy, pw, req, snap
+
+from sglang_ppd.core.types import RouteKind, Slo
+
+# -- always_local -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hits", "approx", "params", "kind", "where", "reason"),
+    [
+        ({"d1": 100, "d2": 900}, (), {}, RouteKind.LOCAL, "d2", "resident_prefix"),
+        ({"d1": 900, "d2": 900}, (), {}, RouteKind.LOCAL, "d2", "resident_prefix"),  # tie: less loaded
+        ({"d1": 900}, ("d1",), {}, RouteKind.PD, "d1", "approx_hit"),
+        ({"d1": 900}, ("d1",), {"allow_approx_local": True}, RouteKind.LOCAL, "d1", "resident_prefix"),
+        ({"p0": 900}, (), {}, RouteKind.PD, "d0", "no_resident_prefix"),
+    ],
+)
+def test_always_local(
+    hits: dict[str, int],
+    approx: tuple[str, ...],
+    params: dict[str, Any],
+    kind: RouteKind,
+    where: str,
+    reason: str,
+) -> None:
+    s = snap(pw("p0"), dw("d0", 1), dw("d1", 8), dw("d2", 4))
+    r = policy("always_local", **params).decide(req(1000, approx=frozenset(approx), **hits), s, SLO)
+    assert (r.kind, r.decode_worker, r.reason) == (kind, where, reason)
+    if kind is RouteKind.LOCAL:
+        assert r.chunk_plan is not None and r.chunk_plan.chunk_len == 1000 - hits[where]
+
+
+def test_always_local_skips_decode_without_free_kv() -> None:
+    s = snap(pw("p0"), dw("d0", 1, kv_used_tokens=10_000, kv_capacity_tokens=10_100))
+    r = policy("always_local").decide(req(3000, d0=2000), s, SLO)
+    assert (r.kind, r.reason) == (RouteKind.PD, "kv_full")
+
+
+# -- threshold ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("new_len", "params", "p_queue", "running", "kind", "reason"),
+    [
+        (511, {}, 0, 4, RouteKind.LOCAL, "below_threshold"),  # T - 1
+        (513, {}, 0, 4, RouteKind.PD, "above_threshold"),  # T + 1
+        (1500, {"max_uncached_len": 2000}, 0, 4, RouteKind.LOCAL, "below_threshold"),
+        (1500, {"max_uncached_len": 2000, "max_uncached_ratio": 0.25}, 0, 4, RouteKind.PD, "above_threshold"),
+        (300, {"min_prefill_queue_tokens": 4096}, 1000, 4, RouteKind.PD, "prefill_idle"),
+        (300, {"min_prefill_queue_tokens": 4096}, 9000, 4, RouteKind.LOCAL, "below_threshold"),
+        (300, {"max_decode_running": 16}, 0, 16, RouteKind.PD, "decode_busy"),
+        (300, {"max_decode_running": 16}, 0, 15, RouteKind.LOCAL, "below_threshold"),
+    ],
+)
+def test_threshold(
+    new_len: int, params: dict[str, Any], p_queue: int, running: int, kind: RouteKind, reason: str
+) -> None:
+    s = snap(pw("p0", queued=p_queue), pw("p1", queued=p_queue + 10), dw("d0", 2), dw("d1", running))
+    r = policy("threshold", **params).decide(req(4000, d1=4000 - new_len), s, SLO)
+    assert (r.kind, r.reason) == (kind, reason)
+    assert r.decode_worker == "d1"
+
+
+def test_threshold_tbt_veto_flips_with_tpot_target() -> None:
+    s = snap(pw("p0"), dw("d0", 64))
+    r = req(4000, d0=3700)
+    assert policy("threshold").decide(r, s, SLO).reason == "below_threshold"
+    tight = Slo(ttft_ms=2000.0, tpot_ms=25.0)
+    assert policy("threshold").decide(r, s, tight).reason == "decode_busy"
+    assert policy("threshold", tbt_veto=False).decide(r, s, tight).reason == "below_threshold"
+
+
+# -- ppd ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ppd", "ppd_deflect"])
+@pytest.mark.parametrize(
+    ("p_queue", "running", "w_tpot", "kind", "reason"),
+    [
+        (0, 1, 1.0, RouteKind.LOCAL, "append_cheaper"),  # low load: the append is cheap
+        (0, 64, 1.0, RouteKind.PD, "pd_cheaper"),  # busy D, idle P: stalling 64 decodes costs more
+        (64_000, 64, 1.0, RouteKind.LOCAL, "append_cheaper"),  # queued P: TTFT dominates
+        (64_000, 128, 1.0, RouteKind.LOCAL, "append_cheaper"),
+        (64_000, 128, 10.0, RouteKind.PD, "pd_cheaper"),  # saturated D and TPOT weighted high
+    ],
+)
+def test_ppd_flips(
+    name: str, p_queue: int, running: int, w_tpot: float, kind: RouteKind, reason: str
+) -> None:
+    s = snap(pw("p0", queued=p_queue), pw("p1", queued=p_queue), dw("d0", running), dw("d1", running))
+    slo = Slo(ttft_ms=2000.0, tpot_ms=100.0, w_tpot=w_tpot)
+    r = policy(name).decide(req(3000, p0=2000, d0=2800), s, slo)
+    assert (r.kind, r.decode_worker, r.reason) == (kind, "d0", reason)
+
+
+@pytest.mark.parametrize("name", ["ppd", "ppd_deflect"])
+def test_ppd_link_congestion_favours_local(name: str) -> None:
+    r = req(3000, p0=2000, d0=2800)
+    assert policy(name).decide(r, snap(pw("p0"), dw("d0", 32)), SLO).reason == "pd_cheaper"
+    congested = snap(pw("p0"), dw("d0", 32), queued_bytes=10 * 10**9)  # 200 ms behind at 50 GB/s
+    assert policy(name).decide(r, congested, SLO).reason == "append_cheaper"
+
+
+def test_ppd_turn1_is_cache_aware_pd() -> None:
+    s = snap(pw("p0", queued=64_000), pw("p1", queued=64_000), dw("d0", 1))
+    r = policy("ppd").decide(req(3000, p1=2000), s, SLO)
+    assert (r.kind, r.prefill_worker, r.reason) == (RouteKind.PD, "p1", "no_resident_prefix")
+
+
+# -- deflect ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["deflect", "ppd_deflect"])
+@pytest.mark.parametrize(
+    ("p_queue", "kind", "reason"),
+    [
+        (0, RouteKind.PD, "p_faster"),
+        (1000, RouteKind.PD, "p_faster"),
+        (32_000, RouteKind.DEFLECT, "p_queue_deflect"),
+    ],
+)
+def test_deflect_flips_when_p_queue_grows(name: str, p_queue: int, kind: RouteKind, reason: str) -> None:
+    s = snap(pw("p0", queued=p_queue), pw("p1", queued=p_queue + 5000), dw("d0", 12), dw("d1", 8))
+    r = policy(name).decide(req(4000), s, SLO)
+    assert (r.kind, r.reason) == (kind, reason)
+    if kind is RouteKind.DEFLECT:
+        assert r.decode_worker == "d1"  # fewer residents: bigger chunks within the TBT budget
+        plan = r.chunk_plan
+        assert plan is not None and plan.chunk_len * plan.num_chunks >= 4000
+        assert plan.chunk_len * (plan.num_chunks - 1) < 4000
+
+
+def test_deflect_chunk_keeps_residents_within_beta_tbt() -> None:
+    from test_policies_fixtures import PROFILE
+
+    d = dw("d0", 48, ctx_per_req=3000)
+    r = policy("deflect").decide(req(6000), snap(pw("p0", queued=100_000), d), SLO)
+    assert r.kind is RouteKind.DEFLECT and r.chunk_plan is not None
+    chunk = r.chunk_plan.chunk_len
+    mixed = PROFILE.iteration_ms([(chunk, 6000 - chunk)], 48, 48 * 3000)
+    assert mixed <= 0.9 * SLO.tpot_ms
+    assert PROFILE.iteration_ms([(chunk + 1, 6000)], 48, 48 * 3000) > 0.9 * SLO.tpot_ms
+
+
+@pytest.mark.parametrize(
+    ("d_kw", "slo", "params", "reason"),
+    [
+        ({"num_local_prefills": 2}, SLO, {}, "deflect_cap"),
+        ({"num_local_prefills": 2}, SLO, {"max_inflight": 3}, "p_queue_deflect"),
+        ({}, Slo(ttft_ms=2000.0, tpot_ms=18.0), {}, "tbt_budget"),
+        ({}, Slo(ttft_ms=100.0, tpot_ms=100.0), {}, "ttft_slo"),
+        ({"age_ms": 5000.0}, SLO, {}, "stale_telemetry"),
+    ],
+)
+def test_deflect_guards(d_kw: dict[str, Any], slo: Slo, params: dict[str, Any], reason: str) -> None:
+    s = snap(pw("p0", queued=200_000), dw("d0", 8, **d_kw))
+    r = policy("deflect", **params).decide(req(4000), s, slo)
+    assert r.reason == reason
+    assert r.kind is (RouteKind.DEFLECT if reason == "p_queue_deflect" else RouteKind.PD)
+
+
+def test_deflect_alpha_margin() -> None:
+    # P queue sized so the deflected prefill is ~10% faster than PD: alpha 0.8 says no, 1.0 says yes.
+    s = snap(pw("p0", queued=500), dw("d0", 8))
+    ttfts = {alpha: policy("deflect", alpha=alpha).decide(req(4000), s, SLO).reason for alpha in (0.8, 1.0)}
+    assert ttfts == {0.8: "p_faster", 1.0: "p_queue_deflect"}
+
+
+def test_ppd_deflect_blocked_prefix_still_reports_why() -> None:
+    # d0 holds the prefix but is stale; nothing else is worth deflecting to on an idle P.
+    s = snap(pw("p0"), dw("d0", 4, age_ms=None), dw("d1", 4, local=False))
+    r = policy("ppd_deflect").decide(req(3000, d0=2900), s, SLO)
+    assert (r.kind, r.reason) == (RouteKind.PD, "stale_telemetry")
