@@ -50,12 +50,16 @@ def test_module_entry_point_runs_a_workload_spec(tmp_path: Path) -> None:
         (["--workload", "azure:n=5", "--policy", "pd", "--param", "junk"], "key=value"),
     ],
 )
-def test_bad_input_is_a_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_a_one_line_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
-def test_config_unknown_key_names_the_allowed_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_unknown_key_names_the_allowed_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("num_prefill: 1\nnum_decodes: 3\n")
     assert main(["--workload", "azure:n=5", "--policy", "pd", "--config", str(cfg)]) == 2

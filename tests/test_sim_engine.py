@@ -49,7 +49,8 @@ def test_invariants(policy: str, sessions: tuple[TurnSpec, ...], bursty: tuple[T
         assert sorted(ids) == sorted(s.request_id for s in workload)
         assert set(ids.values()) == {1}, "every request ends exactly once"
         assert result["num_failed"] == 0
-        assert sum(r.kv_bytes_transferred for r in out.records) == out.link_bytes == result["kv_bytes_transferred"]
+        sent = sum(r.kv_bytes_transferred for r in out.records)
+        assert sent == out.link_bytes == result["kv_bytes_transferred"]
         for r in out.records:
             assert r.first_token_s is not None and r.finish_s is not None
             assert r.arrival_s <= r.first_token_s <= r.finish_s
