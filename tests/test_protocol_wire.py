@@ -11,18 +11,37 @@ from sglang_ppd.protocol import block_hash, kv_events, load_stat, server_info
 # ``get_native_hash`` with mem_cache/cpp_utils/hash_binding.cpp compiled against OpenSSL, then
 # ``hash_str_to_int64``. (case -> (token ids, page size, published int64 hashes, first hex digest))
 GOLDENS = {
-    "p1_short": ([1, 2, 3], 1, [7470307888890966271, -1634645291211865391, 7325169757385981536],
-                 "67abdd721024f0ff4e0b3f4c2fc13bc5bad42d0b7851d456d88d203d15aaa450"),
-    "p4_partial_last_page": (list(range(10)), 4,
-                             [-4977211910723114241, 90435953025800507, -4541777970319746100],
-                             "baed642339816affb3fe8719792d0e4ce82f12db72b7373d244eaa65445800fe"),
-    "p16_large_ids": ([151643, 872, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 77091,
-                       198, 9707, 0, 42], 16, [-3966720440322597126, 7831764368658477937],
-                      "c8f360c6af4a5efaa6379fcd1ad92b58fdeadca707f248a8f22ec801641656de"),
-    "p2_ascii": (list(b"hello world"), 2,
-                 [8574055219115565294, -8480564827310239518, -9011315374977739828, 464738773873401294,
-                  -8279834504395178958, -6316034112608807953],
-                 "76fd29cb63f7a0ee6d335f45bf5de6f14e97e03d333ddd35b75ed5bf0e94f7e0"),
+    "p1_short": (
+        [1, 2, 3],
+        1,
+        [7470307888890966271, -1634645291211865391, 7325169757385981536],
+        "67abdd721024f0ff4e0b3f4c2fc13bc5bad42d0b7851d456d88d203d15aaa450",
+    ),
+    "p4_partial_last_page": (
+        list(range(10)),
+        4,
+        [-4977211910723114241, 90435953025800507, -4541777970319746100],
+        "baed642339816affb3fe8719792d0e4ce82f12db72b7373d244eaa65445800fe",
+    ),
+    "p16_large_ids": (
+        [151643, 872, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 77091, 198, 9707, 0, 42],
+        16,
+        [-3966720440322597126, 7831764368658477937],
+        "c8f360c6af4a5efaa6379fcd1ad92b58fdeadca707f248a8f22ec801641656de",
+    ),
+    "p2_ascii": (
+        list(b"hello world"),
+        2,
+        [
+            8574055219115565294,
+            -8480564827310239518,
+            -9011315374977739828,
+            464738773873401294,
+            -8279834504395178958,
+            -6316034112608807953,
+        ],
+        "76fd29cb63f7a0ee6d335f45bf5de6f14e97e03d333ddd35b75ed5bf0e94f7e0",
+    ),
 }
 CHAIN_GOLDEN = [-873556230699706081, -8429985882354289250]  # [5..8] then [9..12] chained, page 4
 
@@ -53,8 +72,14 @@ def _sample_batch() -> kv_events.KVEventBatch:
     return kv_events.KVEventBatch(
         ts=1.5,
         events=[
-            kv_events.BlockStored(block_hashes=[11], parent_block_hash=None, token_ids=[1, 2],
-                                  block_size=2, lora_id=None, medium="GPU"),
+            kv_events.BlockStored(
+                block_hashes=[11],
+                parent_block_hash=None,
+                token_ids=[1, 2],
+                block_size=2,
+                lora_id=None,
+                medium="GPU",
+            ),
             kv_events.BlockRemoved(block_hashes=[11, -3]),
             kv_events.AllBlocksCleared(),
         ],
@@ -76,26 +101,44 @@ def test_kv_event_decode_accepts_older_array_and_tagged_map_shapes() -> None:
     batch = kv_events.decode_batch(older)
     assert batch.attn_dp_rank is None
     assert batch.events == [
-        kv_events.BlockStored(block_hashes=[7], parent_block_hash=6, token_ids=[9], block_size=1,
-                              lora_id=None),
+        kv_events.BlockStored(
+            block_hashes=[7], parent_block_hash=6, token_ids=[9], block_size=1, lora_id=None
+        ),
         kv_events.BlockRemoved(block_hashes=[7]),
     ]
-    tagged_map = msgspec.msgpack.encode({"ts": 3, "events": [
-        {"type": "BlockStored", "block_hashes": [5], "parent_block_hash": None, "token_ids": [1],
-         "block_size": 1, "lora_id": None},
-        {"type": "AllBlocksCleared"},
-    ]})
+    tagged_map = msgspec.msgpack.encode(
+        {
+            "ts": 3,
+            "events": [
+                {
+                    "type": "BlockStored",
+                    "block_hashes": [5],
+                    "parent_block_hash": None,
+                    "token_ids": [1],
+                    "block_size": 1,
+                    "lora_id": None,
+                },
+                {"type": "AllBlocksCleared"},
+            ],
+        }
+    )
     batch = kv_events.decode_batch(tagged_map)
     assert batch.ts == 3.0
     assert isinstance(batch.events[0], kv_events.BlockStored) and batch.events[0].block_hashes == [5]
     assert isinstance(batch.events[1], kv_events.AllBlocksCleared)
 
 
-@pytest.mark.parametrize("payload", [
-    b"\xc1", msgspec.msgpack.encode("x"), msgspec.msgpack.encode([1.0, [["Nope"]]]),
-    msgspec.msgpack.encode([1.0, [["BlockRemoved", "notalist"]]]), msgspec.msgpack.encode({"ts": 1}),
-    b"\x00" * (kv_events.MAX_PAYLOAD_BYTES + 1),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1",
+        msgspec.msgpack.encode("x"),
+        msgspec.msgpack.encode([1.0, [["Nope"]]]),
+        msgspec.msgpack.encode([1.0, [["BlockRemoved", "notalist"]]]),
+        msgspec.msgpack.encode({"ts": 1}),
+        b"\x00" * (kv_events.MAX_PAYLOAD_BYTES + 1),
+    ],
+)
 def test_kv_event_decode_rejects_garbage(payload: bytes) -> None:
     with pytest.raises(kv_events.KVEventDecodeError):
         kv_events.decode_batch(payload)
@@ -114,25 +157,54 @@ def test_load_stat_wire_and_v1_loads() -> None:
     assert load_stat.summary_from_stat(load_stat.decode(frames[2])).kv_capacity_tokens == 1000
     with pytest.raises(ValueError):
         load_stat.decode(b"\x93\x01\x02\x03")
-    summary = load_stat.summary_from_loads_json({"loads": [
-        {"dp_rank": 0, "num_running_reqs": 3, "num_waiting_reqs": 2, "num_used_tokens": 10,
-         "max_total_num_tokens": 100, "num_waiting_uncached_tokens": 7},
-        {"dp_rank": 1, "num_running_reqs": 1, "num_waiting_reqs": 0, "num_used_tokens": 5,
-         "max_total_num_tokens": 100},
-    ]})
+    summary = load_stat.summary_from_loads_json(
+        {
+            "loads": [
+                {
+                    "dp_rank": 0,
+                    "num_running_reqs": 3,
+                    "num_waiting_reqs": 2,
+                    "num_used_tokens": 10,
+                    "max_total_num_tokens": 100,
+                    "num_waiting_uncached_tokens": 7,
+                },
+                {
+                    "dp_rank": 1,
+                    "num_running_reqs": 1,
+                    "num_waiting_reqs": 0,
+                    "num_used_tokens": 5,
+                    "max_total_num_tokens": 100,
+                },
+            ]
+        }
+    )
     assert summary == load_stat.LoadSummary(4, 2, 15, 200, 7)
     with pytest.raises(ValueError):
         load_stat.summary_from_loads_json({"loads": []})
 
 
 def test_server_info_kv_events_block_and_extensions() -> None:
-    info = server_info.parse_server_info({
-        "disaggregation_mode": "decode", "page_size": 16, "served_model_name": "m",
-        "kv_events": {"publisher": "zmq", "endpoint_host": "*", "endpoint_port_base": 5557, "topic": "",
-                      "block_size": 16, "dp_size": 2, "replay_endpoint_port_base": 5600,
-                      "load_endpoint_port_base": 5700, "load_topic": "load"},
-        "ppd_local_prefill": True, "ppd_telemetry_endpoint": "tcp://*:6000",
-    }, "http://10.1.2.3:30001")
+    info = server_info.parse_server_info(
+        {
+            "disaggregation_mode": "decode",
+            "page_size": 16,
+            "served_model_name": "m",
+            "kv_events": {
+                "publisher": "zmq",
+                "endpoint_host": "*",
+                "endpoint_port_base": 5557,
+                "topic": "",
+                "block_size": 16,
+                "dp_size": 2,
+                "replay_endpoint_port_base": 5600,
+                "load_endpoint_port_base": 5700,
+                "load_topic": "load",
+            },
+            "ppd_local_prefill": True,
+            "ppd_telemetry_endpoint": "tcp://*:6000",
+        },
+        "http://10.1.2.3:30001",
+    )
     assert info.kv_events is not None
     assert info.kv_events.endpoints == ("tcp://10.1.2.3:5557", "tcp://10.1.2.3:5558")
     assert info.kv_events.replay_endpoints == ("tcp://10.1.2.3:5600", "tcp://10.1.2.3:5601")

@@ -1,0 +1,67 @@
+"""The router's configuration: one StrictModel, filled from ``--config`` YAML and CLI flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from sglang_ppd.core.config import StrictModel
+
+
+class WorkerSpec(StrictModel):
+    url: str
+    role: str = Field(pattern="^(prefill|decode)$")
+    bootstrap_port: int | None = Field(None, gt=0, lt=65536)
+    """Prefill only; ``None`` reads ``disaggregation_bootstrap_port`` from ``/server_info``."""
+
+
+class SloConfig(StrictModel):
+    ttft_ms: float = Field(2000.0, gt=0)
+    tpot_ms: float = Field(100.0, gt=0)
+    w_ttft: float = Field(1.0, ge=0)
+    w_tpot: float = Field(1.0, ge=0)
+    max_telemetry_age_ms: float = Field(1000.0, gt=0)
+
+
+class RouterConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(30000, ge=0, lt=65536)
+    workers: list[WorkerSpec] = Field(default_factory=list)
+    policy: str = "ppd_deflect"
+    policy_params: dict[str, Any] = Field(default_factory=dict)
+    profile: str = "h100-llama31-8b"
+    """Cost profile (name under configs/profiles or a YAML path) the policy estimates with."""
+    tokenizer: str | None = None
+    """Path to a local HF tokenizer directory; ``None`` is the built-in byte tokenizer."""
+    model_name: str | None = None
+    """Served model name for ``/v1/models`` and OpenAI replies; ``None`` asks the first worker."""
+    slo: SloConfig = Field(default_factory=lambda: SloConfig.model_validate({}))
+    api_key: str | None = None
+    admin_key: str | None = None
+    """Guards POST/DELETE ``/workers``; ``None`` falls back to ``api_key``."""
+    link_bandwidth_gb_s: float = Field(25.0, gt=0)
+    """P->D KV link bandwidth the policy assumes (GB/s)."""
+    default_bootstrap_port: int = Field(8998, gt=0, lt=65536)
+    default_max_tokens: int = Field(1024, gt=0)
+    """``max_tokens`` for chat requests that give none."""
+    max_request_tokens: int = Field(1_000_000, gt=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_inflight: int = Field(4096, gt=0)
+    max_queued: int = Field(4096, ge=0)
+    """Requests waiting for an in-flight slot; past this the router answers 429."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_token_timeout_s: float = Field(600.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0)
+    """Longest silence between two streamed chunks from a worker."""
+    request_timeout_s: float = Field(3600.0, gt=0)
+    control_timeout_s: float = Field(5.0, gt=0)
+    """``/server_info``, ``/health``, ``/v1/loads`` and ``/abort_request`` calls."""
+    health_interval_s: float = Field(2.0, gt=0)
+    health_failures: int = Field(3, gt=0)
+    """Consecutive failed health checks before a worker stops receiving requests."""
+    loads_poll_interval_s: float = Field(0.5, gt=0)
+    approx_page_size: int = Field(16, gt=0)
+    approx_max_pages: int = Field(1_000_000, gt=0)
+    exact_max_blocks: int = Field(8_000_000, gt=0)
+    """Cap per worker on indexed KV blocks; past it the index resyncs (clears) instead of growing."""

@@ -1,0 +1,261 @@
+"""The data plane: send one routed request upstream, exactly as sglang_router / mini_lb do.
+
+PD: the same body, with ``bootstrap_host`` / ``bootstrap_port`` / ``bootstrap_room`` (a random 63-bit
+room), is POSTed to the prefill and the decode worker concurrently; the decode reply is the answer,
+with the prefill's ``input_token_logprobs`` prepended when ``return_logprob`` is set. Local and
+deflected routes POST only to the decode worker, with ``do_local_prefill`` (and ``ppd_chunk_len``,
+``ppd_route``). Every attempt carries an ``rid`` so it can be cancelled with SGLang's
+``/abort_request``. Failures before the first token raise :class:`UpstreamFailure` (the caller may
+retry on another route); a prefill that fails aborts its decode side and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sglang_ppd.core.types import Route as CoreRoute
+from sglang_ppd.core.types import RouteKind
+from sglang_ppd.protocol import fields
+from sglang_ppd.router.requests import Prepared
+from sglang_ppd.router.service import Router
+
+log = logging.getLogger(__name__)
+_pending_aborts: set[asyncio.Task[None]] = set()
+
+
+class UpstreamFailure(Exception):
+    def __init__(
+        self,
+        message: str,
+        workers: tuple[str, ...],
+        status: int = 502,
+        body: bytes | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.workers, self.status, self.body, self.retryable = workers, status, body, retryable
+
+
+def upstream_body(router: Router, prep: Prepared, route: CoreRoute, rid: str) -> dict[str, Any]:
+    body = {**prep.body, "rid": rid}
+    if route.kind is RouteKind.PD:
+        assert route.prefill_worker is not None
+        p = router.registry.get(route.prefill_worker)
+        assert p is not None
+        body[fields.BOOTSTRAP_HOST] = p.host
+        body[fields.BOOTSTRAP_PORT] = p.bootstrap_port or router.cfg.default_bootstrap_port
+        body[fields.BOOTSTRAP_ROOM] = random.getrandbits(63)
+    else:
+        body[fields.LOCAL_PREFILL] = True
+        body[fields.ROUTE_KIND] = route.kind.value
+        if route.chunk_plan is not None:
+            body[fields.LOCAL_PREFILL_CHUNK_LEN] = route.chunk_plan.chunk_len
+    return body
+
+
+def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
+    """Fire-and-forget ``/abort_request`` so a dead attempt frees its KV reservation."""
+
+    async def one(url: str) -> None:
+        try:
+            async with router.control.post(f"{url}/abort_request", json={"rid": rid}) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.debug("abort of %s on %s failed: %s", rid, url, exc)
+
+    for url in urls:
+        task = asyncio.create_task(one(url))
+        _pending_aborts.add(task)
+        task.add_done_callback(_pending_aborts.discard)
+
+
+async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientResponse:
+    try:
+        resp = await router.http(url).post(
+            f"{url}/generate", data=payload, headers={"Content-Type": "application/json"}
+        )
+    except aiohttp.ClientConnectorError as exc:
+        w = router.registry.get(url)
+        if w is not None:
+            router.note_failure(w, hard=True)
+        raise UpstreamFailure(f"cannot connect to {url}: {exc.os_error}", (url,)) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
+    if resp.status != 200:
+        body = await resp.read()
+        resp.release()
+        raise UpstreamFailure(
+            f"{url} answered HTTP {resp.status}",
+            (url,),
+            status=resp.status,
+            body=body,
+            retryable=resp.status >= 500,
+        )
+    return resp
+
+
+async def _read_data_line(resp: aiohttp.ClientResponse) -> bytes | None:
+    """The next ``data:`` line of an SSE reply (stripped), or ``None`` at the end."""
+    while True:
+        line = await resp.content.readline()
+        if not line:
+            return None
+        line = line.strip()
+        if line.startswith(b"data:"):
+            return line
+
+
+def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> dict[str, Any]:
+    try:
+        p_lp = prefill["meta_info"]["input_token_logprobs"]  # type: ignore[index]
+        d_meta = decode["meta_info"]
+        d_meta["input_token_logprobs"] = p_lp + (d_meta.get("input_token_logprobs") or [])
+    except (KeyError, TypeError):
+        pass
+    return decode
+
+
+class Attempt:
+    """One routed attempt: its upstream responses, in-flight accounting and cleanup."""
+
+    def __init__(self, router: Router, prep: Prepared, route: CoreRoute, rid: str) -> None:
+        self.router, self.prep, self.route, self.rid = router, prep, route, rid
+        self.decode_url = route.decode_worker
+        self.prefill_url = route.prefill_worker
+        self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
+        self.decode_resp: aiohttp.ClientResponse | None = None
+        self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
+        self.first_token_s: float | None = None
+        self._transfer_counted = False
+        self._closed = False
+
+    def urls(self) -> tuple[str, ...]:
+        return (self.decode_url,) if self.prefill_url is None else (self.prefill_url, self.decode_url)
+
+    def _inflight(self, delta: int) -> None:
+        for url in self.urls():
+            w = self.router.registry.get(url)
+            if w is not None:
+                w.num_inflight += delta
+
+    async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
+        """The prefill side: its status, and its first reply object when logprobs are merged."""
+        assert self.prefill_url is not None
+        resp = await _post(self.router, self.prefill_url, payload)
+        try:
+            if self.prep.stream:
+                first = await _read_data_line(resp)
+                while await resp.content.readany():
+                    pass
+                data = first[5:].strip() if first else b""
+                return orjson.loads(data) if self.prep.return_logprob and data and data != b"[DONE]" else None
+            raw = await resp.read()
+            return orjson.loads(raw) if self.prep.return_logprob else None
+        finally:
+            resp.release()
+
+    async def open(self) -> None:
+        """Dispatch and wait for the decode side's reply headers (and, streaming, its first chunk)."""
+        payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
+        self._inflight(+1)
+        if self.prefill_url is not None:
+            self.router.pd_transfer_bytes_inflight += self.kv_bytes
+            self._transfer_counted = True
+            self.prefill_task = asyncio.create_task(self._prefill(payload))
+        decode_task = asyncio.create_task(_post(self.router, self.decode_url, payload))
+        waiting: set[asyncio.Task[Any]] = {decode_task}
+        if self.prefill_task is not None:
+            waiting.add(self.prefill_task)
+        deadline = time.monotonic() + self.router.cfg.first_token_timeout_s
+        try:
+            while decode_task in waiting:
+                done, waiting = await asyncio.wait(
+                    waiting, timeout=max(deadline - time.monotonic(), 0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    raise UpstreamFailure("timed out waiting for the worker's reply", self.urls(), status=504)
+                if self.prefill_task in done and self.prefill_task.exception() is not None:
+                    raise self.prefill_task.exception()  # type: ignore[misc]
+            self.decode_resp = decode_task.result()
+        except BaseException:
+            decode_task.cancel()
+            await self.fail()
+            raise
+
+    async def fail(self) -> None:
+        """Abandon this attempt: abort both sides upstream and release every resource."""
+        abort(self.router, self.urls(), self.rid)
+        await self.close()
+
+    def _transfer_done(self) -> None:
+        if self._transfer_counted:
+            self.router.pd_transfer_bytes_inflight -= self.kv_bytes
+            self._transfer_counted = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._transfer_done()
+        self._inflight(-1)
+        if self.decode_resp is not None:
+            self.decode_resp.release()
+        if self.prefill_task is not None:
+            if not self.prefill_task.done():
+                self.prefill_task.cancel()
+            await asyncio.gather(self.prefill_task, return_exceptions=True)
+
+    async def prefill_json(self) -> dict[str, Any] | None:
+        if self.prefill_task is None:
+            return None
+        try:
+            return await self.prefill_task
+        except UpstreamFailure:
+            return None
+
+    # --- non-streaming ---------------------------------------------------------------------------
+    async def whole(self) -> tuple[bytes, dict[str, Any] | None]:
+        """The decode reply body (raw), and its parsed form when it had to be parsed (logprob merge)."""
+        assert self.decode_resp is not None
+        try:
+            raw = await self.decode_resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UpstreamFailure(
+                f"reading the reply of {self.decode_url} failed: {exc!r}", (self.decode_url,)
+            ) from None
+        self.first_token_s = time.monotonic()
+        self._transfer_done()
+        if self.prep.return_logprob and self.prefill_task is not None:
+            merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
+            return orjson.dumps(merged), merged
+        return raw, None
+
+    # --- streaming -------------------------------------------------------------------------------
+    async def next_line(self) -> bytes | None:
+        """The next ``data:`` line from the decode side (logprobs merged), ``None`` at the end.
+
+        Raises :class:`UpstreamFailure` on a broken or silent stream.
+        """
+        assert self.decode_resp is not None
+        try:
+            line = await _read_data_line(self.decode_resp)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise UpstreamFailure(
+                f"stream from {self.decode_url} broke: {exc!r}", (self.decode_url,)
+            ) from None
+        if line is None:
+            return None
+        if self.first_token_s is None:
+            self.first_token_s = time.monotonic()
+            self._transfer_done()
+        if self.prep.return_logprob and self.prefill_task is not None and line != b"data: [DONE]":
+            merged = _merge_logprobs(await self.prefill_json(), orjson.loads(line[5:]))
+            return b"data: " + orjson.dumps(merged)
+        return line

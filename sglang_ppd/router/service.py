@@ -1,0 +1,281 @@
+"""The router's state and its control plane: workers, their subscribers and health, and decisions.
+
+The data plane (dispatching one request) is in :mod:`sglang_ppd.router.dispatch`; HTTP handlers in
+:mod:`sglang_ppd.router.app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Collection
+from typing import Any
+
+import aiohttp
+import orjson
+import zmq.asyncio
+
+from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.policy import Policy
+from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
+from sglang_ppd.protocol import block_hash
+from sglang_ppd.protocol.load_stat import summary_from_loads_json
+from sglang_ppd.protocol.server_info import parse_server_info
+from sglang_ppd.router import subscribers
+from sglang_ppd.router.config import RouterConfig, WorkerSpec
+from sglang_ppd.router.metrics import RouterMetrics
+from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
+from sglang_ppd.router.tokenizer import Tokenizer
+from sglang_ppd.router.workers import WorkerRegistry, WorkerState, normalize_url
+
+log = logging.getLogger(__name__)
+MAX_SESSIONS = 100_000
+READ_BUFSIZE = 4 * 1024 * 1024
+"""Longest upstream SSE line accepted (a logprob-heavy chunk); bounds per-stream buffering."""
+
+
+class Router:
+    def __init__(
+        self, cfg: RouterConfig, policy: Policy, profile: CostProfile, tokenizer: Tokenizer, policy_name: str
+    ) -> None:
+        self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
+        self.policy_name = policy_name
+        self.slo = Slo(**cfg.slo.model_dump())
+        self.registry = WorkerRegistry()
+        self.metrics = RouterMetrics()
+        self.sessions: OrderedDict[str, str] = OrderedDict()
+        self.model_name = cfg.model_name or "default"
+        self.started_s = time.monotonic()
+        self.num_inflight = 0
+        self.num_queued = 0
+        self.pd_transfer_bytes_inflight = 0
+        self._admission = asyncio.Semaphore(cfg.max_inflight)
+        self._zmq = zmq.asyncio.Context()
+        self._sessions_http: dict[str, aiohttp.ClientSession] = {}
+        self._control: aiohttp.ClientSession | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._control = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.control_timeout_s))
+        for spec in self.cfg.workers:
+            await self.add_worker(spec)
+        self._health_task = asyncio.create_task(self._health_loop())
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        for w in self.registry.all():
+            w.cancel_tasks()
+        for s in [*self._sessions_http.values(), *([self._control] if self._control else [])]:
+            await s.close()
+        self._zmq.destroy(linger=0)
+
+    def http(self, url: str) -> aiohttp.ClientSession:
+        """The pooled session of one upstream worker (created on first use)."""
+        s = self._sessions_http.get(url)
+        if s is None or s.closed:
+            s = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.cfg.request_timeout_s,
+                    connect=self.cfg.connect_timeout_s,
+                    sock_read=self.cfg.read_timeout_s,
+                ),
+                read_bufsize=READ_BUFSIZE,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+            self._sessions_http[url] = s
+        return s
+
+    @property
+    def control(self) -> aiohttp.ClientSession:
+        assert self._control is not None, "Router.start() was not awaited"
+        return self._control
+
+    # --- workers ---------------------------------------------------------------------------------
+    async def add_worker(self, spec: WorkerSpec) -> WorkerState:
+        url = normalize_url(spec.url)
+        if self.registry.get(url) is not None:
+            raise ValueError(f"worker {url} is already registered")
+        w = WorkerState(url=url, role=Role(spec.role), bootstrap_port=spec.bootstrap_port)
+        self.registry.add(w)
+        if not await self._discover(w):
+            w.healthy = False
+            log.warning("worker %s did not answer /server_info; it stays out of rotation until it does", url)
+        return w
+
+    async def remove_worker(self, url: str) -> WorkerState:
+        w = self.registry.remove(normalize_url(url))
+        w.cancel_tasks()
+        s = self._sessions_http.pop(w.url, None)
+        if s is not None:
+            await s.close()
+        return w
+
+    async def _discover(self, w: WorkerState) -> bool:
+        """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
+        try:
+            async with self.control.get(f"{w.url}/server_info") as resp:
+                if resp.status != 200:
+                    return False
+                info = parse_server_info(orjson.loads(await resp.read()), w.url)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
+            log.debug("server_info of %s failed: %s", w.url, exc)
+            return False
+        w.info = info
+        if w.role is Role.PREFILL and w.bootstrap_port is None:
+            w.bootstrap_port = info.bootstrap_port or self.cfg.default_bootstrap_port
+        if self.cfg.model_name is None and info.model and self.model_name == "default":
+            self.model_name = info.model
+        if info.disaggregation_mode not in (None, "null", w.role.value):
+            log.warning(
+                "worker %s reports disaggregation_mode=%s but was registered as %s",
+                w.url,
+                info.disaggregation_mode,
+                w.role.value,
+            )
+        w.cancel_tasks()
+        kv = info.kv_events
+        if kv is not None:
+            w.exact_index = ExactPrefixIndex(kv.block_size, len(kv.endpoints), self.cfg.exact_max_blocks)
+            w.approx_index = None
+            for rank, ep in enumerate(kv.endpoints):
+                replay = kv.replay_endpoints[rank] if kv.replay_endpoints else None
+                consumer = subscribers.KvEventConsumer(w, w.exact_index, rank, self._zmq, replay)
+                self._spawn(w, "kv events", subscribers.run_kv_events(consumer, ep, kv.topic))
+        else:
+            w.exact_index = None
+            w.approx_index = ApproxPrefixIndex(self.cfg.approx_page_size, self.cfg.approx_max_pages)
+        if info.telemetry_endpoint is not None:
+            self._spawn(w, "telemetry", subscribers.run_telemetry(self._zmq, w, info.telemetry_endpoint))
+        if kv is not None and kv.load_endpoints:
+            self._spawn(
+                w, "loadstat", subscribers.run_loadstat(self._zmq, w, kv.load_endpoints, kv.load_topic)
+            )
+        if info.telemetry_endpoint is None and not (kv is not None and kv.load_endpoints):
+            self._spawn(w, "loads poll", self._poll_loads(w))
+        return True
+
+    def _spawn(self, w: WorkerState, name: str, coro: Any) -> None:
+        w.tasks.append(asyncio.create_task(subscribers.run_task(name, w, coro)))
+
+    async def _poll_loads(self, w: WorkerState) -> None:
+        while True:
+            try:
+                async with self.control.get(f"{w.url}/v1/loads", params={"include": "core"}) as resp:
+                    if resp.status == 200:
+                        w.record_load(summary_from_loads_json(orjson.loads(await resp.read())), "v1/loads")
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
+                log.debug("/v1/loads of %s failed: %s", w.url, exc)
+            await asyncio.sleep(self.cfg.loads_poll_interval_s)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self._check(w) for w in self.registry.all()), return_exceptions=True)
+            await asyncio.sleep(self.cfg.health_interval_s)
+
+    async def _check(self, w: WorkerState) -> None:
+        try:
+            async with self.control.get(f"{w.url}/health") as resp:
+                ok = resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            ok = False
+        if ok:
+            if not w.healthy and (w.info is not None or await self._discover(w)):
+                log.info("worker %s is healthy again", w.url)
+                w.healthy = True
+            w.num_failures = 0
+        else:
+            self.note_failure(w)
+
+    def note_failure(self, w: WorkerState, hard: bool = False) -> None:
+        """A failed call or health check; ``hard`` (connection refused) takes it out at once."""
+        w.num_failures += 1
+        if w.healthy and (hard or w.num_failures >= self.cfg.health_failures):
+            log.warning("worker %s taken out of rotation after %d failures", w.url, w.num_failures)
+            w.healthy = False
+            # Its cache state is unknown from now on: nothing may be routed on it (issue 7).
+            if w.exact_index is not None:
+                w.exact_index.clear()
+            if w.approx_index is not None:
+                w.approx_index.clear()
+            w.info = None if hard else w.info
+
+    # --- decisions -------------------------------------------------------------------------------
+    def features(
+        self,
+        request_id: str,
+        input_ids: list[int],
+        max_new_tokens: int,
+        session_id: str | None,
+        turn: int | None,
+    ) -> RequestFeatures:
+        cached: dict[str, int] = {}
+        approx: set[str] = set()
+        hashes: dict[tuple[str, int], list[int]] = {}
+        for w in self.registry.all():
+            if w.exact_index is not None:
+                key = ("exact", w.exact_index.block_size)
+                if key not in hashes:
+                    hashes[key] = block_hash.full_page_hashes(input_ids, key[1])
+                hit = w.exact_index.hit_len(hashes[key])
+            elif w.approx_index is not None:
+                key = ("approx", w.approx_index.page_size)
+                if key not in hashes:
+                    hashes[key] = block_hash.full_page_hashes(input_ids, key[1])
+                hit = w.approx_index.hit_len(hashes[key])
+                approx.add(w.url)
+            else:
+                continue
+            if hit:
+                cached[w.url] = hit
+        return RequestFeatures(
+            request_id=request_id,
+            prompt_len=len(input_ids),
+            max_new_tokens=max_new_tokens,
+            cached_len=cached,
+            approx_workers=frozenset(approx),
+            session_id=session_id,
+            turn=turn,
+        )
+
+    def snapshot(self, exclude: Collection[str] = ()) -> ClusterSnapshot:
+        now = time.monotonic()
+        workers = []
+        for w in self.registry.all():
+            snap = w.snapshot(now)
+            if w.url in exclude and snap.healthy:
+                snap = dataclasses.replace(snap, healthy=False)
+            workers.append(snap)
+        link = LinkSnapshot(
+            bandwidth_bytes_per_s=self.cfg.link_bandwidth_gb_s * 1e9,
+            queued_bytes=self.pd_transfer_bytes_inflight,
+            age_ms=0.0,
+        )
+        return ClusterSnapshot(workers=tuple(workers), link=link)
+
+    def decide(self, features: RequestFeatures, exclude: Collection[str] = ()) -> Route:
+        snap = self.snapshot(exclude)
+        t0 = time.perf_counter()
+        route = self.policy.decide(features, snap, self.slo)
+        self.metrics.decision.observe(time.perf_counter() - t0)
+        return route
+
+    def remember_session(self, session_id: str | None, decode_url: str) -> None:
+        if session_id is None:
+            return
+        self.sessions[session_id] = decode_url
+        self.sessions.move_to_end(session_id)
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+
+    def remember_prompt(self, urls: Collection[str], input_ids: list[int]) -> None:
+        """Feed the approximate index of workers without KV events."""
+        for url in urls:
+            w = self.registry.get(url)
+            if w is not None and w.approx_index is not None:
+                w.approx_index.insert(block_hash.full_page_hashes(input_ids, w.approx_index.page_size))

@@ -1,0 +1,193 @@
+"""ZMQ subscribers: KV events (with gap replay/resync), WorkerTelemetry and SGLang LoadStat.
+
+Each runs as one asyncio task per socket, owned by the worker it feeds, and is cancelled when the
+worker is removed. Every received message is size-bounded (ZMQ_MAXMSGSIZE) and decoded without
+pickle; a malformed one is dropped and counted, never fatal. The SUB queue is bounded (RCVHWM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import zmq
+import zmq.asyncio
+
+from sglang_ppd.protocol import kv_events, load_stat, telemetry
+from sglang_ppd.router.prefix_index import ExactPrefixIndex
+from sglang_ppd.router.workers import WorkerState
+
+log = logging.getLogger(__name__)
+
+RCV_HWM = 10_000
+REPLAY_TIMEOUT_S = 2.0
+
+
+def _sub(ctx: zmq.asyncio.Context, endpoint: str, topic: bytes, max_bytes: int) -> zmq.asyncio.Socket:
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, RCV_HWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    return sock
+
+
+async def replay(
+    ctx: zmq.asyncio.Context, endpoint: str, start_seq: int, end_seq: int
+) -> list[kv_events.KVEventBatch] | None:
+    """Batches ``start_seq..end_seq`` from SGLang's ROUTER replay socket; ``None`` if not all came."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, kv_events.MAX_PAYLOAD_BYTES + 64)
+    got: dict[int, kv_events.KVEventBatch] = {}
+    try:
+        sock.connect(endpoint)
+        await sock.send_multipart([b"", kv_events.seq_to_bytes(start_seq)])
+        deadline = time.monotonic() + REPLAY_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            if not await sock.poll(int(left * 1000)):
+                break
+            frames = await sock.recv_multipart()
+            if len(frames) != 3:
+                continue
+            seq = kv_events.seq_from_bytes(frames[1])
+            if seq == kv_events.END_SEQ:
+                break
+            if start_seq <= seq <= end_seq:
+                got[seq] = kv_events.decode_batch(frames[2])
+    except (zmq.ZMQError, kv_events.KVEventDecodeError) as exc:
+        log.warning("KV event replay from %s failed: %s", endpoint, exc)
+        return None
+    finally:
+        sock.close()
+    if any(s not in got for s in range(start_seq, end_seq + 1)):
+        return None
+    return [got[s] for s in range(start_seq, end_seq + 1)]
+
+
+class KvEventConsumer:
+    """Applies one rank's batches in sequence order; fills gaps by replay, else resyncs (clears)."""
+
+    def __init__(
+        self,
+        worker: WorkerState,
+        index: ExactPrefixIndex,
+        rank: int,
+        ctx: zmq.asyncio.Context,
+        replay_endpoint: str | None,
+    ) -> None:
+        self.worker, self.index, self.rank = worker, index, rank
+        self.ctx, self.replay_endpoint = ctx, replay_endpoint
+        self.last_seq: int | None = None
+
+    async def on_message(self, frames: list[bytes]) -> None:
+        w = self.worker
+        if len(frames) != 3:
+            w.num_dropped_messages += 1
+            return
+        try:
+            seq = kv_events.seq_from_bytes(frames[1])
+            batch = kv_events.decode_batch(frames[2])
+        except kv_events.KVEventDecodeError as exc:
+            log.warning("dropping KV event message from %s: %s", w.url, exc)
+            w.num_dropped_messages += 1
+            return
+        last = self.last_seq
+        if last is not None and seq <= last:
+            if seq == last:
+                return  # duplicate
+            # The publisher restarted (seq went back): its cache restarted with it.
+            self.index.clear(self.rank)
+        elif (last is None and seq > 0) or (last is not None and seq > last + 1):
+            first_missing = 0 if last is None else last + 1
+            missed = None
+            if self.replay_endpoint is not None:
+                missed = await replay(self.ctx, self.replay_endpoint, first_missing, seq - 1)
+            if missed is not None:
+                for b in missed:
+                    self.index.apply(self.rank, b.events)
+            elif last is not None:
+                w.num_kv_gaps += 1
+                log.warning(
+                    "KV event gap from %s (%d..%d lost): resyncing its prefix index",
+                    w.url,
+                    first_missing,
+                    seq - 1,
+                )
+                self.index.clear(self.rank)
+        self.index.apply(self.rank, batch.events)
+        w.num_kv_events += len(batch.events)
+        self.last_seq = seq
+
+
+async def run_kv_events(consumer: KvEventConsumer, endpoint: str, topic: str) -> None:
+    sock = _sub(consumer.ctx, endpoint, topic.encode(), kv_events.MAX_PAYLOAD_BYTES + 64)
+    try:
+        while True:
+            await consumer.on_message(await sock.recv_multipart())
+    finally:
+        sock.close()
+
+
+async def run_telemetry(ctx: zmq.asyncio.Context, worker: WorkerState, endpoint: str) -> None:
+    sock = _sub(ctx, endpoint, telemetry.TOPIC, telemetry.MAX_MESSAGE_BYTES + 64)
+    try:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                if len(frames) != 2:
+                    raise ValueError(f"expected 2 frames, got {len(frames)}")
+                worker.record_telemetry(telemetry.decode(frames[1]))
+            except ValueError as exc:
+                log.warning("dropping telemetry message from %s: %s", worker.url, exc)
+                worker.num_dropped_messages += 1
+    finally:
+        sock.close()
+
+
+async def run_loadstat(
+    ctx: zmq.asyncio.Context, worker: WorkerState, endpoints: tuple[str, ...], topic: str
+) -> None:
+    """Sums the per-rank LoadStat gauges (latest of each rank) into the worker's load."""
+    socks = [_sub(ctx, ep, topic.encode(), load_stat.MAX_PAYLOAD_BYTES + 64) for ep in endpoints]
+    latest: dict[int, load_stat.LoadStat] = {}
+    poller = zmq.asyncio.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    try:
+        while True:
+            for sock, _ in await poller.poll():
+                frames = await sock.recv_multipart()  # type: ignore[union-attr]
+                try:
+                    if len(frames) != 3:
+                        raise ValueError(f"expected 3 frames, got {len(frames)}")
+                    latest[socks.index(sock)] = load_stat.decode(frames[2])  # type: ignore[arg-type]
+                except ValueError as exc:
+                    log.warning("dropping LoadStat from %s: %s", worker.url, exc)
+                    worker.num_dropped_messages += 1
+                    continue
+                stats = list(latest.values())
+                worker.record_load(
+                    load_stat.LoadSummary(
+                        num_running=sum(s.num_running_reqs for s in stats),
+                        num_waiting=sum(s.num_waiting_reqs for s in stats),
+                        kv_used_tokens=sum(s.num_tokens for s in stats),
+                        kv_capacity_tokens=sum(s.max_total_num_tokens for s in stats) or None,
+                    ),
+                    "loadstat",
+                )
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def run_task(coro_name: str, worker: WorkerState, coro: object) -> None:
+    """Keeps a subscriber's crash in the log instead of losing it in an unobserved task."""
+    try:
+        await coro  # type: ignore[misc]
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s for %s stopped", coro_name, worker.url)

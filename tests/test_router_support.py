@@ -1,0 +1,158 @@
+"""Test support (no tests here): in-process fake SGLang workers on loopback, and scripted policies.
+
+The fakes speak the SGLang subset the router uses: ``/server_info`` (with a ``kv_events`` block when
+given), ``/generate`` (streaming and not), ``/abort_request``, ``/health``, ``/v1/loads``. Each
+records the bodies it received so tests can check what the router sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+
+from sglang_ppd.core.costmodel import load_profile
+from sglang_ppd.core.policy import Policy
+from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo
+from sglang_ppd.router.app import start_server
+from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.service import Router
+from sglang_ppd.router.tokenizer import ByteTokenizer
+
+PROFILE = load_profile("h100-llama31-8b")
+
+
+@dataclass
+class FakeWorker:
+    role: str
+    server_info: dict[str, Any] = field(default_factory=dict)
+    fail_status: int | None = None
+    """Answer /generate with this HTTP status."""
+    die_after_chunks: int | None = None
+    """Streaming: drop the connection after this many chunks."""
+    hang: bool = False
+    healthy: bool = True
+    received: list[dict[str, Any]] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeWorker:
+        app = web.Application()
+        app.router.add_get("/server_info", self._server_info)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/loads", self._loads)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_post("/abort_request", self._abort)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _server_info(self, _: web.Request) -> web.Response:
+        info = {"disaggregation_mode": self.role, "page_size": 1, "served_model_name": "fake-model",
+                "disaggregation_bootstrap_port": 8998, "kv_events": None, **self.server_info}
+        return web.json_response(info)
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.Response(status=200 if self.healthy else 503)
+
+    async def _loads(self, _: web.Request) -> web.Response:
+        return web.json_response({"loads": [{"dp_rank": 0, "num_running_reqs": 2, "num_waiting_reqs": 1,
+                                             "num_used_tokens": 100, "max_total_num_tokens": 1000}]})
+
+    async def _abort(self, request: web.Request) -> web.Response:
+        self.aborted.append((await request.json())["rid"])
+        return web.json_response({})
+
+    def _reply(self, ids: list[int], n: int, done: bool) -> dict[str, Any]:
+        text = "".join(chr(97 + (sum(ids) + i) % 26) for i in range(n))
+        meta: dict[str, Any] = {"completion_tokens": n, "prompt_tokens": len(ids),
+                                "finish_reason": {"type": "length"} if done else None}
+        if self.role == "prefill":
+            meta["input_token_logprobs"] = [[-0.5, t, None] for t in ids]
+        else:
+            meta["input_token_logprobs"] = []
+        return {"text": text, "meta_info": meta}
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.received.append(body)
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail_status is not None:
+            return web.json_response({"error": {"message": "fake failure"}}, status=self.fail_status)
+        ids = body["input_ids"]
+        n = 0 if self.role == "prefill" else body["sampling_params"]["max_new_tokens"]
+        if not body.get("stream"):
+            return web.json_response(self._reply(ids, n, True))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(1, max(n, 1) + 1):
+            if self.die_after_chunks is not None and i > self.die_after_chunks:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write(b"data: " + orjson.dumps(self._reply(ids, i if n else 0, i >= n)) + b"\n\n")
+            await asyncio.sleep(0)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+
+class ScriptedPolicy(Policy):
+    """PD to the first healthy pair, or ``local`` when the first decode worker holds a hit of at least
+    ``local_min_hit`` tokens (exact or approximate); records every RequestFeatures it saw."""
+
+    needs_decode_cache: ClassVar[bool] = True
+    local_min_hit: int | None = None
+    force: RouteKind | None = None
+
+    def __init__(self) -> None:
+        super().__init__(Policy.Params(), PROFILE)
+        self.seen: list[tuple[RequestFeatures, ClusterSnapshot]] = []
+
+    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
+        self.seen.append((req, snap))
+        ds = snap.decode
+        if not ds:
+            raise RuntimeError("no healthy decode worker")
+        d = ds[0]
+        local = self.force is RouteKind.LOCAL or (
+            self.local_min_hit is not None and req.hit_len(d.worker_id) >= self.local_min_hit
+        )
+        if local:
+            return Route(RouteKind.LOCAL, d.worker_id, reason="test:local")
+        ps = snap.prefill
+        if not ps:
+            raise RuntimeError("no healthy prefill worker")
+        return Route(RouteKind.PD, d.worker_id, prefill_worker=ps[0].worker_id, reason="test:pd")
+
+
+async def start_router(workers: list[FakeWorker], policy: Policy | None = None, **cfg: Any,
+                       ) -> tuple[Router, web.AppRunner, str]:
+    specs = [{"url": w.url, "role": w.role} for w in workers]
+    config = RouterConfig.model_validate({"host": "127.0.0.1", "port": 0, "workers": specs,
+                                          "health_interval_s": 0.2, **cfg})
+    router = Router(config, policy or ScriptedPolicy(), PROFILE, ByteTokenizer(), "scripted")
+    runner, port = await start_server(router, "127.0.0.1", 0)
+    return router, runner, f"http://127.0.0.1:{port}"
+
+
+async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+    """Poll a condition (bounded): KV events and telemetry arrive asynchronously."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
