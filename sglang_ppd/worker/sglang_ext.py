@@ -1,0 +1,358 @@
+"""The one module that imports sglang: local and deflected prefills on an SGLang decode server.
+
+Shape of SGLang draft PR #34773 ("conditional aggregation"), as a runtime extension of a pinned
+release instead of a fork:
+
+- A request carrying the local tag (:mod:`~sglang_ppd.worker.carrier`) skips the prealloc/transfer
+  path and waits in its own local-prefill queue (:class:`~sglang_ppd.worker.admission.LocalQueue`).
+- Each iteration, transferred requests join the running batch as in stock SGLang; then, while local
+  work exists, SGLang's own aggregated scheduler (``Scheduler.get_next_batch_to_run``: decode radix
+  cache prefix match, ``PrefillAdder``, chunked prefill, ``mix_with_running``) runs over the
+  admitted local requests, with the chunk size set to this iteration's TBT budget
+  (:mod:`~sglang_ppd.worker.budget`). An append-prefill therefore reuses the conversation's KV, and
+  a deflected full prefill is cut into budget-sized chunks mixed into decode steps.
+- KV: local requests are admitted only against what the prealloc queue's own budget leaves, and
+  the prealloc queue's budget loses what admitted local prefills will still allocate. While a local
+  chunked prefill is in flight, no new transfer is preallocated and no retracted request resumed
+  (the PR does the same); transfers already under way still complete.
+- Retraction of a decoding local request is SGLang's decode retraction (CPU offload, resume);
+  aborts reach the local queue too.
+
+Supported SGLang versions: :data:`~sglang_ppd.worker.versions.SUPPORTED_SGLANG_VERSIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sglang_ppd.worker import versions
+from sglang_ppd.worker.admission import LocalEntry, LocalQueue
+from sglang_ppd.worker.budget import BudgetPolicy, IterationClock, IterationModel, IterationSample
+from sglang_ppd.worker.carrier import decode_tag
+from sglang_ppd.worker.options import ENV_VAR, PpdOptions
+
+logger = logging.getLogger("sglang_ppd.worker")
+
+# (owner attribute path, method name): every method the extension replaces. Checked before patching.
+_PATCHED = (
+    ("sglang.srt.managers.scheduler", "Scheduler", "_add_request_to_queue"),
+    ("sglang.srt.managers.scheduler", "Scheduler", "get_next_disagg_decode_batch_to_run"),
+    ("sglang.srt.managers.scheduler", "Scheduler", "process_decode_queue"),
+    ("sglang.srt.managers.scheduler", "Scheduler", "abort_request"),
+    ("sglang.srt.managers.scheduler", "Scheduler", "is_fully_idle"),
+    ("sglang.srt.disaggregation.decode", "DecodePreallocQueue", "_allocatable_token_budgets"),
+)
+_ORIG: dict[str, Callable[..., Any]] = {}
+
+
+def check_sglang() -> str:
+    """The installed sglang version, or :class:`versions.UnsupportedSglangVersion` with the pins."""
+    found = versions.installed_sglang_version()
+    if found is None:
+        try:
+            import sglang
+
+            found = getattr(sglang, "__version__", None)
+        except ImportError:
+            found = None
+    return versions.check_version(found)
+
+
+def install() -> None:
+    """Patches the decode scheduler in this process (idempotent). Call in every scheduler process."""
+    if _ORIG:
+        return
+    check_sglang()
+    import importlib
+
+    owners = {}
+    for module, cls, name in _PATCHED:
+        owner = getattr(importlib.import_module(module), cls)
+        if not callable(getattr(owner, name, None)):
+            missing = f"{cls}.{name} is missing: "
+            raise versions.UnsupportedSglangVersion(missing + versions.refusal_message(None))
+        owners[(cls, name)] = owner
+    replacements = {
+        "_add_request_to_queue": _add_request_to_queue,
+        "get_next_disagg_decode_batch_to_run": _get_next_disagg_decode_batch_to_run,
+        "process_decode_queue": _process_decode_queue,
+        "abort_request": _abort_request,
+        "is_fully_idle": _is_fully_idle,
+        "_allocatable_token_budgets": _allocatable_token_budgets,
+    }
+    for (_cls, name), owner in owners.items():
+        _ORIG[name] = getattr(owner, name)
+        setattr(owner, name, replacements[name])
+
+
+def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
+    """SGLang spawns its scheduler; the patches must be installed in that process, before it runs."""
+    install()
+    from sglang.srt.managers.scheduler import run_scheduler_process as stock
+
+    return stock(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------- per-scheduler state
+
+
+class PpdState:
+    def __init__(self, sched: Any, opts: PpdOptions) -> None:
+        prealloc = sched.disagg_decode_prealloc_queue
+        self.opts = opts
+        reserve = int(prealloc.num_reserved_decode_tokens)
+        self.queue: LocalQueue[Any] = LocalQueue(reserve_decode_tokens=reserve)
+        self.model = IterationModel(opts.prior_ms_per_token, opts.prior_mixed_overhead_ms)
+        self.policy = BudgetPolicy(opts.tbt_slo_ms, opts.min_chunk_len, opts.max_chunk_len)
+        self.clock = IterationClock(lag=1 if sched.enable_overlap else 0)
+        self.pub = None
+        self.last_pub_s = 0.0
+        self.log = None
+        self.log_flush_s = 0.0
+        self.num_local_done = 0
+        if sched.ps.tp_rank == 0:
+            from sglang_ppd.worker.telemetry_pub import TelemetryPublisher
+
+            if opts.telemetry_endpoint:
+                self.pub = TelemetryPublisher(
+                    opts.telemetry_endpoint, opts.worker_url or "", "decode", opts.telemetry_period_ms
+                )
+                logger.info("ppd telemetry on %s", self.pub.endpoint)
+            if opts.iter_log:
+                self.log = open(opts.iter_log, "a", buffering=1 << 16)  # noqa: SIM115 - process lifetime
+
+    def on_sample(self, s: IterationSample) -> None:
+        self.model.add(s)
+        if self.log is not None:
+            self.log.write(json.dumps({"iter_ms": round(s.iter_ms, 4), **(s.info or {})}) + "\n")
+            now = time.monotonic()
+            if now - self.log_flush_s > 1.0:
+                self.log.flush()
+                self.log_flush_s = now
+
+
+def _state(sched: Any) -> PpdState:
+    st = getattr(sched, "_ppd_state", None)
+    if st is None:
+        if not sched.spec_algorithm.is_none() or getattr(sched, "enable_hisparse", False):
+            raise RuntimeError("sglang_ppd.worker does not support speculative decoding or hisparse")
+        st = PpdState(sched, PpdOptions.from_env(dict(os.environ)))
+        sched._ppd_state = st
+        sched.is_mixed_chunk = True  # local prefills always ride along the decode batch
+    return st
+
+
+# ------------------------------------------------------------------------------------- request intake
+
+
+def _add_request_to_queue(self: Any, req: Any, is_retracted: bool = False) -> Any:
+    tag = decode_tag(getattr(req, "bootstrap_host", None))
+    if tag is None or is_retracted:
+        # PD requests, and retracted decodes of any origin (their KV goes through SGLang's CPU offload).
+        return _ORIG["_add_request_to_queue"](self, req, is_retracted)
+    if not self._set_or_validate_priority(req):
+        return None
+    _state(self).queue.push(LocalEntry(req, len(req.origin_input_ids), tag.route, tag.chunk_len))
+    req.time_stats.set_wait_queue_entry_time()
+    return None
+
+
+def _abort_request(self: Any, recv_req: Any) -> Any:
+    from sglang.srt.managers.io_struct import AbortReq
+
+    gone = _state(self).queue.remove(lambda r: recv_req.abort_all or r.rid.startswith(recv_req.rid))
+    for req in gone:
+        # Not yet scheduled: nothing allocated or locked, as for SGLang's own waiting queue.
+        self.ipc_channels.send_to_tokenizer.send_output(AbortReq(rid=req.rid), req)
+    return _ORIG["abort_request"](self, recv_req)
+
+
+def _is_fully_idle(self: Any, *args: Any, **kwargs: Any) -> bool:
+    idle: bool = _ORIG["is_fully_idle"](self, *args, **kwargs)
+    return idle and len(_state(self).queue) == 0
+
+
+# --------------------------------------------------------------------------------------- KV accounting
+
+
+def _remaining_prefill_len(req: Any) -> int:
+    done = req.extend_range.end if getattr(req, "extend_range", None) is not None else len(req.prefix_indices)
+    return max(len(req.origin_input_ids) - done, 0)
+
+
+def _allocatable_token_budgets(self: Any, *args: Any, **kwargs: Any) -> int:
+    budget: int = _ORIG["_allocatable_token_budgets"](self, *args, **kwargs)
+    st = getattr(self.scheduler, "_ppd_state", None)
+    if st is not None:
+        budget -= st.queue.reserved_tokens(_remaining_prefill_len)
+    return budget
+
+
+def _uncached_len(tree_cache: Any) -> Callable[[Any], int]:
+    def f(req: Any) -> int:
+        req.init_next_round_input(tree_cache)
+        return max(len(req.full_untruncated_fill_ids) - len(req.prefix_indices), 1)
+
+    return f
+
+
+def _process_decode_queue(self: Any) -> None:
+    if self.chunked_req is None:
+        _ORIG["process_decode_queue"](self)
+        return
+    # A local chunk is in flight and will allocate again next iteration: preallocate nothing new.
+    self.waiting_queue.extend(self.disagg_decode_transfer_queue.pop_transferred())
+
+
+# ---------------------------------------------------------------------------------------- scheduling
+
+
+def _merge_prebuilt(self: Any, running_batch: Any) -> Any:
+    """Stock 0.5.17: requests whose KV arrived join the running batch (never during a local chunk)."""
+    new_prebuilt_batch = self.get_new_prebuilt_batch(running_batch)
+    if new_prebuilt_batch:
+        self.batch_result_processor.process_batch_result_prebuilt(new_prebuilt_batch)
+        new_prebuilt_batch.filter_batch()
+        if not new_prebuilt_batch.is_empty():
+            if running_batch.is_empty():
+                running_batch = new_prebuilt_batch
+            else:
+                running_batch.merge_batch(new_prebuilt_batch)
+    return running_batch
+
+
+def _local_step(self: Any, st: PpdState, running_batch: Any) -> Any:
+    last = self.last_batch
+    if self.chunked_req is None:
+        running_batch = _merge_prebuilt(self, running_batch)
+    num_merging = len(last.reqs) if last is not None and last.forward_mode.is_extend() else 0
+    num_decodes_est = len(running_batch.reqs) + num_merging
+    head = next(iter(st.queue.inflight.values()), None) or (st.queue.waiting[0] if st.queue.waiting else None)
+    tokens = st.policy.tokens(st.model, num_decodes_est > 0, head.chunk_len if head else None)
+
+    admitted: list[LocalEntry[Any]] = []
+    if self.chunked_req is None and len(st.queue):
+        allocatable = _ORIG["_allocatable_token_budgets"](self.disagg_decode_prealloc_queue)
+        admitted = st.queue.admit(
+            allocatable - st.queue.reserved_tokens(_remaining_prefill_len),
+            self.get_num_allocatable_reqs(len(running_batch.reqs)),
+            _uncached_len(self.tree_cache),
+            max_reqs=self.max_running_requests,
+        )
+
+    saved = (self.waiting_queue, self.chunked_prefill_size, self.max_prefill_tokens)
+    # PrefillAdder charges one token per mixed decode against both limits.
+    self.waiting_queue = [e.req for e in admitted]
+    self.chunked_prefill_size = self.max_prefill_tokens = tokens + num_decodes_est
+    try:
+        plan = self.get_next_batch_to_run(running_batch, last)
+    finally:
+        not_scheduled = set(map(id, self.waiting_queue))
+        self.waiting_queue, self.chunked_prefill_size, self.max_prefill_tokens = saved
+    st.queue.push_front([e for e in admitted if id(e.req) in not_scheduled])
+    for entry in list(st.queue.inflight.values()):
+        if entry.req is not self.chunked_req:
+            st.queue.prefill_done(entry.req)
+            st.num_local_done += 1
+    return plan
+
+
+def _describe(batch: Any) -> tuple[int, int, dict[str, Any]]:
+    mode = batch.forward_mode
+    if mode.is_decode():
+        ctx = sum(r.seqlen for r in batch.reqs)
+        return 0, len(batch.reqs), {"kind": "decode", "num_decodes": len(batch.reqs), "ctx_tokens": ctx}
+    if mode.is_extend():
+        num_dec = len(batch.decoding_reqs or ())
+        num_pf = len(batch.reqs) - num_dec
+        pf = zip(batch.extend_lens[:num_pf], batch.prefix_lens[:num_pf], strict=True)
+        chunks = [[int(n), int(k)] for n, k in pf]
+        new = sum(c[0] for c in chunks)
+        ctx = int(sum(batch.prefix_lens[num_pf:])) + num_dec
+        info = {"kind": "mixed" if num_dec else "extend", "num_decodes": num_dec, "ctx_tokens": ctx,
+                "chunks": chunks}
+        return new, num_dec, info
+    return 0, 0, {"kind": str(mode)}
+
+
+def _publish(self: Any, st: PpdState, plan: Any) -> None:
+    now = time.monotonic()
+    if st.pub is None or now - st.last_pub_s < 0.005:
+        return
+    st.last_pub_s = now
+    running = list(plan.running_batch.reqs)
+    batch = plan.batch_to_run
+    if batch is not None and batch is not plan.running_batch and batch.decoding_reqs:
+        running += batch.decoding_reqs
+    prealloc = self.disagg_decode_prealloc_queue
+    capacity = int(self.max_total_num_tokens)
+    free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
+    chunked = self.chunked_req
+    chunk_left = _remaining_prefill_len(chunked) if chunked is not None else 0
+    local_tokens = st.queue.queued_tokens() + chunk_left
+    r2 = lambda x: None if x is None else round(x, 2)  # noqa: E731 - fewer spurious "changes"
+    st.pub.update(
+        num_running=len(running),
+        num_waiting=len(prealloc.queue) + len(prealloc.retracted_queue)
+        + len(self.disagg_decode_transfer_queue.queue) + len(self.waiting_queue) + len(st.queue),
+        queued_prefill_tokens=local_tokens,
+        kv_used_tokens=max(capacity - int(free), 0),
+        kv_capacity_tokens=capacity,
+        running_context_tokens=sum(r.seqlen for r in running),
+        num_local_prefills=len(st.queue) + len(st.queue.inflight),
+        queued_local_prefill_tokens=local_tokens,
+        decode_iter_ms=r2(st.model.decode_ms.value),
+        mixed_iter_ms=r2(st.model.mixed_ms.value),
+        tbt_headroom_ms=r2(st.policy.headroom_ms(st.model)),
+    )
+
+
+def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
+    st = _state(self)
+    sample = st.clock.tick(time.perf_counter())
+    if sample is not None:
+        st.on_sample(sample)
+    last = self.last_batch
+    local_work = len(st.queue) or self.chunked_req is not None
+    if local_work or (last is not None and last.forward_mode.is_extend()):
+        plan = _local_step(self, st, running_batch)
+    else:
+        plan = _ORIG["get_next_disagg_decode_batch_to_run"](self, running_batch)
+    batch = plan.batch_to_run
+    if batch is None:
+        st.clock.idle()
+    else:
+        new, num_dec, info = _describe(batch)
+        st.clock.launched(new, num_dec, info)
+    _publish(self, st, plan)
+    return plan
+
+
+# ------------------------------------------------------------------------------------------- launch
+
+
+def launch(opts: PpdOptions, sglang_args: list[str]) -> None:
+    """Runs the HTTP server of a PPD-capable decode server in this process (blocks)."""
+    check_sglang()
+    os.environ[ENV_VAR] = opts.to_env()
+    install()
+    from sglang.srt.entrypoints import http_server
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.server_args import prepare_server_args
+    from sglang.srt.utils import kill_process_tree
+
+    from sglang_ppd.worker.http_mw import PpdHttpMiddleware
+
+    load_plugins()
+    server_args = prepare_server_args(sglang_args)
+    http_server.app.add_middleware(PpdHttpMiddleware, telemetry_endpoint=opts.telemetry_endpoint)
+    logger.warning("sglang_ppd.worker: local prefill enabled, options %s", opts)
+    try:
+        http_server.launch_server(server_args, run_scheduler_process_func=run_scheduler_process)
+    finally:
+        kill_process_tree(os.getpid(), include_parent=False)
