@@ -1,0 +1,1 @@
+"""The load generator / trace replayer: ``sglang-ppd bench`` against any SGLang or OpenAI endpoint."""

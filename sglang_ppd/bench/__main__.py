@@ -1,0 +1,3 @@
+from sglang_ppd.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""``sglang-ppd bench`` (also ``python -m sglang_ppd.bench``): replay a workload against any SGLang
+``/generate`` or OpenAI ``/v1/completions`` endpoint and write the simulator's result JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sglang_ppd.bench.client import Api
+from sglang_ppd.bench.runner import BenchOptions, Replay
+from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
+from sglang_ppd.core.types import Slo
+from sglang_ppd.metrics.record import RequestRecord
+from sglang_ppd.metrics.result import machine_info, write_result_json
+from sglang_ppd.metrics.summary import summarize
+from sglang_ppd.workload import load_workload
+
+USAGE = """sglang-ppd bench --url URL (--trace FILE | --workload SPEC) [--api sglang|openai] [--seed N]
+                  [--rate-scale X] [--limit N] [--max-requests N] [--duration-s S] [--slo-ttft-ms MS]
+                  [--slo-tpot-ms MS] [--label NAME] [--json OUT]"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sglang-ppd bench", usage=USAGE, description=__doc__)
+    p.add_argument("--url", required=True, help="base URL of the endpoint, e.g. http://127.0.0.1:30000")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", help="Azure CSV, Mooncake JSONL or ShareGPT turn table (detected)")
+    src.add_argument("--workload", help="workload spec, e.g. sharegpt:n=200,rate=1 (see sglang_ppd.workload)")
+    p.add_argument("--api", choices=[a.value for a in Api], default=Api.SGLANG.value)
+    p.add_argument("--model", help="model name for --api openai (default: 'default')")
+    p.add_argument("--seed", type=int, default=0, help="workload and prompt-token seed")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
+    p.add_argument("--limit", type=int, help="take at most N requests of the workload")
+    p.add_argument("--max-requests", type=int, help="send at most N requests")
+    p.add_argument("--duration-s", type=float, help="send nothing new after S seconds")
+    p.add_argument("--request-timeout-s", type=float, default=300.0, help="per request, whole stream")
+    p.add_argument("--slo-ttft-ms", type=float, default=Slo().ttft_ms)
+    p.add_argument("--slo-tpot-ms", type=float, default=Slo().tpot_ms)
+    p.add_argument(
+        "--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="prompt ids are drawn below this"
+    )
+    p.add_argument("--max-connections", type=int, default=0, help="HTTP connection pool size (0 = unbounded)")
+    p.add_argument("--label", default="endpoint", help="what is measured (the `policy` key of the JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", help="write the result JSON here")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    positive = {
+        "--rate-scale": args.rate_scale,
+        "--slo-ttft-ms": args.slo_ttft_ms,
+        "--slo-tpot-ms": args.slo_tpot_ms,
+        "--request-timeout-s": args.request_timeout_s,
+        "--limit": args.limit,
+        "--max-requests": args.max_requests,
+        "--duration-s": args.duration_s,
+    }
+    for flag, value in positive.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+    if args.max_connections < 0:
+        raise ValueError("--max-connections must be >= 0")
+    if not args.url.startswith(("http://", "https://")):
+        raise ValueError(f"--url must start with http:// or https://, got {args.url!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console(stderr=True)
+    try:
+        _check(args)
+        workload = load_workload(
+            trace=args.trace, spec=args.workload, seed=args.seed, rate_scale=args.rate_scale, limit=args.limit
+        )
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    opts = BenchOptions(
+        url=args.url, api=Api(args.api), seed=args.seed, model=args.model, max_requests=args.max_requests,
+        duration_s=args.duration_s, request_timeout_s=args.request_timeout_s, vocab_size=args.vocab_size,
+        max_connections=args.max_connections,
+    )  # fmt: skip
+    planned = len(workload) if args.max_requests is None else min(len(workload), args.max_requests)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=args.no_progress,
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task("replaying", total=planned)
+        failed = 0
+
+        def done(r: RequestRecord) -> None:
+            nonlocal failed
+            failed += not r.ok
+            progress.update(task, advance=1, description=f"replaying ({failed} failed)")
+
+        result = asyncio.run(Replay(opts, on_done=done).run(workload))
+    slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
+    summary = summarize(
+        result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
+        source=args.trace or args.workload, rate_scale=args.rate_scale, url=args.url, api=args.api,
+        num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
+        history_exact=result.history_exact, errors=error_counts(result.records), mode="live",
+        machine=machine_info(),
+    )  # fmt: skip
+    console.print(summary_table(summary))
+    if args.json:
+        console.print(f"wrote {write_result_json(args.json, summary)}")
+    return 0 if any(r.ok for r in result.records) else 1
+
+
+def error_counts(records: list[RequestRecord]) -> dict[str, int]:
+    """Failures by message (cut at 80 characters so that similar errors group together)."""
+    counts = Counter((r.error or "no output")[:80] for r in records if not r.ok)
+    return dict(counts.most_common())
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def summary_table(s: dict[str, Any]) -> Table:
+    att = s["slo_attainment"]
+    t = Table(
+        title=f"{s['policy']} on {s['source']}: {s['num_requests']} requests, {s['num_failed']} failed, "
+        f"SLO {'-' if att is None else f'{att:.1%}'}, goodput {s['goodput_rps']:.2f}/s"
+    )
+    for col in ("group", "count", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95", "ITL p95", "E2E p95"):
+        t.add_column(col, justify="right")
+    for name in ("overall", "turn1", "turn2plus"):
+        g = s[name]
+        cells = [g[m][q] for m, q in (("ttft_ms", "p50"), ("ttft_ms", "p95"), ("tpot_ms", "p50"),
+                                      ("tpot_ms", "p95"), ("itl_ms", "p95"), ("e2e_ms", "p95"))]  # fmt: skip
+        t.add_row(name, str(g["count"]), *map(_ms, cells))
+    return t

@@ -1,0 +1,214 @@
+"""``sglang-ppd bench`` end to end against a fake SGLang/OpenAI server on 127.0.0.1 (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from sglang_ppd.bench.cli import main
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class FakeServer:
+    url: str = ""
+    incremental: bool = False
+    fail_len: int | None = None
+    """Requests asking for this many tokens get HTTP 500."""
+    hang_len: int | None = None
+    """Requests asking for this many tokens never answer."""
+    log: list[tuple[list[int], list[int]]] = field(default_factory=list)
+
+
+def fake_output(prompt: list[int], n: int) -> list[int]:
+    return [100 + (sum(prompt) + 7 * i) % 20000 for i in range(n)]
+
+
+def build_app(srv: FakeServer) -> web.Application:
+    async def stream(request: web.Request, prompt: list[int], n: int, chunk: Any) -> web.StreamResponse:
+        if n == srv.fail_len:
+            return web.Response(status=500, text="injected failure")
+        if n == srv.hang_len:
+            await asyncio.sleep(3600)
+        out = fake_output(prompt, n)
+        srv.log.append((prompt, out))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-ppd-route": "pd"})
+        await resp.prepare(request)
+        for i in range(1, n + 1):
+            await asyncio.sleep(0.001)
+            await resp.write(b"data: " + orjson.dumps(chunk(out, i)) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt, n = body["input_ids"], body["sampling_params"]["max_new_tokens"]
+        assert body["stream"] is True and body["sampling_params"]["ignore_eos"] is True
+
+        def chunk(out: list[int], i: int) -> dict[str, Any]:
+            ids = out[i - 1 : i] if srv.incremental else out[:i]
+            return {"output_ids": ids, "meta_info": {"completion_tokens": i, "cached_tokens": 3}}
+
+        return await stream(request, prompt, n, chunk)
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt, n = body["prompt"], body["max_tokens"]
+        assert body["stream"] is True and body["return_token_ids"] is True
+
+        def chunk(out: list[int], i: int) -> dict[str, Any]:
+            c: dict[str, Any] = {"choices": [{"index": 0, "text": "x", "token_ids": out[i - 1 : i]}]}
+            if i == n:
+                c["usage"] = {"completion_tokens": n, "prompt_tokens_details": {"cached_tokens": 5}}
+            return c
+
+        return await stream(request, prompt, n, chunk)
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/v1/completions", completions)
+    return app
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    srv = FakeServer()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_app(srv), shutdown_timeout=0.1)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv.url = f"http://127.0.0.1:{port}"
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield srv
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+SESSIONS = "sessions:n=3,turns=3,prompt=20,user=5,output=4,think_s=0.01,rate=50"
+KEYS = {
+    "policy", "seed", "num_requests", "wall_s", "overall", "turn1", "turn2plus", "slo_attainment",
+    "goodput_rps", "kv_bytes_transferred", "routes", "by_route", "reasons", "num_failed", "machine",
+}  # fmt: skip
+
+
+def check_history(log: list[tuple[list[int], list[int]]]) -> int:
+    """Each later turn's prompt starts with an earlier request's prompt + output; returns how many."""
+    continued = 0
+    for i, (prompt, _) in enumerate(log):
+        if len(prompt) > 20:
+            assert any(prompt[: len(p) + len(o)] == p + o for p, o in log[:i]), "history is not prompt+output"
+            continued += 1
+    return continued
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_closed_loop_sessions_sglang(server: FakeServer, tmp_path: Path, incremental: bool) -> None:
+    server.incremental = incremental
+    out = tmp_path / "r.json"
+    rc = main(
+        ["--url", server.url, "--workload", SESSIONS, "--seed", "1", "--no-progress", "--json", str(out)]
+    )
+    assert rc == 0
+    s = json.loads(out.read_text())
+    assert set(s) >= KEYS
+    assert s["num_requests"] == 9 and s["num_failed"] == 0
+    assert s["turn1"]["count"] == 3 and s["turn2plus"]["count"] == 6
+    assert s["routes"] == {"pd": 9}
+    assert s["overall"]["ttft_ms"]["count"] == 9 and s["overall"]["itl_ms"]["count"] == 9 * 3
+    assert s["history_exact"] is True
+    assert sorted(len(p) for p, _ in server.log) == [20] * 3 + [29] * 3 + [38] * 3
+    assert check_history(server.log) == 6
+
+
+def test_openai_api(server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = [
+        "--url",
+        server.url,
+        "--api",
+        "openai",
+        "--workload",
+        SESSIONS,
+        "--no-progress",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    s = json.loads(out.read_text())
+    assert s["num_requests"] == 9 and s["num_failed"] == 0
+    assert check_history(server.log) == 6
+
+
+def test_failures_are_recorded_and_end_the_session(server: FakeServer, tmp_path: Path) -> None:
+    server.fail_len = 4
+    out = tmp_path / "r.json"
+    rc = main(["--url", server.url, "--workload", SESSIONS, "--no-progress", "--json", str(out)])
+    s = json.loads(out.read_text())
+    assert rc == 1
+    # Every turn 1 fails, so no later turn is sent.
+    assert s["num_requests"] == 3 and s["num_failed"] == 3 and s["num_not_sent"] == 6
+    assert s["slo_attainment"] == 0.0
+
+
+def test_timeout_and_bounds(server: FakeServer, tmp_path: Path) -> None:
+    server.hang_len = 4
+    out = tmp_path / "r.json"
+    argv = ["--url", server.url, "--workload", "sessions:n=5,turns=1,prompt=8,output=uniform:3:5,rate=100"]
+    argv += ["--request-timeout-s", "0.5", "--max-requests", "4", "--no-progress", "--json", str(out)]
+    main(argv)
+    s = json.loads(out.read_text())
+    assert s["num_requests"] == 4 and s["num_planned"] == 4 and s["num_not_sent"] == 0
+    # Only the requests that did not hang reach the log; the others time out.
+    assert s["num_failed"] == 4 - len(server.log) > 0
+    assert s["errors"] == {"timeout after 0.5 s": s["num_failed"]}
+
+
+def test_open_loop_trace_duration_bound(server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    argv = ["--url", server.url, "--workload", "azure:n=400", "--rate-scale", "20", "--duration-s", "1.0"]
+    argv += ["--no-progress", "--json", str(out), "--limit", "400"]
+    assert main(argv) == 0
+    s = json.loads(out.read_text())
+    # The first 400 Azure requests span about 70 s; at 20x, about 3.5 s: a 1-s run sends a part.
+    assert 0 < s["num_requests"] < 400 and s["num_failed"] == 0
+    assert s["num_not_sent"] == 400 - s["num_requests"]
+    assert s["turn2plus"]["count"] == 0
+
+
+def test_unreachable_endpoint_and_bad_args(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    rc = main(
+        ["--url", "http://127.0.0.1:9", "--workload", "azure:n=3", "--rate-scale", "1000"]
+        + ["--no-progress", "--json", str(out)]
+    )
+    assert rc == 1
+    s = json.loads(out.read_text())
+    assert s["num_failed"] == 3
+    assert main(["--url", "http://x", "--workload", "nope:", "--no-progress"]) == 2
+    assert main(["--url", "x", "--workload", "azure:", "--no-progress"]) == 2
+
+
+def test_module_entry_point(server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--workload", "mooncake:n=30"]
+    cmd += ["--rate-scale", "50", "--no-progress", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())
+    assert s["num_requests"] == 30 and s["num_failed"] == 0
