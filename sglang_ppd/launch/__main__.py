@@ -1,0 +1,3 @@
+from sglang_ppd.launch.cli import main
+
+raise SystemExit(main())
