@@ -22,12 +22,12 @@ from sglang_ppd_policies import reasons
 from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import (
     best_resident,
-    healthy_workers,
     local_route,
     pd_route,
     resident_candidates,
 )
 from sglang_ppd_policies.pd_cache_aware import PdCacheAwareParams, cache_aware_pair
+from sglang_ppd_policies.view import View
 
 
 class LocalParams(PdCacheAwareParams):
@@ -48,10 +48,10 @@ class AlwaysLocalPolicy(BuiltinPolicy):
         self._allow_approx = params.allow_approx_local
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
+        v = View(req, snap, slo)
+        cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, why)
-        d, h = best_resident(cands, slo)
+            return pd_route(self._chooser, v, self.est, why)
+        d, h = best_resident(v, cands)
         new_len = req.prompt_len - h
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.RESIDENT_PREFIX)

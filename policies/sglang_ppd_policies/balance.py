@@ -9,29 +9,30 @@ fresh numbers is never compared against one without.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from sglang_ppd.core.types import RequestFeatures, Slo, WorkerSnapshot
+from sglang_ppd.core.types import WorkerSnapshot
 from sglang_ppd_policies import reasons
+from sglang_ppd_policies.view import View
 
 LoadKey = tuple[int, ...]
 
 
-def prefill_keys(ps: Sequence[WorkerSnapshot], max_age_ms: float) -> list[LoadKey]:
+def prefill_keys(ps: Sequence[WorkerSnapshot], fresh: Collection[str]) -> list[LoadKey]:
     keys: list[LoadKey] = []
     for p in ps:
         q = p.queued_prefill_tokens
-        if q is None or not p.is_fresh(max_age_ms):
+        if q is None or p.worker_id not in fresh:
             return [(p.num_inflight, 0) for p in ps]
         keys.append((q, p.num_inflight))
     return keys
 
 
-def decode_keys(ds: Sequence[WorkerSnapshot], max_age_ms: float) -> list[LoadKey]:
+def decode_keys(ds: Sequence[WorkerSnapshot], fresh: Collection[str]) -> list[LoadKey]:
     keys: list[LoadKey] = []
     for d in ds:
         r, w = d.num_running, d.num_waiting
-        if r is None or w is None or not d.is_fresh(max_age_ms):
+        if r is None or w is None or d.worker_id not in fresh:
             return [(d.num_inflight, 0) for d in ds]
         keys.append((r + w, d.num_inflight))
     return keys
@@ -57,12 +58,9 @@ class LeastLoadedPair:
 
     __slots__ = ()
 
-    def pair(
-        self, req: RequestFeatures, ps: Sequence[WorkerSnapshot], ds: Sequence[WorkerSnapshot], slo: Slo
-    ) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
-        age = slo.max_telemetry_age_ms
-        p = ps[least_loaded(prefill_keys(ps, age))]
-        d = ds[least_loaded(decode_keys(ds, age))]
+    def pair(self, v: View) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
+        p = v.ps[least_loaded(prefill_keys(v.ps, v.fresh))]
+        d = v.ds[least_loaded(decode_keys(v.ds, v.fresh))]
         return p, d, reasons.LEAST_LOADED
 
 
@@ -74,6 +72,7 @@ class CacheAwarePair:
     (ties: lower load, then order); else the least-loaded worker. sglang_router falls back to the
     worker with the smallest radix tree below the threshold; we take the least-loaded one, which
     is what it converges to and needs no tree sizes. The route's reason is the P-side outcome.
+    Hit lengths are used as given, approximate or not, as sglang_router's own tree is approximate.
     """
 
     __slots__ = ("cache_threshold", "abs_threshold", "rel_threshold")
@@ -83,24 +82,21 @@ class CacheAwarePair:
         self.abs_threshold = abs_threshold
         self.rel_threshold = rel_threshold
 
-    def pick(
-        self, req: RequestFeatures, ws: Sequence[WorkerSnapshot], keys: Sequence[LoadKey]
-    ) -> tuple[int, str]:
+    def pick(self, v: View, ws: Sequence[WorkerSnapshot], keys: Sequence[LoadKey]) -> tuple[int, str]:
         if len(ws) > 1 and imbalanced([w.num_inflight for w in ws], self.abs_threshold, self.rel_threshold):
             return least_loaded(keys), reasons.LOAD_IMBALANCE
         best, best_hit = -1, 0
-        for i, w in enumerate(ws):
-            h = req.hit_len(w.worker_id)
-            if h > best_hit or (h == best_hit and h > 0 and keys[i] < keys[best]):
-                best, best_hit = i, h
-        if best >= 0 and best_hit > self.cache_threshold * req.prompt_len:
+        hits = v.hits
+        if hits:
+            for i, w in enumerate(ws):
+                h = hits.get(w.worker_id, 0)
+                if h > best_hit or (h == best_hit and h > 0 and keys[i] < keys[best]):
+                    best, best_hit = i, h
+        if best >= 0 and best_hit > self.cache_threshold * v.req.prompt_len:
             return best, reasons.CACHE_HIT
         return least_loaded(keys), reasons.LOW_HIT
 
-    def pair(
-        self, req: RequestFeatures, ps: Sequence[WorkerSnapshot], ds: Sequence[WorkerSnapshot], slo: Slo
-    ) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
-        age = slo.max_telemetry_age_ms
-        pi, reason = self.pick(req, ps, prefill_keys(ps, age))
-        di, _ = self.pick(req, ds, decode_keys(ds, age))
-        return ps[pi], ds[di], reason
+    def pair(self, v: View) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
+        pi, reason = self.pick(v, v.ps, prefill_keys(v.ps, v.fresh))
+        di, _ = self.pick(v, v.ds, decode_keys(v.ds, v.fresh))
+        return v.ps[pi], v.ds[di], reason

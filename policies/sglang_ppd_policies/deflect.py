@@ -29,7 +29,6 @@ Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from pydantic import Field
 
@@ -37,7 +36,6 @@ from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import (
     ClusterSnapshot,
-    LinkSnapshot,
     RequestFeatures,
     Route,
     RouteKind,
@@ -47,8 +45,9 @@ from sglang_ppd.core.types import (
 from sglang_ppd_policies import reasons
 from sglang_ppd_policies.always_local import LocalParams
 from sglang_ppd_policies.base import BuiltinPolicy
-from sglang_ppd_policies.candidates import healthy_workers, local_route, no_prefill_route
+from sglang_ppd_policies.candidates import local_route, no_prefill_route
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.view import View
 
 
 class DeflectParams(LocalParams):
@@ -70,43 +69,25 @@ class DeflectPolicy(BuiltinPolicy):
         self._max_inflight = params.max_inflight
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        return self.decide_full(req, ps, ds, slo, snap.link)
+        return self.decide_full(View(req, snap, slo))
 
-    def decide_full(
-        self,
-        req: RequestFeatures,
-        ps: Sequence[WorkerSnapshot],
-        ds: Sequence[WorkerSnapshot],
-        slo: Slo,
-        link: LinkSnapshot,
-        pd_reason: str | None = None,
-    ) -> Route:
+    def decide_full(self, v: View, pd_reason: str | None = None) -> Route:
         """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha.
         A PD route's reason is ``pd_reason`` (else the chooser's) unless a D candidate was weighed."""
-        if not ps:
-            return no_prefill_route(req, ds, slo, self.est)
+        if not v.ps:
+            return no_prefill_route(v, self.est)
         est = self.est
-        age = slo.max_telemetry_age_ms
-        prompt_len = req.prompt_len
-        p, d_pd, chooser_reason = self._chooser.pair(req, ps, ds, slo)
-        pd_reason = pd_reason or chooser_reason
-        ttft_p = est.pd_ttft_ms(
-            p,
-            p.is_fresh(age),
-            req.hit_len(p.worker_id),
-            d_pd,
-            d_pd.is_fresh(age),
-            req.hit_len(d_pd.worker_id),
-            prompt_len,
-            link,
-        )
-        budget_ms = self._beta * slo.tpot_ms
+        prompt_len = v.req.prompt_len
+        p, d_pd, chooser_reason = self._chooser.pair(v)
+        why = pd_reason = pd_reason or chooser_reason
+        budget_ms = self._beta * v.slo.tpot_ms
+        approx = () if self._allow_approx else v.req.approx_workers
+        hits, fresh = v.hits, v.fresh
         best: WorkerSnapshot | None = None
         best_ttft, best_chunk, best_new = math.inf, 0, 0
-        why = pd_reason
-        for d in ds:
-            if not d.is_fresh(age):
+        for d in v.ds:
+            wid = d.worker_id
+            if wid not in fresh:
                 if why == pd_reason:
                     why = reasons.STALE_TELEMETRY
                 continue
@@ -115,9 +96,7 @@ class DeflectPolicy(BuiltinPolicy):
             if (d.num_local_prefills or 0) >= self._max_inflight:
                 why = reasons.DEFLECT_CAP
                 continue
-            approx = not self._allow_approx and d.worker_id in req.approx_workers
-            h = 0 if approx else req.hit_len(d.worker_id)
-            new_len = prompt_len - h
+            new_len = prompt_len - (0 if wid in approx else hits.get(wid, 0))
             free = d.kv_free_tokens
             if free is not None and free < new_len:
                 continue
@@ -132,13 +111,15 @@ class DeflectPolicy(BuiltinPolicy):
                     continue
             else:
                 step, extra, chunk = 0.0, 0.0, est.chunk_len
-            ttft = step + est.local_backlog_ms(d, chunk, extra) + est.chunked_ms(new_len, h, chunk, extra)
+            ttft = step + est.local_backlog_ms(d, chunk, extra)
+            ttft += est.chunked_ms(new_len, prompt_len - new_len, chunk, extra)
             if ttft < best_ttft:
                 best, best_ttft, best_chunk, best_new = d, ttft, chunk, new_len
         if best is not None:
+            ttft_p = est.pd_ttft_ms(v, p, d_pd)
             if best_ttft > self._alpha * ttft_p:
                 why = reasons.P_FASTER
-            elif best_ttft > slo.ttft_ms:
+            elif best_ttft > v.slo.ttft_ms:
                 why = reasons.TTFT_SLO
             else:
                 return local_route(RouteKind.DEFLECT, best, best_new, best_chunk, reasons.P_QUEUE_DEFLECT)

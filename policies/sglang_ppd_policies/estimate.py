@@ -13,6 +13,7 @@ import math
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.types import LinkSnapshot, WorkerSnapshot
+from sglang_ppd_policies.view import View
 
 
 class Estimator:
@@ -114,24 +115,16 @@ class Estimator:
         nbytes = num_tokens * self.kv_bytes_per_token + link.queued_bytes
         return self.transfer_setup_ms + 1000.0 * nbytes / link.bandwidth_bytes_per_s
 
-    def pd_ttft_ms(
-        self,
-        p: WorkerSnapshot,
-        p_fresh: bool,
-        p_hit_len: int,
-        d: WorkerSnapshot,
-        d_fresh: bool,
-        d_hit_len: int,
-        prompt_len: int,
-        link: LinkSnapshot,
-    ) -> float:
+    def pd_ttft_ms(self, v: View, p: WorkerSnapshot, d: WorkerSnapshot) -> float:
         """TTFT on the PD path: P queue + P compute of its uncached tokens + transfer of the tokens
         ``d`` lacks (decode radix cache) + one decode iteration on ``d`` to admit it."""
+        prompt_len = v.req.prompt_len
+        p_hit = v.hits.get(p.worker_id, 0)
         return (
-            self.p_queue_ms(p, p_fresh, prompt_len)
-            + self.chunked_ms(prompt_len - p_hit_len, p_hit_len, self.chunk_len, 0.0)
-            + self.transfer_ms(prompt_len - d_hit_len, link)
-            + self.decode_step_ms(d, d_fresh, prompt_len)
+            self.p_queue_ms(p, p.worker_id in v.fresh, prompt_len)
+            + self.chunked_ms(prompt_len - p_hit, p_hit, self.chunk_len, 0.0)
+            + self.transfer_ms(prompt_len - v.hits.get(d.worker_id, 0), v.link)
+            + self.decode_step_ms(d, d.worker_id in v.fresh, prompt_len)
         )
 
     def local_backlog_ms(self, d: WorkerSnapshot, chunk_len: int, decode_extra_ms: float) -> float:

@@ -25,7 +25,8 @@ from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, Slo
 from sglang_ppd_policies.balance import CacheAwarePair
 from sglang_ppd_policies.base import BuiltinPolicy
-from sglang_ppd_policies.candidates import healthy_workers, pd_route
+from sglang_ppd_policies.candidates import pd_route
+from sglang_ppd_policies.view import View
 
 
 class PdCacheAwareParams(PolicyParams):
@@ -53,5 +54,4 @@ class PdCacheAwarePolicy(BuiltinPolicy):
         self._chooser = cache_aware_pair(params)
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        return pd_route(self._chooser, req, ps, ds, slo, self.est)
+        return pd_route(self._chooser, View(req, snap, slo), self.est)

@@ -34,7 +34,6 @@ from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import (
     ClusterSnapshot,
-    LinkSnapshot,
     RequestFeatures,
     Route,
     RouteKind,
@@ -45,13 +44,13 @@ from sglang_ppd_policies import reasons
 from sglang_ppd_policies.always_local import LocalParams
 from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import (
-    healthy_workers,
     local_route,
     no_prefill_route,
     pd_route,
     resident_candidates,
 )
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.view import View
 
 
 class PpdParams(LocalParams):
@@ -75,41 +74,23 @@ class PpdPolicy(BuiltinPolicy):
         self._chunk_len = params.local_chunk_len or self.est.chunk_len
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
+        v = View(req, snap, slo)
+        cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, why)
-        return self.decide_resident(req, ps, ds, cands, slo, snap.link)
+            return pd_route(self._chooser, v, self.est, why)
+        return self.decide_resident(v, cands)
 
-    def decide_resident(
-        self,
-        req: RequestFeatures,
-        ps: Sequence[WorkerSnapshot],
-        ds: Sequence[WorkerSnapshot],
-        cands: Sequence[tuple[WorkerSnapshot, int]],
-        slo: Slo,
-        link: LinkSnapshot,
-    ) -> Route:
+    def decide_resident(self, v: View, cands: Sequence[tuple[WorkerSnapshot, int]]) -> Route:
         """Local append on one of ``cands`` (local-capable, resident prefix) or the PD pair."""
-        if not ps:
-            return no_prefill_route(req, ds, slo, self.est)
+        if not v.ps:
+            return no_prefill_route(v, self.est)
         est = self.est
-        age = slo.max_telemetry_age_ms
+        req, slo = v.req, v.slo
         prompt_len = req.prompt_len
-        p, d_pd, _ = self._chooser.pair(req, ps, ds, slo)
-        ttft_pd = est.pd_ttft_ms(
-            p,
-            p.is_fresh(age),
-            req.hit_len(p.worker_id),
-            d_pd,
-            d_pd.is_fresh(age),
-            req.hit_len(d_pd.worker_id),
-            prompt_len,
-            link,
-        )
+        p, d_pd, _ = self._chooser.pair(v)
         ttft_w = slo.w_ttft / slo.ttft_ms
         tpot_w = slo.w_tpot / slo.tpot_ms / (self._horizon_len or max(req.max_new_tokens, 1))
-        best_score = ttft_w * ttft_pd
+        best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
         best: tuple[WorkerSnapshot, int] | None = None
         chunk_len = self._chunk_len
         for d, h in cands:

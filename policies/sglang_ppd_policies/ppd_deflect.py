@@ -21,9 +21,10 @@ from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, Slo
 from sglang_ppd_policies.base import BuiltinPolicy
-from sglang_ppd_policies.candidates import healthy_workers, resident_candidates
+from sglang_ppd_policies.candidates import resident_candidates
 from sglang_ppd_policies.deflect import DeflectParams, DeflectPolicy
 from sglang_ppd_policies.ppd import PpdParams, PpdPolicy
+from sglang_ppd_policies.view import View
 
 
 class PpdDeflectParams(PpdParams, DeflectParams):
@@ -42,8 +43,8 @@ class PpdDeflectPolicy(BuiltinPolicy):
         self._allow_approx = params.allow_approx_local
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
+        v = View(req, snap, slo)
+        cands, why = resident_candidates(v, self._allow_approx)
         if cands:
-            return self._ppd.decide_resident(req, ps, ds, cands, slo, snap.link)
-        return self._deflect.decide_full(req, ps, ds, slo, snap.link, why)
+            return self._ppd.decide_resident(v, cands)
+        return self._deflect.decide_full(v, why)

@@ -24,8 +24,6 @@ Parameters:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic import Field
 
 from sglang_ppd.core.costmodel import CostProfile
@@ -36,12 +34,12 @@ from sglang_ppd_policies.always_local import LocalParams
 from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import (
     best_resident,
-    healthy_workers,
     local_route,
     pd_route,
     resident_candidates,
 )
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.view import View
 
 
 class ThresholdParams(LocalParams):
@@ -58,12 +56,11 @@ class ThresholdParams(LocalParams):
     tbt_veto: bool = Field(True, description="no local if the mixed iteration would exceed the TPOT target")
 
 
-def min_prefill_queue(ps: Sequence[WorkerSnapshot], slo: Slo, prompt_len: int) -> int:
+def min_prefill_queue(v: View, prompt_len: int) -> int:
     """Queued prefill tokens on the least-queued P; in-flight x prompt for all if any is stale."""
-    age = slo.max_telemetry_age_ms
-    if all(p.queued_prefill_tokens is not None and p.is_fresh(age) for p in ps):
-        return min(p.queued_prefill_tokens or 0 for p in ps)
-    return min(p.num_inflight for p in ps) * prompt_len
+    if all(p.queued_prefill_tokens is not None and p.worker_id in v.fresh for p in v.ps):
+        return min(p.queued_prefill_tokens or 0 for p in v.ps)
+    return min(p.num_inflight for p in v.ps) * prompt_len
 
 
 class ThresholdPolicy(BuiltinPolicy):
@@ -81,20 +78,20 @@ class ThresholdPolicy(BuiltinPolicy):
         self._tbt_veto = params.tbt_veto
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        ps, ds = healthy_workers(snap)
-        cands, why = resident_candidates(req, ds, slo, self._allow_approx)
+        v = View(req, snap, slo)
+        cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, why)
-        d, h = best_resident(cands, slo)
+            return pd_route(self._chooser, v, self.est, why)
+        d, h = best_resident(v, cands)
         new_len = req.prompt_len - h
         if new_len >= self._max_len or (
             self._max_ratio is not None and new_len >= self._max_ratio * req.prompt_len
         ):
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, reasons.ABOVE_THRESHOLD)
-        if self._gate is not None and ps and min_prefill_queue(ps, slo, req.prompt_len) < self._gate:
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, reasons.PREFILL_IDLE)
+            return pd_route(self._chooser, v, self.est, reasons.ABOVE_THRESHOLD)
+        if self._gate is not None and v.ps and min_prefill_queue(v, req.prompt_len) < self._gate:
+            return pd_route(self._chooser, v, self.est, reasons.PREFILL_IDLE)
         if self._decode_busy(d, h, new_len, req.prompt_len, slo):
-            return pd_route(self._chooser, req, ps, ds, slo, self.est, reasons.DECODE_BUSY)
+            return pd_route(self._chooser, v, self.est, reasons.DECODE_BUSY)
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.BELOW_THRESHOLD)
 
     def _decode_busy(self, d: WorkerSnapshot, hit_len: int, new_len: int, prompt_len: int, slo: Slo) -> bool:
