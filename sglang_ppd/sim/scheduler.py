@@ -14,10 +14,11 @@ arrives mid-way; real-time drivers simply pass ``max_steps=1``.
 
 Model, after SGLang 0.5.x:
 - FCFS waiting queue, chunked prefill under a per-iteration token budget (``chunked_prefill_size``).
-- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``) under a budget
-  derived from the TBT target: the mixed iteration may not exceed ``tbt_budget_ms`` while decodes
-  are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses),
-  and never more than the route's ``chunk_len``.
+- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). A request
+  with a chunk plan runs exactly its ``chunk_len`` per iteration (the policy already weighed that
+  chunk against the residents' TBT: it is the ``ppd_chunk_len`` cap the real worker gets). Without
+  a plan, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms`` while decodes
+  are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses).
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
   workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
   PD transfers are preallocated first (SGLang's prealloc queue), before local prefills are admitted.
@@ -315,7 +316,7 @@ class BatchScheduler:
             else:
                 break
             n = min(r.prompt_len - r.done_len, token_budget, r.chunk_len or token_budget)
-            if ms_left != math.inf:
+            if ms_left != math.inf and r.chunk_len is None:
                 fit = self._max_chunk(ms_left, r.done_len)
                 n = min(n, fit if chunks or fit >= self.min_chunk_len else self.min_chunk_len)
             if n <= 0:
