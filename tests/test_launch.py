@@ -1,0 +1,146 @@
+"""Launch: the exact SGLang command lines (no GPU needed), config errors, and a real emulated
+cluster brought up and torn down with SIGTERM leaving no orphan processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sglang_ppd.core.config import ConfigError, validate
+from sglang_ppd.launch.config import LaunchConfig
+from sglang_ppd.launch.plan import make_plan
+from tests.test_emulator_support import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def sglang_plan(**extra: object):
+    cfg = validate(LaunchConfig, {"backend": "sglang", "num_prefill": 1, "num_decode": 2, "page_size": 16,
+                                  "sglang": {"model_path": "/models/llama", "decode_gpus": ["2", "3"]},
+                                  "router": {"policy": "ppd"}, **extra}, "test")
+    return make_plan(cfg, port=30123)
+
+
+def test_sglang_command_lines() -> None:
+    plan = sglang_plan()
+    p, d0, d1 = plan.workers
+    assert p.env == {"CUDA_VISIBLE_DEVICES": "0"} and d1.env == {"CUDA_VISIBLE_DEVICES": "3"}
+    assert p.argv[1:3] == ("-m", "sglang.launch_server") and d0.argv[1:3] == ("-m", "sglang_ppd.worker")
+    pa, da = list(p.argv), list(d0.argv)
+    assert pa[pa.index("--disaggregation-mode") + 1] == "prefill"
+    assert pa[pa.index("--disaggregation-bootstrap-port") + 1] == "31001"
+    assert da[da.index("--disaggregation-mode") + 1] == "decode"
+    assert "--disaggregation-decode-enable-radix-cache" in da and "--enable-mixed-chunk" in da
+    assert "--disaggregation-decode-enable-radix-cache" not in pa
+    assert pa[pa.index("--page-size") + 1] == "16"
+    kv = json.loads(da[da.index("--kv-events-config") + 1])
+    assert kv["publisher"] == "zmq" and kv["endpoint"].startswith("tcp://*:")
+    assert "--ppd-telemetry-endpoint" in da
+    assert plan.router_url == "http://127.0.0.1:30123"
+    assert plan.router_config["tokenizer"] == "/models/llama"
+    assert [w["role"] for w in plan.router_config["workers"]] == ["prefill", "decode", "decode"]
+    assert plan.router_config["workers"][0]["bootstrap_port"] == 31001
+
+
+def test_classic_pd_policy_runs_stock_decode_without_radix_cache() -> None:
+    plan = sglang_plan(ppd_decode=False, router={"policy": "pd"})
+    d = list(plan.workers[1].argv)
+    assert d[1:3] == ["-m", "sglang.launch_server"]
+    assert "--disaggregation-decode-enable-radix-cache" not in d and "--enable-mixed-chunk" not in d
+
+
+def test_config_errors_say_how_to_fix() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        validate(LaunchConfig, {"num_prefills": 2}, "test")
+    with pytest.raises(ConfigError, match="model_path"):
+        make_plan(validate(LaunchConfig, {"backend": "sglang"}, "test"))
+    with pytest.raises(ConfigError, match="unknown policy"):
+        make_plan(validate(LaunchConfig, {"router": {"policy": "nope"}}, "test"))
+    with pytest.raises(ConfigError, match="one per server"):
+        sglang_plan(sglang={"model_path": "m", "prefill_gpus": ["0", "1"]})
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (scans /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _launch(tmp_path: Path, extra: dict[str, object]) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    # Workers take consecutive ports from base_port: a free port's neighbours are very likely free.
+    cfg = {"num_prefill": 1, "num_decode": 1, "base_port": free_port(), "page_size": 16,
+           "emulator": {"time_scale": 0.1}, "router": {"port": port}, "startup_timeout_s": 30, **extra}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path),
+                             "--log-dir", str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, port
+
+
+def test_launch_emulated_cluster_and_clean_shutdown(tmp_path: Path) -> None:
+    proc, port = _launch(tmp_path, {})
+    lines = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "launch exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "router ready" in line:
+                break
+        assert f"http://127.0.0.1:{port}" in lines[-1]
+        body = json.dumps({"text": "hello", "sampling_params": {"max_new_tokens": 4}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            assert len(json.loads(resp.read())["output_ids"]) == 4
+        kids = _children(proc.pid)
+        assert len(kids) >= 3  # two workers and the router (plus any threads' helpers)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.returncode == 0
+        time.sleep(0.2)
+        assert not [k for k in kids if _alive(k)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_launch_reports_a_crashing_child_with_its_log(tmp_path: Path) -> None:
+    proc, _ = _launch(tmp_path, {"emulator": {"extra_args": ["--no-such-flag"]}})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "exited with code 2" in out and "--no-such-flag" in out
