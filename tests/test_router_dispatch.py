@@ -33,8 +33,10 @@ def _sse(raw: bytes) -> list[bytes]:
 
 async def test_pd_sends_same_room_to_both_sides(cluster: tuple) -> None:
     p, d, _, url = cluster
-    async with aiohttp.ClientSession() as s, s.post(f"{url}/generate", json={
-        "text": "hello", "sampling_params": {"max_new_tokens": 4}}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{url}/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 4}}) as r,
+    ):
         assert r.status == 200
         assert r.headers["x-ppd-route"] == "pd"
         body = await r.json()
@@ -49,9 +51,18 @@ async def test_pd_sends_same_room_to_both_sides(cluster: tuple) -> None:
 
 async def test_pd_streaming_merges_prefill_logprobs(cluster: tuple) -> None:
     p, d, _, url = cluster
-    async with aiohttp.ClientSession() as s, s.post(f"{url}/generate", json={
-        "input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 3}, "stream": True,
-        "return_logprob": True}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/generate",
+            json={
+                "input_ids": [1, 2, 3],
+                "sampling_params": {"max_new_tokens": 3},
+                "stream": True,
+                "return_logprob": True,
+            },
+        ) as r,
+    ):
         assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
         chunks = _sse(await r.read())
     assert chunks[-1] == b"[DONE]"
@@ -64,8 +75,12 @@ async def test_pd_streaming_merges_prefill_logprobs(cluster: tuple) -> None:
 async def test_local_route_goes_only_to_decode(cluster: tuple) -> None:
     p, d, policy, url = cluster
     policy.force = RouteKind.LOCAL
-    async with aiohttp.ClientSession() as s, s.post(f"{url}/generate", json={
-        "text": "hi", "sampling_params": {"max_new_tokens": 2}, "stream": True}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 2}, "stream": True}
+        ) as r,
+    ):
         assert r.headers["x-ppd-route"] == "local"
         assert len(_sse(await r.read())) == 3
     assert p.received == []
@@ -99,9 +114,15 @@ async def test_openai_chat_applies_template_and_streams(cluster: tuple) -> None:
         async with s.post(f"{url}/v1/chat/completions", json={"messages": messages, "max_tokens": 3}) as r:
             assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
             whole = await r.json()
-        async with s.post(f"{url}/v1/chat/completions", json={
-                "messages": messages, "max_tokens": 3, "stream": True,
-                "stream_options": {"include_usage": True}}) as r:
+        async with s.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "messages": messages,
+                "max_tokens": 3,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ) as r:
             chunks = _sse(await r.read())
         async with s.get(f"{url}/v1/models") as r:
             models = await r.json()
@@ -123,8 +144,9 @@ async def test_openai_completions_whole_and_streamed(cluster: tuple) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{url}/v1/completions", json={"prompt": "abc", "max_tokens": 5}) as r:
             whole = await r.json()
-        async with s.post(f"{url}/v1/completions", json={"prompt": [97, 98, 99], "max_tokens": 5,
-                                                          "stream": True}) as r:
+        async with s.post(
+            f"{url}/v1/completions", json={"prompt": [97, 98, 99], "max_tokens": 5, "stream": True}
+        ) as r:
             chunks = _sse(await r.read())
     assert whole["object"] == "text_completion" and len(whole["choices"][0]["text"]) == 5
     text = "".join(orjson.loads(c)["choices"][0]["text"] for c in chunks[:-1])

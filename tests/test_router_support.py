@@ -34,6 +34,8 @@ class FakeWorker:
     die_after_chunks: int | None = None
     """Streaming: drop the connection after this many chunks."""
     hang: bool = False
+    delay_s: float = 0.0
+    """Wait this long before answering /generate (a decode side waiting for its KV)."""
     healthy: bool = True
     received: list[dict[str, Any]] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -60,16 +62,33 @@ class FakeWorker:
             await self._runner.cleanup()
 
     async def _server_info(self, _: web.Request) -> web.Response:
-        info = {"disaggregation_mode": self.role, "page_size": 1, "served_model_name": "fake-model",
-                "disaggregation_bootstrap_port": 8998, "kv_events": None, **self.server_info}
+        info = {
+            "disaggregation_mode": self.role,
+            "page_size": 1,
+            "served_model_name": "fake-model",
+            "disaggregation_bootstrap_port": 8998,
+            "kv_events": None,
+            **self.server_info,
+        }
         return web.json_response(info)
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)
 
     async def _loads(self, _: web.Request) -> web.Response:
-        return web.json_response({"loads": [{"dp_rank": 0, "num_running_reqs": 2, "num_waiting_reqs": 1,
-                                             "num_used_tokens": 100, "max_total_num_tokens": 1000}]})
+        return web.json_response(
+            {
+                "loads": [
+                    {
+                        "dp_rank": 0,
+                        "num_running_reqs": 2,
+                        "num_waiting_reqs": 1,
+                        "num_used_tokens": 100,
+                        "max_total_num_tokens": 1000,
+                    }
+                ]
+            }
+        )
 
     async def _abort(self, request: web.Request) -> web.Response:
         self.aborted.append((await request.json())["rid"])
@@ -77,8 +96,11 @@ class FakeWorker:
 
     def _reply(self, ids: list[int], n: int, done: bool) -> dict[str, Any]:
         text = "".join(chr(97 + (sum(ids) + i) % 26) for i in range(n))
-        meta: dict[str, Any] = {"completion_tokens": n, "prompt_tokens": len(ids),
-                                "finish_reason": {"type": "length"} if done else None}
+        meta: dict[str, Any] = {
+            "completion_tokens": n,
+            "prompt_tokens": len(ids),
+            "finish_reason": {"type": "length"} if done else None,
+        }
         if self.role == "prefill":
             meta["input_token_logprobs"] = [[-0.5, t, None] for t in ids]
         else:
@@ -90,6 +112,7 @@ class FakeWorker:
         self.received.append(body)
         if self.hang:
             await asyncio.sleep(3600)
+        await asyncio.sleep(self.delay_s)
         if self.fail_status is not None:
             return web.json_response({"error": {"message": "fake failure"}}, status=self.fail_status)
         ids = body["input_ids"]
@@ -138,11 +161,15 @@ class ScriptedPolicy(Policy):
         return Route(RouteKind.PD, d.worker_id, prefill_worker=ps[0].worker_id, reason="test:pd")
 
 
-async def start_router(workers: list[FakeWorker], policy: Policy | None = None, **cfg: Any,
-                       ) -> tuple[Router, web.AppRunner, str]:
+async def start_router(
+    workers: list[FakeWorker],
+    policy: Policy | None = None,
+    **cfg: Any,
+) -> tuple[Router, web.AppRunner, str]:
     specs = [{"url": w.url, "role": w.role} for w in workers]
-    config = RouterConfig.model_validate({"host": "127.0.0.1", "port": 0, "workers": specs,
-                                          "health_interval_s": 0.2, **cfg})
+    config = RouterConfig.model_validate(
+        {"host": "127.0.0.1", "port": 0, "workers": specs, "health_interval_s": 0.2, **cfg}
+    )
     router = Router(config, policy or ScriptedPolicy(), PROFILE, ByteTokenizer(), "scripted")
     runner, port = await start_server(router, "127.0.0.1", 0)
     return router, runner, f"http://127.0.0.1:{port}"
@@ -156,3 +183,90 @@ async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
 
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeKvPublisher:
+    """SGLang's ZmqEventPublisher in miniature: PUB [topic, seq, payload] and a ROUTER replay socket
+    that answers from a buffer. ``publish(..., drop=True)`` buffers a batch without sending it (a
+    lost message)."""
+
+    def __init__(self, with_replay: bool) -> None:
+        import zmq
+        import zmq.asyncio
+
+        self.ctx = zmq.asyncio.Context()
+        self.port = free_port()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(f"tcp://127.0.0.1:{self.port}")
+        self.replay_port: int | None = None
+        self.buffer: list[tuple[int, bytes]] = []
+        self.seq = 0
+        self._replay_task: asyncio.Task[None] | None = None
+        if with_replay:
+            self.replay_port = free_port()
+            self.router = self.ctx.socket(zmq.ROUTER)
+            self.router.setsockopt(zmq.LINGER, 0)
+            self.router.bind(f"tcp://127.0.0.1:{self.replay_port}")
+            self._replay_task = asyncio.get_running_loop().create_task(self._serve_replay())
+
+    def kv_events_block(self, block_size: int) -> dict[str, Any]:
+        block: dict[str, Any] = {
+            "publisher": "zmq",
+            "endpoint_host": "*",
+            "endpoint_port_base": self.port,
+            "topic": "",
+            "block_size": block_size,
+            "dp_size": 1,
+        }
+        if self.replay_port is not None:
+            block["replay_endpoint_port_base"] = self.replay_port
+        return block
+
+    async def _serve_replay(self) -> None:
+        from sglang_ppd.protocol import kv_events
+
+        while True:
+            ident, _, start = await self.router.recv_multipart()
+            first = int.from_bytes(start, "big")
+            for seq, payload in self.buffer:
+                if seq >= first:
+                    await self.router.send_multipart([ident, b"", kv_events.seq_to_bytes(seq), payload])
+            await self.router.send_multipart([ident, b"", kv_events.seq_to_bytes(-1), b""])
+
+    async def publish(self, events: list[Any], drop: bool = False, raw: bytes | None = None) -> int:
+        from sglang_ppd.protocol import kv_events
+
+        payload = (
+            raw if raw is not None else kv_events.encode_batch(kv_events.KVEventBatch(ts=0.0, events=events))
+        )
+        seq = self.seq
+        self.seq += 1
+        self.buffer.append((seq, payload))
+        if not drop:
+            await self.pub.send_multipart([b"", kv_events.seq_to_bytes(seq), payload])
+        return seq
+
+    async def resend_first_until(self, predicate: Any, timeout_s: float = 5.0) -> None:
+        """Beat ZMQ's slow-joiner: re-send batch 0 (a duplicate to the router) until it is seen."""
+        from sglang_ppd.protocol import kv_events
+
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("subscriber never received the first batch")
+            seq, payload = self.buffer[0]
+            await self.pub.send_multipart([b"", kv_events.seq_to_bytes(seq), payload])
+            await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+        self.ctx.destroy(linger=0)

@@ -138,6 +138,12 @@ class _Finish:
         )
 
 
+def _failure_response(f: UpstreamFailure) -> web.Response:
+    if f.body is not None and 400 <= f.status < 500:
+        return web.Response(status=f.status, body=f.body, content_type="application/json")
+    return error_response(f.status if f.status >= 500 else 502, str(f))
+
+
 def _completion_tokens(obj: dict[str, Any] | None) -> int | None:
     if not isinstance(obj, dict):
         return None
@@ -161,10 +167,13 @@ async def serve(
     first: bytes | None = None
     raw: bytes = b""
     parsed: dict[str, Any] | None = None
+    last_failure: UpstreamFailure | None = None
     for try_no in range(2):
         try:
             route = choose_route(router, feats, exclude)
         except NoRoute as exc:
+            if last_failure is not None:
+                return _failure_response(last_failure)
             router.metrics.rejected["no_route"] += 1
             return error_response(503, str(exc))
         att = Attempt(router, prep, route, rid if try_no == 0 else f"{rid}-retry")
@@ -178,21 +187,24 @@ async def serve(
                     )
             else:
                 raw, parsed = await att.whole()
+            last_failure = None
             break
         except UpstreamFailure as f:
             await att.fail()
             for url in f.workers:
                 router.metrics.upstream_errors[url] += 1
-            if not f.retryable or try_no == 1:
-                if f.body is not None and 400 <= f.status < 500:
-                    return web.Response(status=f.status, body=f.body, content_type="application/json")
-                return error_response(f.status if f.status >= 500 else 502, str(f))
-            log.info("request %s: %s; retrying on another route", rid, f)
-            router.metrics.retries += 1
-            exclude.update(f.workers)
+            last_failure = f
+            if not f.retryable:
+                break
+            if try_no == 0:
+                log.info("request %s: %s; retrying on another route", rid, f)
+                router.metrics.retries += 1
+                exclude.update(f.workers)
         except BaseException:
             await att.fail()
             raise
+    if last_failure is not None:
+        return _failure_response(last_failure)
     assert att is not None
     headers = {ROUTE_HEADER: att.route.kind.value}
     if not prep.stream:

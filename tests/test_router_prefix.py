@@ -1,0 +1,165 @@
+"""Exact prefix lengths driven by real ZMQ KV events: store, evict, clear, sequence gaps (with and
+without replay), and the approximate index for workers without events."""
+
+from __future__ import annotations
+
+import aiohttp
+import msgspec
+import pytest
+from test_router_support import FakeKvPublisher, FakeWorker, ScriptedPolicy, start_router, wait_for
+
+from sglang_ppd.protocol import block_hash
+from sglang_ppd.protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
+
+pytestmark = pytest.mark.timeout(30)
+PAGE = 4
+PROMPT = list(b"hello world!")  # 12 tokens = 3 pages
+
+
+def stored(tokens: list[int], parent: int | None = None) -> list[BlockStored]:
+    hashes = block_hash.page_hashes(tokens, PAGE)
+    out, prev = [], parent
+    for i, h in enumerate(hashes):
+        out.append(
+            BlockStored(
+                block_hashes=[h],
+                parent_block_hash=prev,
+                token_ids=tokens[i * PAGE : (i + 1) * PAGE],
+                block_size=PAGE,
+                lora_id=None,
+                medium="GPU",
+            )
+        )
+        prev = h
+    return out
+
+
+async def _setup(with_replay: bool):  # type: ignore[no-untyped-def]
+    pub = FakeKvPublisher(with_replay)
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker(
+        "decode",
+        server_info={"ppd_local_prefill": True, "page_size": PAGE, "kv_events": pub.kv_events_block(PAGE)},
+    ).start()
+    policy = ScriptedPolicy()
+    router, runner, url = await start_router([p, d], policy)
+    w = router.registry.get(d.url)
+    assert w is not None and w.exact_index is not None
+    return pub, p, d, policy, router, runner, url, w
+
+
+def cached(router, url: str) -> int:  # type: ignore[no-untyped-def]
+    return router.features("r", PROMPT, 4, None, None).cached_len.get(url, 0)
+
+
+async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> None:
+    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
+    try:
+        await pub.publish(stored(PROMPT[:8]))  # two pages
+        await pub.resend_first_until(lambda: w.num_kv_events > 0)
+        assert cached(router, d.url) == 8
+        third = stored(PROMPT, None)[2]
+        await pub.publish([third])
+        await wait_for(lambda: cached(router, d.url) == 12)
+        feats = router.features("r", PROMPT, 4, None, None)
+        assert feats.hit_len(d.url) == 11 and d.url not in feats.approx_workers
+
+        policy.local_min_hit = 8
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{url}/generate", json={"input_ids": PROMPT, "sampling_params": {"max_new_tokens": 2}}
+            ) as r,
+        ):
+            assert r.headers["x-ppd-route"] == "local"
+        assert policy.seen[-1][0].cached_len[d.url] == 12
+
+        await pub.publish([BlockRemoved(block_hashes=[third.block_hashes[0]])])  # eviction of the leaf
+        await wait_for(lambda: cached(router, d.url) == 8)
+        # An older SGLang array shape (no medium, no dp rank) is understood too.
+        older = msgspec.msgpack.encode(
+            [1.0, [["BlockStored", third.block_hashes, None, PROMPT[8:], PAGE, None]]]
+        )
+        await pub.publish([], raw=older)
+        await wait_for(lambda: cached(router, d.url) == 12)
+        await pub.publish([AllBlocksCleared()])
+        await wait_for(lambda: cached(router, d.url) == 0)
+        assert w.num_kv_gaps == 0
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+        pub.close()
+
+
+async def test_seq_gap_without_replay_resyncs_by_clearing() -> None:
+    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
+    try:
+        pages = stored(PROMPT)
+        await pub.publish(pages[:2])
+        await pub.resend_first_until(lambda: w.num_kv_events > 0)
+        assert cached(router, d.url) == 8
+        await pub.publish([BlockRemoved(block_hashes=pages[1].block_hashes)], drop=True)  # lost
+        await pub.publish([pages[2]])
+        await wait_for(lambda: w.num_kv_gaps == 1)
+        # Only what arrived after the gap is trusted: page 3 alone is no prefix.
+        assert cached(router, d.url) == 0
+        await pub.publish(pages[:2])
+        await wait_for(lambda: cached(router, d.url) == 12)
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+        pub.close()
+
+
+async def test_seq_gap_is_filled_from_the_replay_socket() -> None:
+    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=True)
+    try:
+        pages = stored(PROMPT)
+        await pub.publish(pages[:1])
+        await pub.resend_first_until(lambda: w.num_kv_events > 0)
+        await pub.publish(pages[1:2], drop=True)  # lost on PUB, kept for replay
+        await pub.publish(pages[2:])
+        await wait_for(lambda: cached(router, d.url) == 12)
+        assert w.num_kv_gaps == 0
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+        pub.close()
+
+
+async def test_garbage_kv_message_is_dropped_and_counted() -> None:
+    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
+    try:
+        await pub.publish(stored(PROMPT[:4]))
+        await pub.resend_first_until(lambda: w.num_kv_events > 0)
+        await pub.pub.send_multipart([b"", (1).to_bytes(8, "big"), b"\xc1garbage"])
+        await wait_for(lambda: w.num_dropped_messages == 1)
+        assert cached(router, d.url) == 4
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+        pub.close()
+
+
+async def test_workers_without_kv_events_get_an_approximate_index() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode").start()
+    policy = ScriptedPolicy()
+    router, runner, url = await start_router([p, d], policy, approx_page_size=4)
+    prompt = list(range(40, 60))
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(2):
+                async with s.post(f"{url}/generate", json={"input_ids": prompt}) as r:
+                    assert r.status == 200
+        first, second = policy.seen[0][0], policy.seen[1][0]
+        assert first.cached_len == {}
+        assert second.cached_len[d.url] == 20 and d.url in second.approx_workers
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
