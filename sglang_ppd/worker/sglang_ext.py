@@ -262,11 +262,14 @@ def _local_step(self: Any, st: PpdState, running_batch: Any) -> Any:
     return plan
 
 
-def _describe(batch: Any) -> tuple[int, int, dict[str, Any]]:
+def _describe(batch: Any, log: bool) -> tuple[int, int, dict[str, Any] | None]:
     mode = batch.forward_mode
     if mode.is_decode():
+        if not log:
+            return 0, len(batch.reqs), None
         ctx = sum(r.seqlen for r in batch.reqs)
-        return 0, len(batch.reqs), {"kind": "decode", "num_decodes": len(batch.reqs), "ctx_tokens": ctx}
+        n = len(batch.reqs)
+        return 0, n, {"t": round(time.time(), 4), "kind": "decode", "num_decodes": n, "ctx_tokens": ctx}
     if mode.is_extend():
         num_dec = len(batch.decoding_reqs or ())
         num_pf = len(batch.reqs) - num_dec
@@ -274,8 +277,8 @@ def _describe(batch: Any) -> tuple[int, int, dict[str, Any]]:
         chunks = [[int(n), int(k)] for n, k in pf]
         new = sum(c[0] for c in chunks)
         ctx = int(sum(batch.prefix_lens[num_pf:])) + num_dec
-        info = {"kind": "mixed" if num_dec else "extend", "num_decodes": num_dec, "ctx_tokens": ctx,
-                "chunks": chunks}
+        info = {"t": round(time.time(), 4), "kind": "mixed" if num_dec else "extend", "num_decodes": num_dec,
+                "ctx_tokens": ctx, "chunks": chunks, "rids": [r.rid for r in batch.reqs[:num_pf]]}
         return new, num_dec, info
     return 0, 0, {"kind": str(mode)}
 
@@ -327,7 +330,7 @@ def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
     if batch is None:
         st.clock.idle()
     else:
-        new, num_dec, info = _describe(batch)
+        new, num_dec, info = _describe(batch, st.log is not None)
         st.clock.launched(new, num_dec, info)
     _publish(self, st, plan)
     return plan
