@@ -81,8 +81,7 @@ class DeflectPolicy(BuiltinPolicy):
         p, d_pd, chooser_reason = self._chooser.pair(v)
         why = pd_reason = pd_reason or chooser_reason
         budget_ms = self._beta * v.slo.tpot_ms
-        approx = () if self._allow_approx else v.req.approx_workers
-        hits, fresh = v.hits, v.fresh
+        fresh = v.fresh
         best: WorkerSnapshot | None = None
         best_ttft, best_chunk, best_new = math.inf, 0, 0
         for d in v.ds:
@@ -96,7 +95,7 @@ class DeflectPolicy(BuiltinPolicy):
             if (d.num_local_prefills or 0) >= self._max_inflight:
                 why = reasons.DEFLECT_CAP
                 continue
-            new_len = prompt_len - (0 if wid in approx else hits.get(wid, 0))
+            new_len = prompt_len - v.exact_hit(wid, self._allow_approx)
             free = d.kv_free_tokens
             if free is not None and free < new_len:
                 continue

@@ -34,9 +34,6 @@ class View:
         self.fresh = fresh
         self.hits = {k: (h if h < cap else cap) for k, h in req.cached_len.items()}
 
-    def hit(self, worker_id: str) -> int:
-        return self.hits.get(worker_id, 0)
-
     def exact_hit(self, worker_id: str, allow_approx: bool) -> int:
         """The hit length, or 0 for an estimated one unless ``allow_approx``."""
         if not allow_approx and worker_id in self.req.approx_workers:
