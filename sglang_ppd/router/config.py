@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sglang_ppd.core.config import StrictModel
+
+
+def normalize_url(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"worker URL {url!r} must be http(s)://host:port")
+    return f"{parts.scheme}://{parts.netloc}".rstrip("/")
 
 
 class WorkerSpec(StrictModel):
@@ -14,6 +22,11 @@ class WorkerSpec(StrictModel):
     role: str = Field(pattern="^(prefill|decode)$")
     bootstrap_port: int | None = Field(None, gt=0, lt=65536)
     """Prefill only; ``None`` reads ``disaggregation_bootstrap_port`` from ``/server_info``."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return normalize_url(value)
 
 
 class SloConfig(StrictModel):

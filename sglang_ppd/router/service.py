@@ -25,11 +25,11 @@ from sglang_ppd.protocol import block_hash
 from sglang_ppd.protocol.load_stat import summary_from_loads_json
 from sglang_ppd.protocol.server_info import parse_server_info
 from sglang_ppd.router import subscribers
-from sglang_ppd.router.config import RouterConfig, WorkerSpec
+from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
 from sglang_ppd.router.tokenizer import Tokenizer
-from sglang_ppd.router.workers import WorkerRegistry, WorkerState, normalize_url
+from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
 log = logging.getLogger(__name__)
 MAX_SESSIONS = 100_000

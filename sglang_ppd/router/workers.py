@@ -19,13 +19,6 @@ from sglang_ppd.protocol.telemetry import WorkerTelemetry
 from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
 
 
-def normalize_url(url: str) -> str:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"worker URL {url!r} must be http(s)://host:port")
-    return f"{parts.scheme}://{parts.netloc}".rstrip("/")
-
-
 @dataclass(slots=True)
 class WorkerState:
     url: str

@@ -1,0 +1,180 @@
+"""The router against emulated SGLang workers (``sglang-ppd emulate`` subprocesses on loopback):
+the CLI end to end, and a second turn routed local on exact KV-event hit lengths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from test_router_support import PROFILE, ScriptedPolicy, free_port, wait_for
+
+from sglang_ppd.router.app import start_server
+from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.service import Router
+from sglang_ppd.router.tokenizer import ByteTokenizer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sglang_ppd.cli",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
+        while True:
+            if proc.returncode is not None:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"process exited early: {err.decode()[-2000:]}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with s.get(f"{url}/health") as r:
+                    if r.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{url} never became healthy")
+            await asyncio.sleep(0.1)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> int:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode if proc.returncode is not None else -1
+
+
+@pytest.fixture
+async def emulated() -> AsyncIterator[tuple[str, int, str]]:
+    pport, bport, dport = free_port(), free_port(), free_port()
+    p = await _spawn(
+        "emulate",
+        "--role",
+        "prefill",
+        "--port",
+        str(pport),
+        "--bootstrap-port",
+        str(bport),
+        "--time-scale",
+        "0",
+    )
+    d = await _spawn("emulate", "--role", "decode", "--port", str(dport), "--ppd", "--time-scale", "0")
+    purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+    try:
+        await _healthy(purl, p)
+        await _healthy(durl, d)
+        yield purl, bport, durl
+    finally:
+        await _stop(p)
+        await _stop(d)
+
+
+async def test_cli_router_serves_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
+    purl, bport, durl = emulated
+    port = free_port()
+    router = await _spawn(
+        "router",
+        "--prefill",
+        purl,
+        str(bport),
+        "--decode",
+        durl,
+        "--port",
+        str(port),
+        "--policy",
+        "pd",
+        "--log-level",
+        "warning",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _healthy(url, router)
+        async with aiohttp.ClientSession() as s:
+            async with s.post(
+                f"{url}/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 5}}
+            ) as r:
+                assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+                body = await r.json()
+            async with s.post(
+                f"{url}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
+            ) as r:
+                assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+                raw = await r.read()
+        assert body["meta_info"]["completion_tokens"] == 5 and len(body["text"]) == 5
+        assert raw.endswith(b"data: [DONE]\n\n")
+    finally:
+        assert await _stop(router) == 0
+
+
+async def test_cli_rejects_bad_flags() -> None:
+    for args, needle in (
+        (("router", "--policy", "no-such-policy"), b"unknown policy"),
+        (("router", "--prefill", "http://127.0.0.1:1", "notaport"), b"bootstrap port"),
+        (("router", "--decode", "ftp://x"), b"http"),
+    ):
+        proc = await _spawn(*args)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 2 and needle in err, (args, err)
+
+
+async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str, int, str]) -> None:
+    purl, bport, durl = emulated
+    cfg = RouterConfig.model_validate(
+        {
+            "port": 0,
+            "workers": [
+                {"url": purl, "role": "prefill", "bootstrap_port": bport},
+                {"url": durl, "role": "decode"},
+            ],
+        }
+    )
+    policy = ScriptedPolicy()
+    policy.local_min_hit = 64
+    router = Router(cfg, policy, PROFILE, ByteTokenizer(), "scripted")
+    runner, port = await start_server(router, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    turn1 = list(("You are a helpful assistant. " * 8 + "Question one?").encode())
+    try:
+        w = router.registry.get(durl)
+        assert w is not None and w.exact_index is not None and w.supports_local_prefill
+        async with aiohttp.ClientSession() as s:
+            async with s.post(
+                f"{url}/generate",
+                json={"input_ids": turn1, "sampling_params": {"max_new_tokens": 8}, "stream": True},
+            ) as r:
+                assert r.headers["x-ppd-route"] == "pd"
+                await r.read()
+            async with s.post(
+                f"{url}/generate", json={"input_ids": turn1, "sampling_params": {"max_new_tokens": 8}}
+            ) as r:
+                answer = list((await r.json())["text"].encode())
+            turn2 = turn1 + answer + list(b" And question two?")
+            page = w.exact_index.block_size
+            resident = (len(turn1) + len(answer) - 1) // page * page
+            await wait_for(
+                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident
+            )
+            async with s.post(
+                f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
+            ) as r:
+                assert r.status == 200 and r.headers["x-ppd-route"] == "local"
+        assert policy.seen[-1][0].cached_len[durl] >= resident
+        assert durl not in policy.seen[-1][0].approx_workers
+    finally:
+        await runner.cleanup()
