@@ -212,3 +212,13 @@ def test_server_info_kv_events_block_and_extensions() -> None:
     assert info.supports_local_prefill and info.telemetry_endpoint == "tcp://10.1.2.3:6000"
     stock = server_info.parse_server_info({"kv_events": None, "disaggregation_mode": "decode"}, "http://h:1")
     assert stock.kv_events is None and not stock.supports_local_prefill and stock.page_size == 1
+
+
+def test_lazy_page_hashes_match_and_compute_only_what_is_read() -> None:
+    tokens = list(range(5, 13)) + [99]
+    lazy = block_hash.LazyPageHashes(tokens, 4)
+    assert len(lazy) == 2 and lazy[0] == CHAIN_GOLDEN[0]
+    assert len(lazy._hashes) == 1  # page 2 not hashed until read
+    assert list(lazy) == CHAIN_GOLDEN == block_hash.full_page_hashes(tokens, 4)
+    with pytest.raises(IndexError):
+        lazy[2]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 _TOKEN_MAX = 2**32 - 1
 
@@ -64,3 +64,41 @@ def full_page_hashes(token_ids: Sequence[int], page_size: int) -> list[int]:
     """Block hashes of the whole pages only: what a paged radix tree can hold for this prompt."""
     whole = len(token_ids) - len(token_ids) % page_size
     return page_hashes(token_ids[:whole], page_size)
+
+
+class LazyPageHashes:
+    """The whole-page hashes of one prompt, computed only as far as a lookup reads them.
+
+    A prefix lookup stops at the first page no worker holds, so a request with no cached prefix
+    costs one SHA-256 instead of one per page (with SGLang's default page size of 1, one per token).
+    """
+
+    __slots__ = ("_data", "_step", "_num_pages", "_hashes", "_prior")
+
+    def __init__(self, token_ids: Sequence[int], page_size: int) -> None:
+        if page_size <= 0:
+            raise ValueError("page_size must be positive")
+        self._data = _le_u32(token_ids)
+        self._step = page_size * 4
+        self._num_pages = len(token_ids) // page_size
+        self._hashes: list[int] = []
+        self._prior: bytes | None = None
+
+    def __len__(self) -> int:
+        return self._num_pages
+
+    def __getitem__(self, index: int) -> int:
+        hashes = self._hashes
+        while len(hashes) <= index:
+            if len(hashes) >= self._num_pages:
+                raise IndexError(index)
+            start = len(hashes) * self._step
+            h = hashlib.sha256(self._prior) if self._prior is not None else hashlib.sha256()
+            h.update(self._data[start : start + self._step])
+            self._prior = h.digest()
+            hashes.append(digest_to_int64(self._prior))
+        return hashes[index]
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self._num_pages):
+            yield self[i]

@@ -14,7 +14,7 @@ page hashes in an LRU. Hits from it are marked approximate (``RequestFeatures.ap
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sglang_ppd.protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
@@ -48,7 +48,7 @@ class ExactPrefixIndex:
     def num_blocks(self) -> int:
         return sum(len(b) for b in self._ranks)
 
-    def hit_len(self, page_hashes: Sequence[int]) -> int:
+    def hit_len(self, page_hashes: Iterable[int]) -> int:
         best = 0
         for blocks in self._ranks:
             n = 0
@@ -74,7 +74,7 @@ class ApproxPrefixIndex:
         while len(pages) > self.max_pages:
             pages.popitem(last=False)
 
-    def hit_len(self, page_hashes: Sequence[int]) -> int:
+    def hit_len(self, page_hashes: Iterable[int]) -> int:
         n = 0
         for h in page_hashes:
             if h not in self._pages:

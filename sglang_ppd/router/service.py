@@ -216,17 +216,17 @@ class Router:
     ) -> RequestFeatures:
         cached: dict[str, int] = {}
         approx: set[str] = set()
-        hashes: dict[tuple[str, int], list[int]] = {}
+        hashes: dict[tuple[str, int], block_hash.LazyPageHashes] = {}
         for w in self.registry.all():
             if w.exact_index is not None:
                 key = ("exact", w.exact_index.block_size)
                 if key not in hashes:
-                    hashes[key] = block_hash.full_page_hashes(input_ids, key[1])
+                    hashes[key] = block_hash.LazyPageHashes(input_ids, key[1])
                 hit = w.exact_index.hit_len(hashes[key])
             elif w.approx_index is not None:
                 key = ("approx", w.approx_index.page_size)
                 if key not in hashes:
-                    hashes[key] = block_hash.full_page_hashes(input_ids, key[1])
+                    hashes[key] = block_hash.LazyPageHashes(input_ids, key[1])
                 hit = w.approx_index.hit_len(hashes[key])
                 approx.add(w.url)
             else:
