@@ -9,13 +9,14 @@ fresh numbers is never compared against one without.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from sglang_ppd.core.types import WorkerSnapshot
 from sglang_ppd_policies import reasons
 from sglang_ppd_policies.view import View
 
 LoadKey = tuple[int, ...]
+KeysFn = Callable[[Sequence[WorkerSnapshot], Collection[str]], list[LoadKey]]
 
 
 def prefill_keys(ps: Sequence[WorkerSnapshot], fresh: Collection[str]) -> list[LoadKey]:
@@ -39,12 +40,8 @@ def decode_keys(ds: Sequence[WorkerSnapshot], fresh: Collection[str]) -> list[Lo
 
 
 def least_loaded(keys: Sequence[LoadKey]) -> int:
-    """Index of the smallest key; the first one on ties."""
-    best = 0
-    for i in range(1, len(keys)):
-        if keys[i] < keys[best]:
-            best = i
-    return best
+    """Index of the smallest key; the first one on ties (``min`` keeps the first minimum)."""
+    return min(range(len(keys)), key=keys.__getitem__)
 
 
 def imbalanced(loads: Sequence[int], abs_threshold: int, rel_threshold: float) -> bool:
@@ -82,21 +79,27 @@ class CacheAwarePair:
         self.abs_threshold = abs_threshold
         self.rel_threshold = rel_threshold
 
-    def pick(self, v: View, ws: Sequence[WorkerSnapshot], keys: Sequence[LoadKey]) -> tuple[int, str]:
+    def pick(self, v: View, ws: Sequence[WorkerSnapshot], keys: KeysFn) -> tuple[int, str]:
         if len(ws) > 1 and imbalanced([w.num_inflight for w in ws], self.abs_threshold, self.rel_threshold):
-            return least_loaded(keys), reasons.LOAD_IMBALANCE
-        best, best_hit = -1, 0
+            return least_loaded(keys(ws, v.fresh)), reasons.LOAD_IMBALANCE
+        best: list[int] = []
+        best_hit = 0
         hits = v.hits
         if hits:
             for i, w in enumerate(ws):
                 h = hits.get(w.worker_id, 0)
-                if h > best_hit or (h == best_hit and h > 0 and keys[i] < keys[best]):
-                    best, best_hit = i, h
-        if best >= 0 and best_hit > self.cache_threshold * v.req.prompt_len:
-            return best, reasons.CACHE_HIT
-        return least_loaded(keys), reasons.LOW_HIT
+                if h > best_hit:
+                    best, best_hit = [i], h
+                elif h == best_hit and h > 0:
+                    best.append(i)
+        if best and best_hit > self.cache_threshold * v.req.prompt_len:
+            if len(best) == 1:
+                return best[0], reasons.CACHE_HIT
+            all_keys = keys(ws, v.fresh)
+            return best[least_loaded([all_keys[i] for i in best])], reasons.CACHE_HIT
+        return least_loaded(keys(ws, v.fresh)), reasons.LOW_HIT
 
     def pair(self, v: View) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
-        pi, reason = self.pick(v, v.ps, prefill_keys(v.ps, v.fresh))
-        di, _ = self.pick(v, v.ds, decode_keys(v.ds, v.fresh))
+        pi, reason = self.pick(v, v.ps, prefill_keys)
+        di, _ = self.pick(v, v.ds, decode_keys)
         return v.ps[pi], v.ds[di], reason

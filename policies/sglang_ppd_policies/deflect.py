@@ -99,19 +99,11 @@ class DeflectPolicy(BuiltinPolicy):
             free = d.kv_free_tokens
             if free is not None and free < new_len:
                 continue
-            residents = d.num_running if d.num_running is not None else d.num_inflight
-            if residents:
-                step = est.decode_step_ms(d, True, prompt_len)
-                extra = step - est.dec_base_ms
-                chunk = est.max_chunk_len(prompt_len, extra, budget_ms)
-                if chunk <= 0:
-                    if why == pd_reason:
-                        why = reasons.TBT_BUDGET
-                    continue
-            else:
-                step, extra, chunk = 0.0, 0.0, est.chunk_len
-            ttft = step + est.local_backlog_ms(d, chunk, extra)
-            ttft += est.chunked_ms(new_len, prompt_len - new_len, chunk, extra)
+            ttft, chunk = est.deflected_ttft_ms(d, new_len, prompt_len - new_len, budget_ms)
+            if chunk <= 0:
+                if why == pd_reason:
+                    why = reasons.TBT_BUDGET
+                continue
             if ttft < best_ttft:
                 best, best_ttft, best_chunk, best_new = d, ttft, chunk, new_len
         if best is not None:
