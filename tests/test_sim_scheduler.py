@@ -44,7 +44,7 @@ def test_decode_leap_equals_single_steps() -> None:
     for max_steps in (1, 1 << 30):
         d = BatchScheduler(Role.DECODE, PROFILE, tbt_budget_ms=100.0)
         for i, (prompt, out) in enumerate([(1000, 50), (3000, 20), (200, 70)]):
-            assert d.add_incoming(f"r{i}", f"s{i}", prompt, out) == prompt
+            assert d.add_incoming(f"r{i}", f"s{i}", prompt, out) == ((f"r{i}", prompt),)
             d.kv_arrived(f"r{i}")
         results.append(drain(d, max_steps))
     (t1, f1, d1), (t2, f2, d2) = results
@@ -92,8 +92,8 @@ def test_mixed_iterations_respect_the_tbt_budget_and_chunk_plan() -> None:
 
 def test_kv_capacity_makes_requests_wait_not_overflow() -> None:
     d = BatchScheduler(Role.DECODE, PROFILE, kv_capacity_tokens=5000)
-    assert d.add_incoming("a", "sa", 3000, 100) == 3000
-    assert d.add_incoming("b", "sb", 1500, 600) is None  # 3100 + 2100 > 5000: queued
+    assert d.add_incoming("a", "sa", 3000, 100) == (("a", 3000),)
+    assert d.add_incoming("b", "sb", 1500, 600) == ()  # 3100 + 2100 > 5000: queued
     d.kv_arrived("a")
     allocated: list[tuple[str, int]] = []
     while (it := d.next_iteration(1 << 30)) is not None:
@@ -110,7 +110,7 @@ def test_decode_cache_serves_the_next_turn_and_sends_only_the_rest() -> None:
     d.kv_arrived("t1")
     drain(d, 1 << 30)
     assert d.hit_len("s", 1300) == 1100
-    assert d.add_incoming("t2", "s", 1300, 50) == 200
+    assert d.add_incoming("t2", "s", 1300, 50) == (("t2", 200),)
     nocache = BatchScheduler(Role.DECODE, PROFILE, retain_cache=False)
     nocache.add_incoming("t1", "s", 1000, 100)
     nocache.kv_arrived("t1")

@@ -4,8 +4,9 @@ Events sit in a heap as ``(time_s, seq, kind, a, b)``; ``seq`` is a global count
 in the order events were created and a run is a pure function of (workload, policy, config, seed).
 Every handler returns its follow-up events instead of pushing them. There is no wall clock here.
 
-A PD request is queued on its P worker and preallocated on its D worker at once (SGLang's bootstrap
-+ prealloc queue); its KV goes on the link once both the prefill is done and D has room, and only
+A PD request first waits in its D worker's prealloc queue; once D has reserved its KV it joins its
+P worker's queue (SGLang's bootstrap: P only prefills what D can receive, so P and D can never
+hold each other's memory in a cycle). When the prefill is done its KV goes on the link, and only
 the tokens D lacks are sent. Its first token comes from D's first decode step after the transfer.
 A local or deflected request prefills on D in chunks mixed into decode steps; the iteration that
 completes its prompt emits its first token.
@@ -151,17 +152,28 @@ class Simulation:
                 chunk = route.chunk_plan.chunk_len if route.chunk_plan else None
                 decode.sched.add_local(*args, spec.output_len, spec.shared_prefix_len, chunk)
             else:
-                # D first: it needs room for prompt + output, so if P would refuse, D already has.
-                f.send_tokens = decode.sched.add_incoming(*args, spec.output_len, spec.shared_prefix_len)
-                prefill.sched.add_prefill(*args, spec.shared_prefix_len)
+                allocated = decode.sched.add_incoming(*args, spec.output_len, spec.shared_prefix_len)
         except ValueError as exc:  # longer than a worker's whole KV pool
             return self._fail(now, spec, route, str(exc))
         self.flights[spec.request_id] = f
         decode.num_inflight += 1
-        events = self._kick(decode, now) if prefill is None else []
-        if prefill is not None:
-            prefill.num_inflight += 1
-            events += self._kick(prefill, now)
+        if prefill is None:
+            return self._kick(decode, now)
+        prefill.num_inflight += 1
+        return self._allocated(now, allocated)
+
+    def _allocated(self, now: float, allocated: Iterable[tuple[str, int]]) -> list[Event]:
+        """D has reserved these requests' KV: their P workers may prefill them (never longer than
+        D's pool, so they fit P's)."""
+        events: list[Event] = []
+        for rid, tokens in allocated:
+            f = self.flights[rid]
+            f.send_tokens = tokens
+            assert f.prefill is not None
+            spec = f.spec
+            f.prefill.observe(now)
+            f.prefill.sched.add_prefill(rid, spec.session_id, spec.input_len, spec.shared_prefix_len)
+            events += self._kick(f.prefill, now)
         return events
 
     def _check_route(self, route: Route) -> tuple[SimWorker, SimWorker | None]:
@@ -199,10 +211,7 @@ class Simulation:
             f.prefill_done = True
             f.cached_len = w.sched.request_hit_len(rid)
             events += self._maybe_send(now, f)
-        for rid, tokens in out.allocated:
-            f = self.flights[rid]
-            f.send_tokens = tokens
-            events += self._maybe_send(now, f)
+        events += self._allocated(now, out.allocated)
         for rid in out.finished:
             events += self._finish(now, self.flights.pop(rid))
         return events + self._kick(w, now)

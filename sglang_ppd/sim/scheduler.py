@@ -21,7 +21,7 @@ Model, after SGLang 0.5.x:
   are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses).
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
   workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
-  PD transfers are preallocated first (SGLang's prealloc queue), before local prefills are admitted.
+  PD transfers (SGLang's prealloc queue) and local prefills are admitted in one FCFS order.
 - Decode progress is tracked with a step counter: each request's finish step sits in a heap and the
   batch's total context is ``sum_off + B*step``, so a step costs O(1) whatever the batch size.
 """
@@ -51,6 +51,8 @@ class _Req:
     hit_len: int = 0
     done_len: int = 0
     alloc_tokens: int = 0
+    seq: int = 0
+    """Order of arrival on this worker: admission is FCFS across transfers and local prefills."""
     queued_est: int = 0
     """Uncached prompt tokens as estimated when queued (for the queued-prefill telemetry)."""
 
@@ -192,7 +194,8 @@ class BatchScheduler:
     ) -> _Req:
         if rid in self._reqs:
             raise ValueError(f"request {rid!r} is already on this worker")
-        r = _Req(rid, session_id, prompt_len, output_len, shared, chunk_len)
+        self._tie += 1
+        r = _Req(rid, session_id, prompt_len, output_len, shared, chunk_len, seq=self._tie)
         if self._total_len(r) > self.capacity:
             raise ValueError(f"request {rid!r} needs {self._total_len(r)} KV tokens > {self.capacity}")
         self._reqs[rid] = r
@@ -210,15 +213,12 @@ class BatchScheduler:
 
     def add_incoming(
         self, rid: str, session_id: str, prompt_len: int, output_len: int, shared_prefix_len: int = 0
-    ) -> int | None:
-        """Decode worker: preallocate for a PD transfer. Returns the tokens to send if allocated now
-        (only the KV not already resident here), else ``None``: it shows up later in ``allocated``."""
-        r = self._new(rid, session_id, prompt_len, output_len, shared_prefix_len)
-        self._prealloc.append(r)
-        for got, tokens in self._drain_prealloc():
-            if got == rid:
-                return tokens
-        return None
+    ) -> tuple[tuple[str, int], ...]:
+        """Decode worker: queue a PD transfer for KV preallocation. Returns the transfers allocated
+        now (this one and older ones that fit), each with the tokens to send: only the KV not
+        already resident here. Later allocations come back in :meth:`complete`'s ``allocated``."""
+        self._prealloc.append(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len))
+        return tuple(self._drain_prealloc())
 
     def request_hit_len(self, rid: str) -> int:
         """Prompt tokens an admitted request found in this worker's cache."""
@@ -249,7 +249,11 @@ class BatchScheduler:
 
     def _drain_prealloc(self) -> list[tuple[str, int]]:
         out = []
-        while self._prealloc and self._try_admit(self._prealloc[0]):
+        while (
+            self._prealloc
+            and (not self._waiting or self._prealloc[0].seq < self._waiting[0].seq)
+            and self._try_admit(self._prealloc[0])
+        ):
             r = self._prealloc.popleft()
             self._awaiting_kv.add(r.rid)
             out.append((r.rid, r.prompt_len - r.hit_len))
@@ -260,7 +264,9 @@ class BatchScheduler:
         return bool(self._ready or self._prefilling or self._dec.heap or self._waiting)
 
     def _admissible(self) -> bool:
-        return not self._prealloc or self.role is Role.PREFILL
+        """The oldest waiting local prefill may be admitted: no older transfer waits for KV (a big
+        request blocks newer ones, as in SGLang's FCFS, instead of starving behind them)."""
+        return not self._prealloc or self._waiting[0].seq < self._prealloc[0].seq
 
     def _max_chunk(self, budget_ms: float, cached_len: int) -> int:
         """Largest χ with c_pf·χ + c_attn·χ(k+χ/2) + c_ctx·k ≤ budget_ms."""
