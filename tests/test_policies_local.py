@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from test_policies_fixtures import SLO, dw, policy, pw, req, snap
 
-from sglang_ppd.core.types import RouteKind, Slo
+from sglang_ppd.core.types import ChunkPlan, RouteKind, Slo
 
 # -- always_local -----------------------------------------------------------------------------------
 
@@ -178,3 +178,27 @@ def test_ppd_deflect_blocked_prefix_still_reports_why() -> None:
     s = snap(pw("p0"), dw("d0", 4, age_ms=None), dw("d1", 4, local=False))
     r = policy("ppd_deflect").decide(req(3000, d0=2900), s, SLO)
     assert (r.kind, r.reason) == (RouteKind.PD, "stale_telemetry")
+
+
+def test_ppd_picks_the_cheaper_of_two_resident_workers() -> None:
+    # Same prefix on both; d1 has a long backlog of queued local prefill tokens.
+    s = snap(pw("p0", queued=64_000), dw("d0", 8), dw("d1", 8, queued_prefill_tokens=30_000))
+    r = policy("ppd").decide(req(3000, d0=2800, d1=2800), s, SLO)
+    assert (r.kind, r.decode_worker) == (RouteKind.LOCAL, "d0")
+    s = snap(pw("p0", queued=64_000), dw("d0", 8, queued_prefill_tokens=30_000), dw("d1", 8))
+    assert policy("ppd").decide(req(3000, d0=2800, d1=2800), s, SLO).decode_worker == "d1"
+
+
+@pytest.mark.parametrize("name", ["always_local", "threshold", "ppd", "ppd_deflect"])
+def test_stale_best_hit_falls_to_fresh_shorter_hit(name: str) -> None:
+    s = snap(pw("p0", queued=64_000), dw("d0", 4, age_ms=None), dw("d1", 4))
+    r = policy(name).decide(req(3000, d0=2990, d1=2700), s, SLO)
+    assert (r.kind, r.decode_worker) == (RouteKind.LOCAL, "d1")
+    assert r.chunk_plan is not None and r.chunk_plan.chunk_len * r.chunk_plan.num_chunks == 300
+
+
+@pytest.mark.parametrize("name", ["always_local", "threshold", "ppd", "ppd_deflect"])
+def test_full_hit_still_computes_one_token(name: str) -> None:
+    s = snap(pw("p0", queued=64_000), dw("d0", 4))
+    r = policy(name).decide(req(3000, d0=5000), s, SLO)
+    assert r.kind is RouteKind.LOCAL and r.chunk_plan == ChunkPlan(chunk_len=1, num_chunks=1)
