@@ -15,8 +15,10 @@ arrives mid-way; real-time drivers simply pass ``max_steps=1``.
 Model, after SGLang 0.5.x:
 - FCFS waiting queue, chunked prefill under a per-iteration token budget (``chunked_prefill_size``).
 - Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). A request
-  with a chunk plan runs exactly its ``chunk_len`` per iteration (the policy already weighed that
-  chunk against the residents' TBT: it is the ``ppd_chunk_len`` cap the real worker gets). Without
+  with a chunk plan runs its ``chunk_len`` per iteration (the policy already weighed that chunk
+  against the residents' TBT: it is the ``ppd_chunk_len`` cap the real worker gets), but never
+  fewer than ``min_chunk_len`` tokens: a plan made for a short append must not crawl when eviction
+  made the actual uncached part longer by the time the request is admitted. Without
   a plan, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms`` while decodes
   are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses).
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
@@ -321,7 +323,8 @@ class BatchScheduler:
                 self._queued_tokens += r.prompt_len - r.done_len - r.queued_est
             else:
                 break
-            n = min(r.prompt_len - r.done_len, token_budget, r.chunk_len or token_budget)
+            plan = max(r.chunk_len, self.min_chunk_len) if r.chunk_len else token_budget
+            n = min(r.prompt_len - r.done_len, token_budget, plan)
             if ms_left != math.inf and r.chunk_len is None:
                 fit = self._max_chunk(ms_left, r.done_len)
                 n = min(n, fit if chunks or fit >= self.min_chunk_len else self.min_chunk_len)
