@@ -30,6 +30,7 @@ class FakeServer:
     hang_len: int | None = None
     """Requests asking for this many tokens never answer."""
     log: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    turns: list[int] = field(default_factory=list)
 
 
 def fake_output(prompt: list[int], n: int) -> list[int]:
@@ -55,6 +56,7 @@ def build_app(srv: FakeServer) -> web.Application:
     async def generate(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         prompt, n = body["input_ids"], body["sampling_params"]["max_new_tokens"]
+        srv.turns.append(int(request.headers["x-ppd-turn"]))
         assert body["stream"] is True and body["sampling_params"]["ignore_eos"] is True
 
         def chunk(out: list[int], i: int) -> dict[str, Any]:
@@ -67,6 +69,7 @@ def build_app(srv: FakeServer) -> web.Application:
         body = await request.json()
         prompt, n = body["prompt"], body["max_tokens"]
         assert body["stream"] is True and body["return_token_ids"] is True
+        assert body["model"] == "fake/model"
 
         def chunk(out: list[int], i: int) -> dict[str, Any]:
             c: dict[str, Any] = {"choices": [{"index": 0, "text": "x", "token_ids": out[i - 1 : i]}]}
@@ -76,7 +79,11 @@ def build_app(srv: FakeServer) -> web.Application:
 
         return await stream(request, prompt, n, chunk)
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake/model", "object": "model"}]})
+
     app = web.Application()
+    app.router.add_get("/v1/models", models)
     app.router.add_post("/generate", generate)
     app.router.add_post("/v1/completions", completions)
     return app
@@ -134,6 +141,7 @@ def test_closed_loop_sessions_sglang(server: FakeServer, tmp_path: Path, increme
     assert s["history_exact"] is True
     assert sorted(len(p) for p, _ in server.log) == [20] * 3 + [29] * 3 + [38] * 3
     assert check_history(server.log) == 6
+    assert sorted(server.turns) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
 
 
 def test_openai_api(server: FakeServer, tmp_path: Path) -> None:
@@ -151,7 +159,7 @@ def test_openai_api(server: FakeServer, tmp_path: Path) -> None:
     ]
     assert main(argv) == 0
     s = json.loads(out.read_text())
-    assert s["num_requests"] == 9 and s["num_failed"] == 0
+    assert s["num_requests"] == 9 and s["num_failed"] == 0 and s["model"] == "fake/model"
     assert check_history(server.log) == 6
 
 

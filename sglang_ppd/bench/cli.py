@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--trace", help="Azure CSV, Mooncake JSONL or ShareGPT turn table (detected)")
     src.add_argument("--workload", help="workload spec, e.g. sharegpt:n=200,rate=1 (see sglang_ppd.workload)")
     p.add_argument("--api", choices=[a.value for a in Api], default=Api.SGLANG.value)
-    p.add_argument("--model", help="model name for --api openai (default: 'default')")
+    p.add_argument("--model", help="model name for --api openai (default: the first of GET /v1/models)")
     p.add_argument("--seed", type=int, default=0, help="workload and prompt-token seed")
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
     p.add_argument("--limit", type=int, help="take at most N requests of the workload")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(
         result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
         source=args.trace or args.workload, rate_scale=args.rate_scale, url=args.url, api=args.api,
+        model=result.model,
         num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
         history_exact=result.history_exact, errors=error_counts(result.records), mode="live",
         machine=machine_info(),

@@ -20,6 +20,9 @@ import orjson
 
 ROUTE_HEADER = "x-ppd-route"
 REASON_HEADER = "x-ppd-reason"
+SESSION_HEADER = "x-ppd-session-id"
+TURN_HEADER = "x-ppd-turn"
+"""Session hints for our router (its stats split Turn 1 / Turn 2+ with them); other servers ignore them."""
 # Errors that mean the pooled keep-alive connection was closed by the server before it read the
 # request: retrying on a fresh connection is safe then.
 _STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
@@ -62,6 +65,22 @@ def request_body(api: Api, input_ids: list[int], max_new_tokens: int, model: str
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
     }
+
+
+async def served_model(session: aiohttp.ClientSession, url: str, timeout_s: float = 10.0) -> str | None:
+    """The first model id of ``GET /v1/models``, or ``None`` when the endpoint does not say."""
+    try:
+        async with session.get(
+            url.rstrip("/") + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as r:
+            data = await r.json(content_type=None) if r.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        return None
+    models = data.get("data") if isinstance(data, dict) else None
+    if isinstance(models, list) and models and isinstance(models[0], dict):
+        model_id = models[0].get("id")
+        return model_id if isinstance(model_id, str) else None
+    return None
 
 
 class _Stream:

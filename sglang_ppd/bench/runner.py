@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from sglang_ppd.bench import tokens
-from sglang_ppd.bench.client import Api, Outcome, generate
+from sglang_ppd.bench.client import SESSION_HEADER, TURN_HEADER, Api, Outcome, generate, served_model
 from sglang_ppd.metrics.record import RequestRecord
 from sglang_ppd.workload.spec import TurnSpec, Workload
 
@@ -48,6 +48,7 @@ class RunResult:
     num_planned: int = 0
     history_exact: bool = True
     """False when the API returned no output ids, so later prompts carry stand-in ids."""
+    model: str | None = None
 
 
 def sessions_of(workload: Workload) -> list[list[TurnSpec]]:
@@ -65,6 +66,7 @@ class Replay:
         self.result = RunResult()
         self.t0 = 0.0
         self.num_sent = 0
+        self.model = opts.model
 
     def can_send(self) -> bool:
         o = self.opts
@@ -115,7 +117,8 @@ class Replay:
             prompt = self.prompt_ids(spec, prev)
             out = await generate(
                 session, self.opts.url, self.opts.api, prompt, spec.output_len,
-                model=self.opts.model, timeout_s=self.opts.request_timeout_s,
+                model=self.model, timeout_s=self.opts.request_timeout_s,
+                headers={SESSION_HEADER: spec.session_id, TURN_HEADER: str(spec.turn)},
             )  # fmt: skip
             record = self.record(spec, prompt, out)
             self.result.records.append(record)
@@ -157,6 +160,8 @@ class Replay:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, read_bufsize=READ_BUFSIZE
         ) as http:
+            if o.api is Api.OPENAI and self.model is None:
+                self.model = await served_model(http, o.url)
             self.t0 = time.perf_counter()
             tasks: list[asyncio.Task[None]] = []
             try:
@@ -172,4 +177,5 @@ class Replay:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         self.result.wall_s = time.perf_counter() - self.t0
+        self.result.model = self.model
         return self.result
