@@ -80,7 +80,7 @@ def test_compare_writes_runs_summary_and_plot(tmp_path: Path) -> None:
                "--rate-scales", "1,4", "--seeds", "2", "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0
     assert len(list(tmp_path.glob("pd*_x*_s*.json"))) == 8
-    rows = json.loads((tmp_path / "compare.json").read_text())
+    rows = json.loads((tmp_path / "compare.json").read_text())["runs"]
     assert [(r["policy"], r["rate_scale"]) for r in rows] == [
         ("pd", 1), ("pd", 4), ("pd_cache_aware", 1), ("pd_cache_aware", 4)
     ]  # fmt: skip

@@ -6,9 +6,7 @@ A stable interface: it is run on traces we do not have, so every bad input is a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +16,7 @@ from rich.table import Table
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import parse_param_overrides
 from sglang_ppd.core.types import Slo
+from sglang_ppd.metrics.result import write_result_json
 from sglang_ppd.sim.config import load_sim_config
 from sglang_ppd.sim.run import simulate
 from sglang_ppd.workload import load_workload
@@ -88,8 +87,7 @@ def run_one(args: argparse.Namespace, console: Console) -> int:
     result["source"] = args.trace or args.workload
     console.print(summary_table([result], title=f"{result['source']} x{args.rate_scale}"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_result_json(args.json, result)
         console.print(f"wrote {args.json}")
     return 0
 

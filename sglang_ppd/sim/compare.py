@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.console import Console
 
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import available_policies, parse_param_overrides
+from sglang_ppd.metrics.result import write_result_json
 from sglang_ppd.sim.cli import _progress, _slo, _workload, summary_table
 from sglang_ppd.sim.config import load_sim_config
 from sglang_ppd.sim.plots import plot_compare
@@ -86,14 +86,14 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
                     )
                     result["rate_scale"] = scale
                     result["source"] = args.trace or args.workload
-                    (out_dir / f"{policy}_x{scale:g}_s{seed}.json").write_text(json.dumps(result, indent=1))
+                    write_result_json(out_dir / f"{policy}_x{scale:g}_s{seed}.json", result)
                     runs.append(result)
                     bar.advance(task)
                 row = mean_of(runs)
                 row["seeds"] = seeds
                 rows.append(row)
     rows.sort(key=lambda r: (policies.index(r["policy"]), r["rate_scale"]))
-    (out_dir / "compare.json").write_text(json.dumps(rows, indent=1))
+    write_result_json(out_dir / "compare.json", {"runs": rows})
     console.print(summary_table(rows, title=f"{args.trace or args.workload}: mean of {len(seeds)} seeds"))
     for png in plot_compare(rows, out_dir, title=str(args.trace or args.workload)):
         console.print(f"wrote {png}")
