@@ -4,104 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 from aiohttp import web
 
 from sglang_ppd.bench.cli import main
+from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @dataclass
-class FakeServer:
-    url: str = ""
-    incremental: bool = False
-    fail_len: int | None = None
-    """Requests asking for this many tokens get HTTP 500."""
-    hang_len: int | None = None
-    """Requests asking for this many tokens never answer."""
-    log: list[tuple[list[int], list[int]]] = field(default_factory=list)
-    turns: list[int] = field(default_factory=list)
+class Served:
+    cfg: StubConfig
+    url: str
 
-
-def fake_output(prompt: list[int], n: int) -> list[int]:
-    return [100 + (sum(prompt) + 7 * i) % 20000 for i in range(n)]
-
-
-def build_app(srv: FakeServer) -> web.Application:
-    async def stream(request: web.Request, prompt: list[int], n: int, chunk: Any) -> web.StreamResponse:
-        if n == srv.fail_len:
-            return web.Response(status=500, text="injected failure")
-        if n == srv.hang_len:
-            await asyncio.sleep(3600)
-        out = fake_output(prompt, n)
-        srv.log.append((prompt, out))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-ppd-route": "pd"})
-        await resp.prepare(request)
-        for i in range(1, n + 1):
-            await asyncio.sleep(0.001)
-            await resp.write(b"data: " + orjson.dumps(chunk(out, i)) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        return resp
-
-    async def generate(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        prompt, n = body["input_ids"], body["sampling_params"]["max_new_tokens"]
-        srv.turns.append(int(request.headers["x-ppd-turn"]))
-        assert body["stream"] is True and body["sampling_params"]["ignore_eos"] is True
-
-        def chunk(out: list[int], i: int) -> dict[str, Any]:
-            ids = out[i - 1 : i] if srv.incremental else out[:i]
-            return {"output_ids": ids, "meta_info": {"completion_tokens": i, "cached_tokens": 3}}
-
-        return await stream(request, prompt, n, chunk)
-
-    async def completions(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        prompt, n = body["prompt"], body["max_tokens"]
-        assert body["stream"] is True and body["return_token_ids"] is True
-        assert body["model"] == "fake/model"
-
-        def chunk(out: list[int], i: int) -> dict[str, Any]:
-            c: dict[str, Any] = {"choices": [{"index": 0, "text": "x", "token_ids": out[i - 1 : i]}]}
-            if i == n:
-                c["usage"] = {"completion_tokens": n, "prompt_tokens_details": {"cached_tokens": 5}}
-            return c
-
-        return await stream(request, prompt, n, chunk)
-
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake/model", "object": "model"}]})
-
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/generate", generate)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    @property
+    def log(self) -> list[tuple[list[int], list[int]]]:
+        assert self.cfg.log is not None
+        return self.cfg.log
 
 
 @pytest.fixture
-def server() -> Iterator[FakeServer]:
-    srv = FakeServer()
+def server() -> Iterator[Served]:
+    cfg = StubConfig(itl_ms=1.0)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(build_app(srv), shutdown_timeout=0.1)
+    runner = web.AppRunner(build_app(cfg), shutdown_timeout=0.1)
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    srv.url = f"http://127.0.0.1:{port}"
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield srv
+    yield Served(cfg, f"http://127.0.0.1:{port}")
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
@@ -125,8 +68,8 @@ def check_history(log: list[tuple[list[int], list[int]]]) -> int:
 
 
 @pytest.mark.parametrize("incremental", [False, True])
-def test_closed_loop_sessions_sglang(server: FakeServer, tmp_path: Path, incremental: bool) -> None:
-    server.incremental = incremental
+def test_closed_loop_sessions_sglang(server: Served, tmp_path: Path, incremental: bool) -> None:
+    server.cfg.incremental = incremental
     out = tmp_path / "r.json"
     rc = main(
         ["--url", server.url, "--workload", SESSIONS, "--seed", "1", "--no-progress", "--json", str(out)]
@@ -141,10 +84,10 @@ def test_closed_loop_sessions_sglang(server: FakeServer, tmp_path: Path, increme
     assert s["history_exact"] is True
     assert sorted(len(p) for p, _ in server.log) == [20] * 3 + [29] * 3 + [38] * 3
     assert check_history(server.log) == 6
-    assert sorted(server.turns) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert sorted(server.cfg.turns or ()) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
 
 
-def test_openai_api(server: FakeServer, tmp_path: Path) -> None:
+def test_openai_api(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     argv = [
         "--url",
@@ -159,12 +102,12 @@ def test_openai_api(server: FakeServer, tmp_path: Path) -> None:
     ]
     assert main(argv) == 0
     s = json.loads(out.read_text())
-    assert s["num_requests"] == 9 and s["num_failed"] == 0 and s["model"] == "fake/model"
+    assert s["num_requests"] == 9 and s["num_failed"] == 0 and s["model"] == MODEL_ID
     assert check_history(server.log) == 6
 
 
-def test_failures_are_recorded_and_end_the_session(server: FakeServer, tmp_path: Path) -> None:
-    server.fail_len = 4
+def test_failures_are_recorded_and_end_the_session(server: Served, tmp_path: Path) -> None:
+    server.cfg.fail_len = 4
     out = tmp_path / "r.json"
     rc = main(["--url", server.url, "--workload", SESSIONS, "--no-progress", "--json", str(out)])
     s = json.loads(out.read_text())
@@ -174,8 +117,8 @@ def test_failures_are_recorded_and_end_the_session(server: FakeServer, tmp_path:
     assert s["slo_attainment"] == 0.0
 
 
-def test_timeout_and_bounds(server: FakeServer, tmp_path: Path) -> None:
-    server.hang_len = 4
+def test_timeout_and_bounds(server: Served, tmp_path: Path) -> None:
+    server.cfg.hang_len = 4
     out = tmp_path / "r.json"
     argv = ["--url", server.url, "--workload", "sessions:n=5,turns=1,prompt=8,output=uniform:3:5,rate=100"]
     argv += ["--request-timeout-s", "0.5", "--max-requests", "4", "--no-progress", "--json", str(out)]
@@ -187,7 +130,7 @@ def test_timeout_and_bounds(server: FakeServer, tmp_path: Path) -> None:
     assert s["errors"] == {"timeout after 0.5 s": s["num_failed"]}
 
 
-def test_open_loop_trace_duration_bound(server: FakeServer, tmp_path: Path) -> None:
+def test_open_loop_trace_duration_bound(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     argv = ["--url", server.url, "--workload", "azure:n=400", "--rate-scale", "20", "--duration-s", "1.0"]
     argv += ["--no-progress", "--json", str(out), "--limit", "400"]
@@ -212,11 +155,32 @@ def test_unreachable_endpoint_and_bad_args(tmp_path: Path) -> None:
     assert main(["--url", "x", "--workload", "azure:", "--no-progress"]) == 2
 
 
-def test_module_entry_point(server: FakeServer, tmp_path: Path) -> None:
-    out = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--workload", "mooncake:n=30"]
-    cmd += ["--rate-scale", "50", "--no-progress", "--json", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    s = json.loads(out.read_text())
-    assert s["num_requests"] == 30 and s["num_failed"] == 0
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_module_entry_points(tmp_path: Path) -> None:
+    """``python -m sglang_ppd.bench`` against ``python -m sglang_ppd.bench.stub``, both subprocesses."""
+    port = free_port()
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "sglang_ppd.bench.stub", "--port", str(port), "--incremental"]
+    )
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        out = tmp_path / "r.json"
+        cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", f"http://127.0.0.1:{port}"]
+        cmd += ["--workload", "mooncake:n=30", "--rate-scale", "50", "--no-progress", "--json", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        s = json.loads(out.read_text())
+        assert s["num_requests"] == 30 and s["num_failed"] == 0
+    finally:
+        stub.terminate()
+        stub.wait(timeout=10)
