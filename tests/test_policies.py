@@ -11,7 +11,7 @@ from test_policies_fixtures import PROFILE, SLO, dw, policy, pw, req, snap
 
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import available_policies
-from sglang_ppd.core.types import RouteKind
+from sglang_ppd.core.types import Route, RouteKind
 
 ALL = ["pd", "pd_cache_aware", "always_local", "threshold", "ppd", "deflect", "ppd_deflect"]
 
@@ -198,3 +198,15 @@ def test_transfer_includes_link_queue() -> None:
     s = snap(pw("p0"), dw("d0"), queued_bytes=5 * 10**9)
     idle = snap(pw("p0"), dw("d0"))
     assert est.transfer_ms(1000, s.link) == pytest.approx(est.transfer_ms(1000, idle.link) + 100.0)
+
+
+def test_interned_pd_routes_are_equal_and_bounded() -> None:
+    from sglang_ppd_policies.candidates import PdRoutes
+
+    routes = PdRoutes()
+    a = routes.get(pw("p0"), dw("d0"), "cache_hit")
+    assert a == Route(kind=RouteKind.PD, decode_worker="d0", prefill_worker="p0", reason="cache_hit")
+    assert routes.get(pw("p0"), dw("d0"), "cache_hit") is a
+    for i in range(PdRoutes.MAX_ROUTES + 10):
+        routes.get(pw(f"p{i}"), dw("d0"), "low_hit")
+    assert len(routes._routes) <= PdRoutes.MAX_ROUTES

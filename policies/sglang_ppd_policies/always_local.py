@@ -51,7 +51,7 @@ class AlwaysLocalPolicy(BuiltinPolicy):
         v = View(req, snap, slo)
         cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, v, self.est, why)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, why)
         d, h = best_resident(v, cands)
         new_len = req.prompt_len - h
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.RESIDENT_PREFIX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import Policy, PolicyParams
+from sglang_ppd_policies.candidates import PdRoutes
 from sglang_ppd_policies.estimate import Estimator
 
 
@@ -17,3 +18,4 @@ class BuiltinPolicy(Policy):
             raise TypeError(f"{type(self).__name__} needs {want}, got {got}")
         super().__init__(params, profile)
         self.est = Estimator(profile)
+        self.pd_routes = PdRoutes()

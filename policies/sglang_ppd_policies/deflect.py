@@ -114,4 +114,4 @@ class DeflectPolicy(BuiltinPolicy):
                 why = reasons.TTFT_SLO
             else:
                 return local_route(RouteKind.DEFLECT, best, best_new, best_chunk, reasons.P_QUEUE_DEFLECT)
-        return Route(kind=RouteKind.PD, decode_worker=d_pd.worker_id, prefill_worker=p.worker_id, reason=why)
+        return self.pd_routes.get(p, d_pd, why)

@@ -47,21 +47,22 @@ class Estimator:
 
     # -- decode side -------------------------------------------------------------------------------
 
-    def decode_load(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> tuple[int, int]:
-        """(resident decodes, their KV tokens); the in-flight fallback when telemetry is stale."""
-        if fresh and d.num_running is not None:
-            ctx = d.running_context_tokens
-            return d.num_running, ctx if ctx is not None else d.num_running * prompt_len
-        return d.num_inflight, d.num_inflight * prompt_len
-
     def decode_step_ms(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
         """One decode-only iteration on ``d``: its reported EWMA when fresh and busy, else the step
-        model (an idle worker's EWMA is a leftover from its last busy period)."""
-        n, ctx = self.decode_load(d, fresh, prompt_len)
-        if n == 0:
-            return self.dec_base_ms
-        if fresh and d.decode_iter_ms is not None:
-            return d.decode_iter_ms
+        model (an idle worker's EWMA is a leftover from its last busy period). Stale: the router's
+        in-flight count as the batch, each as long as this prompt."""
+        n = d.num_running
+        if fresh and n is not None:
+            if n == 0:
+                return self.dec_base_ms
+            if d.decode_iter_ms is not None:
+                return d.decode_iter_ms
+            ctx = d.running_context_tokens
+            if ctx is None:
+                ctx = n * prompt_len
+        else:
+            n = d.num_inflight
+            ctx = n * prompt_len
         return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
 
     def chunked_ms(self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float) -> float:
@@ -153,4 +154,3 @@ class Estimator:
         if queued:
             ttft += self.chunked_ms(queued, 0, chunk, extra)
         return ttft, chunk
-

@@ -38,4 +38,4 @@ class PdPolicy(BuiltinPolicy):
         self._chooser = LeastLoadedPair()
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        return pd_route(self._chooser, View(req, snap, slo), self.est)
+        return pd_route(self._chooser, self.pd_routes, View(req, snap, slo), self.est)

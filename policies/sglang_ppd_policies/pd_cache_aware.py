@@ -54,4 +54,4 @@ class PdCacheAwarePolicy(BuiltinPolicy):
         self._chooser = cache_aware_pair(params)
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        return pd_route(self._chooser, View(req, snap, slo), self.est)
+        return pd_route(self._chooser, self.pd_routes, View(req, snap, slo), self.est)

@@ -77,7 +77,7 @@ class PpdPolicy(BuiltinPolicy):
         v = View(req, snap, slo)
         cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, v, self.est, why)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, why)
         return self.decide_resident(v, cands)
 
     def decide_resident(self, v: View, cands: Sequence[tuple[WorkerSnapshot, int]]) -> Route:
@@ -105,11 +105,6 @@ class PpdPolicy(BuiltinPolicy):
             if score < best_score:
                 best_score, best = score, (d, h)
         if best is None:
-            return Route(
-                kind=RouteKind.PD,
-                decode_worker=d_pd.worker_id,
-                prefill_worker=p.worker_id,
-                reason=reasons.PD_CHEAPER,
-            )
+            return self.pd_routes.get(p, d_pd, reasons.PD_CHEAPER)
         d, h = best
         return local_route(RouteKind.LOCAL, d, prompt_len - h, chunk_len, reasons.APPEND_CHEAPER)

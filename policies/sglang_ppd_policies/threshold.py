@@ -81,17 +81,17 @@ class ThresholdPolicy(BuiltinPolicy):
         v = View(req, snap, slo)
         cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, v, self.est, why)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, why)
         d, h = best_resident(v, cands)
         new_len = req.prompt_len - h
         if new_len >= self._max_len or (
             self._max_ratio is not None and new_len >= self._max_ratio * req.prompt_len
         ):
-            return pd_route(self._chooser, v, self.est, reasons.ABOVE_THRESHOLD)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.ABOVE_THRESHOLD)
         if self._gate is not None and v.ps and min_prefill_queue(v, req.prompt_len) < self._gate:
-            return pd_route(self._chooser, v, self.est, reasons.PREFILL_IDLE)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.PREFILL_IDLE)
         if self._decode_busy(d, h, new_len, req.prompt_len, slo):
-            return pd_route(self._chooser, v, self.est, reasons.DECODE_BUSY)
+            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.DECODE_BUSY)
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.BELOW_THRESHOLD)
 
     def _decode_busy(self, d: WorkerSnapshot, hit_len: int, new_len: int, prompt_len: int, slo: Slo) -> bool:
