@@ -210,3 +210,12 @@ def test_interned_pd_routes_are_equal_and_bounded() -> None:
     for i in range(PdRoutes.MAX_ROUTES + 10):
         routes.get(pw(f"p{i}"), dw("d0"), "low_hit")
     assert len(routes._routes) <= PdRoutes.MAX_ROUTES
+
+
+def test_p_queue_uses_inflight_fallback_when_stale() -> None:
+    est = Estimator(PROFILE)
+    fresh = pw("p0", queued=3000, inflight=2)
+    assert est.p_queue_ms(fresh, True, 1500) == est.p_queue_ms(pw("p1", queued=3000), True, 1500) > 0
+    # stale: the queue is unknown, two in flight as long as this prompt (3000 tokens) stand in for it
+    assert est.p_queue_ms(fresh, False, 1500) == est.p_queue_ms(pw("p1", queued=2 * 1500), True, 1500)
+    assert est.p_queue_ms(pw("p2"), True, 1500) == 0.0

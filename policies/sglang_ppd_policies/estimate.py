@@ -100,14 +100,18 @@ class Estimator:
     # -- prefill side ------------------------------------------------------------------------------
 
     def p_queue_ms(self, p: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
-        """Time until a new request starts prefilling on ``p``: its queued prefill tokens, run at
-        full chunks. Attention over the queued requests' own contexts is unknown, so left out."""
+        """Time until a new request starts prefilling on ``p``: its queued prefill tokens at full
+        chunks. The queued requests' own lengths are unknown: each is taken to be as long as this
+        one, so a queued token attends over prompt_len/2 on average (0 would badly underestimate
+        long-context queues: at 10k-token prompts attention is as costly as the linear term)."""
         q = p.queued_prefill_tokens if fresh and p.queued_prefill_tokens is not None else None
         if q is None:
             q = p.num_inflight * prompt_len
         if q <= 0:
             return 0.0
-        return -(-q // self.chunk_len) * self.pf_base_ms + q * self.c_pf_ms
+        return -(-q // self.chunk_len) * self.pf_base_ms + q * (
+            self.c_pf_ms + self.c_attn_ms * prompt_len / 2
+        )
 
     def transfer_ms(self, num_tokens: int, link: LinkSnapshot) -> float:
         """KV of ``num_tokens`` over the P->D link, behind the bytes already queued on it."""
