@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from sglang_ppd.bench.capacity import main as capacity_main
 from sglang_ppd.bench.cli import main
 from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
 
@@ -82,6 +83,8 @@ def test_closed_loop_sessions_sglang(server: Served, tmp_path: Path, incremental
     assert s["routes"] == {"pd": 9}
     assert s["overall"]["ttft_ms"]["count"] == 9 and s["overall"]["itl_ms"]["count"] == 9 * 3
     assert s["history_exact"] is True
+    # The stub reports as cached the earlier prompt + output a prompt starts with: 24 of 29, 33 of 38.
+    assert s["cached_prompt_fraction"] == {"turn1": 0.0, "turn2plus": pytest.approx(171 / 201)}
     assert sorted(len(p) for p, _ in server.log) == [20] * 3 + [29] * 3 + [38] * 3
     assert check_history(server.log) == 6
     assert sorted(server.cfg.turns or ()) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
@@ -103,6 +106,7 @@ def test_openai_api(server: Served, tmp_path: Path) -> None:
     assert main(argv) == 0
     s = json.loads(out.read_text())
     assert s["num_requests"] == 9 and s["num_failed"] == 0 and s["model"] == MODEL_ID
+    assert s["cached_prompt_fraction"]["turn2plus"] == pytest.approx(171 / 201)
     assert check_history(server.log) == 6
 
 
@@ -184,3 +188,11 @@ def test_module_entry_points(tmp_path: Path) -> None:
     finally:
         stub.terminate()
         stub.wait(timeout=10)
+
+
+def test_capacity_sweep_runs(tmp_path: Path) -> None:
+    out = tmp_path / "cap.json"
+    assert capacity_main(["--rates", "20", "--duration-s", "0.5", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["api"] for r in rows] == ["sglang", "openai"]
+    assert all(r["num_requests"] > 0 and r["num_failed"] == 0 for r in rows)

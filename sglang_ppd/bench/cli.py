@@ -107,15 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(
         result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
         source=args.trace or args.workload, rate_scale=args.rate_scale, url=args.url, api=args.api,
-        model=result.model,
+        model=result.model, client_cpu_s=result.client_cpu_s,
         num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
         history_exact=result.history_exact, errors=error_counts(result.records), mode="live",
+        cached_prompt_fraction=cached_fractions(result.records),
         machine=machine_info(),
     )  # fmt: skip
     console.print(summary_table(summary))
     if args.json:
         console.print(f"wrote {write_result_json(args.json, summary)}")
     return 0 if any(r.ok for r in result.records) else 1
+
+
+def cached_fractions(records: list[RequestRecord]) -> dict[str, float | None]:
+    """Prompt tokens the server reported as cached (``cached_tokens``) over all prompt tokens, by turn
+    group: on Turn 2+ this shows whether the replayed history really hit the server's prefix cache."""
+    out: dict[str, float | None] = {}
+    for name, group in (("turn1", [r for r in records if r.ok and r.turn == 1]),
+                        ("turn2plus", [r for r in records if r.ok and r.turn > 1])):  # fmt: skip
+        total = sum(r.input_len for r in group)
+        out[name] = sum(r.cached_len for r in group) / total if total else None
+    return out
 
 
 def error_counts(records: list[RequestRecord]) -> dict[str, int]:

@@ -33,6 +33,8 @@ class BenchOptions:
     api: Api = Api.SGLANG
     seed: int = 0
     model: str | None = None
+    client_cpu_s: float = 0.0
+    """CPU time of this process during the run: the load generator's own cost."""
     max_requests: int | None = None
     duration_s: float | None = None
     request_timeout_s: float = 300.0
@@ -49,6 +51,8 @@ class RunResult:
     history_exact: bool = True
     """False when the API returned no output ids, so later prompts carry stand-in ids."""
     model: str | None = None
+    client_cpu_s: float = 0.0
+    """CPU time of this process during the run: the load generator's own cost."""
 
 
 def sessions_of(workload: Workload) -> list[list[TurnSpec]]:
@@ -163,6 +167,7 @@ class Replay:
             if o.api is Api.OPENAI and self.model is None:
                 self.model = await served_model(http, o.url)
             self.t0 = time.perf_counter()
+            cpu0 = time.process_time()
             tasks: list[asyncio.Task[None]] = []
             try:
                 for turns in sessions_of(workload):
@@ -176,6 +181,7 @@ class Replay:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                self.result.client_cpu_s = time.process_time() - cpu0
         self.result.wall_s = time.perf_counter() - self.t0
         self.result.model = self.model
         return self.result

@@ -38,6 +38,17 @@ def stub_output(prompt: list[int], num: int) -> list[int]:
     return [100 + (sum(prompt) + 7 * i) % 20000 for i in range(num)]
 
 
+def cached_len(cfg: StubConfig, prompt: list[int]) -> int:
+    """The longest earlier prompt + output that this prompt starts with, as a prefix cache holding
+    every finished conversation would report it (0 without a log)."""
+    best = 0
+    for p, o in cfg.log or ():
+        n = len(p) + len(o)
+        if best < n <= len(prompt) and prompt[: len(p)] == p and prompt[len(p) : n] == o:
+            best = n
+    return best
+
+
 Chunk = Callable[[list[int], int], dict[str, Any]]
 
 
@@ -64,9 +75,11 @@ def build_app(cfg: StubConfig) -> web.Application:
         if cfg.turns is not None and "x-ppd-turn" in request.headers:
             cfg.turns.append(int(request.headers["x-ppd-turn"]))
 
+        cached = cached_len(cfg, body["input_ids"])
+
         def chunk(out: list[int], i: int) -> dict[str, Any]:
             ids = out[i - 1 : i] if cfg.incremental else out[:i]
-            return {"output_ids": ids, "meta_info": {"completion_tokens": i, "cached_tokens": 0}}
+            return {"output_ids": ids, "meta_info": {"completion_tokens": i, "cached_tokens": cached}}
 
         return await stream(request, body["input_ids"], body["sampling_params"]["max_new_tokens"], chunk)
 
@@ -75,11 +88,12 @@ def build_app(cfg: StubConfig) -> web.Application:
         if body.get("model") != MODEL_ID:
             return web.json_response({"error": {"message": f"model must be {MODEL_ID}"}}, status=404)
         num = body["max_tokens"]
+        cached = cached_len(cfg, body["prompt"])
 
         def chunk(out: list[int], i: int) -> dict[str, Any]:
             c: dict[str, Any] = {"choices": [{"index": 0, "text": "x", "token_ids": out[i - 1 : i]}]}
             if i == num:
-                c["usage"] = {"completion_tokens": num, "prompt_tokens_details": {"cached_tokens": 0}}
+                c["usage"] = {"completion_tokens": num, "prompt_tokens_details": {"cached_tokens": cached}}
             return c
 
         return await stream(request, body["prompt"], num, chunk)
