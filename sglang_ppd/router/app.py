@@ -26,6 +26,7 @@ from sglang_ppd.core.types import Role, Route, RouteKind
 from sglang_ppd.router import openai_format
 from sglang_ppd.router.config import WorkerSpec
 from sglang_ppd.router.dispatch import Attempt, UpstreamFailure
+from sglang_ppd.router.health import UNKNOWN_STATE_REASON
 from sglang_ppd.router.requests import BadRequest, Prepared, prepare_generate, prepare_openai
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.stats import build_stats, worker_rows
@@ -36,6 +37,7 @@ ROUTE_HEADER = "x-ppd-route"
 SESSION_HEADER = "x-ppd-session-id"
 TURN_HEADER = "x-ppd-turn"
 MAX_NEW_TOKENS_CAP = 1_000_000
+MAX_SESSION_ID_LEN = 256
 
 
 class NoRoute(Exception):
@@ -67,6 +69,7 @@ async def _read_json(request: web.Request) -> Any:
 # --- routing -----------------------------------------------------------------------------------
 def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     reg = router.registry
+    exclude = exclude | router.reliability.blocked()
     if not any(w.healthy and w.role is Role.DECODE and w.url not in exclude for w in reg.all()):
         raise NoRoute("no healthy decode worker")
     try:
@@ -76,24 +79,34 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     d = reg.get(route.decode_worker)
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
-    if route.kind is not RouteKind.PD and not d.supports_local_prefill:
+    # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
+    known = d.supports_local_prefill and router.reliability.state_known(d)
+    if route.kind is not RouteKind.PD and not known:
         prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
         if not prefills:
             raise NoRoute(f"{d.url} cannot prefill locally and no prefill worker is healthy")
         p = min(prefills, key=lambda w: w.num_inflight)
-        route = Route(RouteKind.PD, d.url, prefill_worker=p.url, reason="router:decode_not_ppd_capable")
+        why = UNKNOWN_STATE_REASON if d.supports_local_prefill else "router:decode_not_ppd_capable"
+        router.reliability.num_local_overridden += why == UNKNOWN_STATE_REASON
+        route = Route(RouteKind.PD, d.url, prefill_worker=p.url, reason=why)
     if route.kind is RouteKind.PD:
         pw = reg.get(route.prefill_worker or "")
         if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
             raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
     router.metrics.route_decisions[(route.kind.value, route.reason or "unspecified")] += 1
+    urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
+    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None)
     return route
 
 
 def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None, str]:
     session = request.headers.get(SESSION_HEADER)
+    if session is not None and len(session) > MAX_SESSION_ID_LEN:
+        raise BadRequest(f"{SESSION_HEADER} is longer than {MAX_SESSION_ID_LEN} characters")
     raw_turn = request.headers.get(TURN_HEADER)
-    turn = int(raw_turn) if raw_turn is not None and raw_turn.isdigit() else None
+    # isascii(): str.isdigit() also accepts digits int() cannot parse, such as "\xb2".
+    ok_turn = raw_turn is not None and raw_turn.isascii() and raw_turn.isdigit() and len(raw_turn) < 10
+    turn = int(raw_turn) if ok_turn and raw_turn is not None else None
     if turn is not None:
         turn_class = "2+" if turn >= 2 else "1"
     else:
@@ -188,9 +201,12 @@ async def serve(
             else:
                 raw, parsed = await att.whole()
             last_failure = None
+            router.reliability.on_success(att.urls())
             break
         except UpstreamFailure as f:
             await att.fail()
+            if f.retryable:
+                router.reliability.on_failure(f)
             for url in f.workers:
                 router.metrics.upstream_errors[url] += 1
             last_failure = f
@@ -263,6 +279,7 @@ async def _stream(
         ok = True
     except UpstreamFailure as f:
         router.metrics.upstream_errors[att.decode_url] += 1
+        router.reliability.on_failure(f)
         err = {
             "error": {
                 "message": f"{f} (after the first token; not retried)",
@@ -305,7 +322,11 @@ def _admitted(handler: Handler, endpoint: str) -> Handler:
             return error_response(429, "router overloaded; retry later", headers={"Retry-After": "1"})
         router.num_queued += 1
         try:
-            await router._admission.acquire()
+            await asyncio.wait_for(router._admission.acquire(), router.cfg.max_queue_wait_s)
+        except asyncio.TimeoutError:
+            router.metrics.rejected["queue_timeout"] += 1
+            router.metrics.requests[(endpoint, 503)] += 1
+            return error_response(503, "router busy: queued too long; retry later", {"Retry-After": "1"})
         finally:
             router.num_queued -= 1
         router.num_inflight += 1
@@ -387,7 +408,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return _json(build_stats(request.app[ROUTER]))
+    router = request.app[ROUTER]
+    return _json({**build_stats(router), "reliability": router.reliability.stats()})
 
 
 def _worker_json(router: Router, url: str) -> dict[str, Any]:

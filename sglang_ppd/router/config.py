@@ -73,6 +73,12 @@ class RouterConfig(StrictModel):
     health_interval_s: float = Field(2.0, gt=0)
     health_failures: int = Field(3, gt=0)
     """Consecutive failed health checks before a worker stops receiving requests."""
+    breaker_failures: int = Field(5, gt=0)
+    """Consecutive failed requests that open a worker's circuit breaker (no new requests)."""
+    breaker_cooldown_s: float = Field(5.0, gt=0)
+    """How long an open breaker blocks its worker before one trial request may pass."""
+    max_queue_wait_s: float = Field(30.0, gt=0)
+    """Longest wait for an in-flight slot; past it the queued request gets 503 with Retry-After."""
     loads_poll_interval_s: float = Field(0.5, gt=0)
     approx_page_size: int = Field(16, gt=0)
     approx_max_pages: int = Field(1_000_000, gt=0)

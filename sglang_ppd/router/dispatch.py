@@ -28,6 +28,7 @@ from sglang_ppd.router.service import Router
 
 log = logging.getLogger(__name__)
 _pending_aborts: set[asyncio.Task[None]] = set()
+_background: set[asyncio.Task[Any]] = set()
 
 
 class UpstreamFailure(Exception):
@@ -139,11 +140,10 @@ class Attempt:
     def urls(self) -> tuple[str, ...]:
         return (self.decode_url,) if self.prefill_url is None else (self.prefill_url, self.decode_url)
 
-    def _inflight(self, delta: int) -> None:
-        for url in self.urls():
-            w = self.router.registry.get(url)
-            if w is not None:
-                w.num_inflight += delta
+    def _inflight(self, url: str, delta: int) -> None:
+        w = self.router.registry.get(url)
+        if w is not None:
+            w.num_inflight += delta
 
     async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
         """The prefill side: its status, and its first reply object when logprobs are merged."""
@@ -164,11 +164,13 @@ class Attempt:
     async def open(self) -> None:
         """Dispatch and wait for the decode side's reply headers (and, streaming, its first chunk)."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
-        self._inflight(+1)
+        self._inflight(self.decode_url, +1)
         if self.prefill_url is not None:
             self.router.pd_transfer_bytes_inflight += self.kv_bytes
             self._transfer_counted = True
+            self._inflight(self.prefill_url, +1)
             self.prefill_task = asyncio.create_task(self._prefill(payload))
+            self.prefill_task.add_done_callback(self._prefill_done)
         decode_task = asyncio.create_task(_post(self.router, self.decode_url, payload))
         waiting: set[asyncio.Task[Any]] = {decode_task}
         if self.prefill_task is not None:
@@ -189,28 +191,40 @@ class Attempt:
             await self.fail()
             raise
 
+    def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
+        assert self.prefill_url is not None
+        self._inflight(self.prefill_url, -1)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("prefill side of %s failed: %s", self.rid, task.exception())
+
     async def fail(self) -> None:
         """Abandon this attempt: abort both sides upstream and release every resource."""
         abort(self.router, self.urls(), self.rid)
-        await self.close()
+        await self.close(cancel_prefill=True)
 
     def _transfer_done(self) -> None:
         if self._transfer_counted:
             self.router.pd_transfer_bytes_inflight -= self.kv_bytes
             self._transfer_counted = False
 
-    async def close(self) -> None:
+    async def close(self, cancel_prefill: bool = False) -> None:
+        """Release the decode side. A healthy prefill reply still arriving is left to finish on its
+        own (bounded by the request timeout) so its pooled connection is reused, not torn down."""
         if self._closed:
             return
         self._closed = True
         self._transfer_done()
-        self._inflight(-1)
+        self._inflight(self.decode_url, -1)
         if self.decode_resp is not None:
             self.decode_resp.release()
-        if self.prefill_task is not None:
-            if not self.prefill_task.done():
-                self.prefill_task.cancel()
-            await asyncio.gather(self.prefill_task, return_exceptions=True)
+        task = self.prefill_task
+        if task is not None and not task.done():
+            if cancel_prefill:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            else:
+                _background.add(task)
+                task.add_done_callback(_background.discard)
 
     async def prefill_json(self) -> dict[str, Any] | None:
         if self.prefill_task is None:

@@ -26,6 +26,7 @@ from sglang_ppd.protocol.load_stat import summary_from_loads_json
 from sglang_ppd.protocol.server_info import parse_server_info
 from sglang_ppd.router import subscribers
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
+from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
 from sglang_ppd.router.tokenizer import Tokenizer
@@ -57,6 +58,7 @@ class Router:
         self._sessions_http: dict[str, aiohttp.ClientSession] = {}
         self._control: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self.reliability = Reliability(self)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -68,6 +70,7 @@ class Router:
     async def close(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
+        self.reliability.close()
         for w in self.registry.all():
             w.cancel_tasks()
         for s in [*self._sessions_http.values(), *([self._control] if self._control else [])]:
@@ -111,6 +114,7 @@ class Router:
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
         w.cancel_tasks()
+        self.reliability.breakers.forget(w.url)
         s = self._sessions_http.pop(w.url, None)
         if s is not None:
             await s.close()
@@ -182,6 +186,9 @@ class Router:
         try:
             async with self.control.get(f"{w.url}/health") as resp:
                 ok = resp.status == 200
+        except aiohttp.ClientConnectorError:
+            self.note_failure(w, hard=True)  # nothing listens: the process is gone (issue 7)
+            return
         except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
         if ok:

@@ -1,0 +1,241 @@
+"""Router overhead in front of 1P1D null workers: added latency, max throughput, live decision time.
+
+    python benchmarks/router_bench.py [--seed 0] [--requests 300] [--duration-s 10] [--concurrency 32]
+        [--rust-router-python /path/to/venv/bin/python]
+
+Starts one prefill and one decode *null worker* (this script with ``--null-worker``: an aiohttp
+server that speaks the SGLang subset a router needs and answers ``/generate`` at once, with no
+bootstrap wait), so what is measured is the router itself plus HTTP. Then, for each router under
+test (sglang_ppd with ``pd`` and with ``ppd_deflect``; sglang_router's Rust PD
+router when ``--rust-router-python`` names a Python that has ``sglang-router`` installed):
+
+1. sequential latency: ``--requests`` non-streaming ``/generate`` calls (64-byte prompt, 8 new
+   tokens), one at a time; p50/p99 end-to-end;
+2. max throughput: ``--concurrency`` closed-loop clients for ``--duration-s``; requests/s.
+
+The reference floor is the decode null worker called directly (no router, no P hop).
+Decision time is read from the live sglang_ppd router itself: ``/stats`` (exact p50/p99 over its
+last 2048 decisions) and the ``sglang_ppd_decision_seconds`` histogram on ``/metrics``.
+Everything shares this machine's cores (load generator included): compare rows, not absolutes.
+Writes ``benchmarks/results/router_bench.json`` with machine, CPU, date and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+RESULTS = Path(__file__).resolve().parent / "results" / "router_bench.json"
+REPLY = (b'{"text":"abcdefgh","output_ids":[97,98,99,100,101,102,103,104],"meta_info":{"id":"x",'
+         b'"finish_reason":{"type":"length","length":8},"prompt_tokens":64,"completion_tokens":8}}')
+
+
+def null_worker(role: str, port: int) -> None:
+    """A worker that answers instantly: the router's cost is all that is left to measure."""
+    from aiohttp import web
+
+    info = {"disaggregation_mode": role, "page_size": 1, "served_model_name": "null",
+            "model_path": "null", "kv_events": None, "ppd_local_prefill": role == "decode"}
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=REPLY, content_type="application/json")
+
+    async def server_info(_: web.Request) -> web.Response:
+        return web.json_response(info)
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    app.router.add_get("/server_info", server_info)
+    app.router.add_get("/get_server_info", server_info)
+    app.router.add_get("/get_model_info", lambda _: web.json_response({"model_path": "null"}))
+    app.router.add_post("/abort_request", ok)
+    for path in ("/health", "/health_generate", "/v1/loads", "/get_load"):
+        app.router.add_get(path, ok)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def spawn(*argv: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with s.get(f"{url}/health") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} not healthy after {timeout_s} s")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def body(rng: random.Random, local: bool) -> dict[str, Any]:
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(64))
+    b: dict[str, Any] = {"text": text, "sampling_params": {"max_new_tokens": 8, "ignore_eos": True}}
+    if local:
+        b["do_local_prefill"] = True
+    return b
+
+
+async def latency(url: str, n: int, seed: int, local: bool) -> dict[str, float]:
+    rng = random.Random(seed)
+    times = []
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            async with s.post(f"{url}/generate", json=body(rng, local)) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{url}: HTTP {r.status}")
+            if i >= 20:  # warm-up excluded
+                times.append(1000 * (time.perf_counter() - t0))
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p99_ms": times[int(0.99 * (len(times) - 1))],
+            "mean_ms": statistics.fmean(times)}
+
+
+async def throughput(url: str, duration_s: float, concurrency: int, seed: int, local: bool) -> dict[str, float]:
+    done = errors = 0
+    deadline = time.monotonic() + duration_s
+
+    async def client(k: int) -> None:
+        nonlocal done, errors
+        rng = random.Random(seed * 1000 + k)
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                async with s.post(f"{url}/generate", json=body(rng, local)) as r:
+                    await r.read()
+                    done += r.status == 200
+                    errors += r.status != 200
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(client(k) for k in range(concurrency)))
+    return {"rps": done / (time.monotonic() - t0), "ok": done, "errors": errors}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    py = sys.executable
+    pport, bport, dport = free_port(), free_port(), free_port()
+    p = await spawn(py, __file__, "--null-worker", "prefill", str(pport))
+    d = await spawn(py, __file__, "--null-worker", "decode", str(dport))
+    purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+    rows: dict[str, Any] = {}
+    try:
+        await wait_healthy(purl, p)
+        await wait_healthy(durl, d)
+        rows["decode null worker alone (no router)"] = {
+            "latency": await latency(durl, args.requests, args.seed, local=True),
+            "throughput": await throughput(durl, args.duration_s, args.concurrency, args.seed, local=True),
+        }
+        targets: list[tuple[str, list[str], bool]] = [
+            (f"sglang_ppd router, policy {pol}",
+             [py, "-m", "sglang_ppd.cli", "router", "--prefill", purl, str(bport), "--decode", durl,
+              "--policy", pol, "--log-level", "warning"], True)
+            for pol in ("pd", "ppd_deflect")
+        ]
+        if args.rust_router_python:
+            targets.append(("sglang_router (Rust) --pd-disaggregation",
+                            [args.rust_router_python, "-m", "sglang_router.launch_router", "--pd-disaggregation",
+                             "--prefill", purl, str(bport), "--decode", durl, "--host", "127.0.0.1",
+                             "--log-level", "warn"], False))
+        for name, argv, ours in targets:
+            port = free_port()
+            router = await spawn(*argv, "--port", str(port))
+            url = f"http://127.0.0.1:{port}"
+            try:
+                await wait_healthy(url, router)
+                row: dict[str, Any] = {
+                    "latency": await latency(url, args.requests, args.seed, local=False),
+                    "throughput": await throughput(url, args.duration_s, args.concurrency, args.seed, False),
+                }
+                if ours:
+                    async with aiohttp.ClientSession() as s:
+                        async with s.get(f"{url}/stats") as r:
+                            stats = await r.json()
+                        async with s.get(f"{url}/metrics") as r:
+                            metrics = await r.text()
+                    row["decision_ms"] = stats["decision_ms"]
+                    row["routes"] = stats["routes"]
+                    row["decision_histogram"] = [ln for ln in metrics.splitlines()
+                                                 if ln.startswith("sglang_ppd_decision_seconds")]
+                rows[name] = row
+            finally:
+                await stop(router)
+    finally:
+        await stop(p)
+        await stop(d)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--duration-s", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rust-router-python", default=None)
+    ap.add_argument("--null-worker", nargs=2, metavar=("ROLE", "PORT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.null_worker:
+        null_worker(args.null_worker[0], int(args.null_worker[1]))
+        return 0
+    rows = asyncio.run(run(args))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    out = {"benchmark": "router_bench", "machine": platform.node(), "cpu": cpu, "num_cpus": os.cpu_count(),
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(), "seed": args.seed,
+           "python": platform.python_version(), "args": vars(args), "rows": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    for name, row in rows.items():
+        lat, thr = row["latency"], row["throughput"]
+        dec = row.get("decision_ms")
+        extra = f"  decision p50 {dec['p50']:.3f} ms p99 {dec['p99']:.3f} ms" if dec else ""
+        print(f"{name:55s} p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
+              f"{thr['rps']:7.1f} req/s ({thr['errors']} errors){extra}")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
