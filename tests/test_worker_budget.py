@@ -22,13 +22,35 @@ def test_model_recovers_the_mixed_cost_line() -> None:
     overhead, slope = m.cost_line()
     assert overhead == pytest.approx(3.0, rel=1e-6)
     assert slope == pytest.approx(0.02, rel=1e-6)
-    assert m.decode_ms.value == pytest.approx(8.0)
+    assert m.decode_ms == pytest.approx(8.0)
 
 
 def test_model_uses_the_prior_until_enough_mixed_samples() -> None:
     m = IterationModel(prior_ms_per_token=0.5, prior_overhead_ms=4.0)
     m.add(IterationSample(10.0, 100, 8))
+    m.add(IterationSample(10.0, 100, 0))  # an idle-server prefill is no mixing sample
     assert m.cost_line() == (4.0, 0.5)
+
+
+def test_one_outlier_iteration_does_not_collapse_the_estimates() -> None:
+    m = _model_with(decode_ms=8.0, overhead_ms=3.0, ms_per_token=0.02)
+    m.add(IterationSample(400.0, 0, 32))  # a decode step that also absorbed request intake
+    m.add(IterationSample(500.0, 128, 32))
+    assert m.decode_ms == pytest.approx(8.0)
+    overhead, slope = m.cost_line()
+    assert overhead == pytest.approx(3.0, abs=0.5)
+    assert slope == pytest.approx(0.02, rel=0.1)
+
+
+def test_a_single_chunk_size_keeps_the_prior_overhead_and_lets_the_budget_move() -> None:
+    m = IterationModel(prior_ms_per_token=1.0, prior_overhead_ms=2.0)
+    m.add(IterationSample(2.0, 0, 4))
+    for _ in range(8):
+        m.add(IterationSample(2.0 + 12.0, 128, 4))  # 12 ms over decode at one chunk size
+    overhead, slope = m.cost_line()
+    assert overhead == pytest.approx(2.0)
+    assert slope == pytest.approx(10.0 / 128)
+    assert BudgetPolicy(30.0, 128, 4096).tokens(m, has_decodes=True) > 128
 
 
 def test_budget_fills_the_tbt_headroom() -> None:

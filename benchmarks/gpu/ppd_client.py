@@ -152,10 +152,17 @@ async def phase_d(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.R
         "full2048_chunk256": local(rand_ids(rng, 2048), 1, route="deflect", chunk=256),
     }
     for name, inj in injections.items():
+        if name == "append128":  # keep the history most recently used, so LRU eviction spares it
+            rounds["history_refresh"] = {
+                k: v for k, v in (await post(s, a.decode, local(hist, 1))).items() if k != "output_ids"
+            }
         decs = [
             asyncio.create_task(post(s, a.decode, local(rand_ids(rng, 1024), a.decode_len)))
             for _ in range(32)
         ]
+        t_wait = time.time()
+        snap = await wait_all_running(a.telemetry, 32, a.inject_timeout_s)
+        waited_s = round(time.time() - t_wait, 3)
         await asyncio.sleep(a.inject_after_s)
         ri = None
         if inj is not None:
@@ -166,6 +173,8 @@ async def phase_d(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.R
             "decoders": [{k: v for k, v in d.items() if k != "output_ids"} for d in done],
             "injection": None if ri is None else {k: v for k, v in ri.items() if k != "output_ids"},
             "mean_e2e_per_token_ms": sum(tpots) / len(tpots),
+            "wait_all_running_s": waited_s,
+            "telemetry_at_injection": snap,
         }
         extra = (
             ""
@@ -178,6 +187,32 @@ async def phase_d(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.R
         )
         await asyncio.sleep(0.3)
     return rounds
+
+
+async def wait_all_running(endpoint: str, n: int, timeout_s: float) -> dict[str, Any] | None:
+    """Polls the decode server's own telemetry until ``n`` requests decode and no local prefill is left."""
+    import zmq
+    import zmq.asyncio
+
+    from sglang_ppd.protocol import telemetry
+
+    ctx = zmq.asyncio.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, telemetry.TOPIC)
+    sub.connect(endpoint)
+    deadline = time.time() + timeout_s
+    last = None
+    try:
+        while time.time() < deadline:
+            if await sub.poll(timeout=200):
+                t = telemetry.decode((await sub.recv_multipart())[1])
+                last = {f: getattr(t, f) for f in t.__struct_fields__}
+                if t.num_running >= n and t.num_local_prefills == 0:
+                    return last
+        print(f"[d] WARNING: not all {n} decoders running after {timeout_s}s: {last}", flush=True)
+        return last
+    finally:
+        sub.close(linger=0)
 
 
 async def one_turn(
@@ -268,7 +303,9 @@ async def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--phases", default="abcde")
     ap.add_argument("--decode-len", type=int, default=512)
-    ap.add_argument("--inject-after-s", type=float, default=0.6)
+    ap.add_argument("--telemetry", default="tcp://127.0.0.1:30300")
+    ap.add_argument("--inject-after-s", type=float, default=0.1, help="after all decoders run")
+    ap.add_argument("--inject-timeout-s", type=float, default=20.0)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--session-gap-s", type=float, default=0.4)
     ap.add_argument("--think-s", type=float, default=0.2)

@@ -17,7 +17,7 @@ left() { echo $(( DEADLINE - (SECONDS - T0) )); }
 REPO=$PWD
 LOGS=/tmp/ppdlogs; mkdir -p $LOGS
 
-log "== env"
+log "== env (model $MODEL)"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
 if [ -f $REPO/gpu_bundle/triton.tar.gz ]; then mkdir -p ~/.triton && tar xzf $REPO/gpu_bundle/triton.tar.gz -C ~/.triton; log "triton cache restored"; fi
 if [ ! -f /tmp/site/.ok3 ]; then
@@ -55,7 +55,11 @@ PY
 wait $MODEL_PID; tail -1 $LOGS/model.log
 log "setup done"
 
-BASE="--model-path /tmp/model --skip-tokenizer-init --host 127.0.0.1 --attention-backend triton --sampling-backend pytorch --grammar-backend none --mem-fraction-static 0.35 --disaggregation-transfer-backend mooncake"
+# --mem-fraction-static is a share of the memory free when a server starts: equal fractions fit the
+# 886M pair, but the 8B decode server starts beside a prefill server already holding ~26 GB.
+if [ "$MODEL" = 8b ]; then P_MEM=0.30 D_MEM=0.50 SLO=${PPD_TBT_SLO_MS:-30} PRIOR="--ppd-prior-mixed-overhead-ms 4 --ppd-prior-ms-per-token 0.017" DLEN=256
+else P_MEM=0.35 D_MEM=0.35 SLO=${PPD_TBT_SLO_MS:-25} PRIOR="" DLEN=512; fi
+BASE="--model-path /tmp/model --skip-tokenizer-init --host 127.0.0.1 --attention-backend triton --sampling-backend pytorch --grammar-backend none --disaggregation-transfer-backend mooncake"
 health() { python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1] + '/health', timeout=2)" "$1" 2>/dev/null; }
 wait_health() { local url=$1 to=$2 name=$3 pid=$4 t=$SECONDS
   while (( SECONDS - t < to )); do
@@ -76,13 +80,13 @@ collect() {
 }
 trap 'stop_all; collect' EXIT
 
-python3 -m sglang.launch_server $BASE --port 30100 --disaggregation-mode prefill --disaggregation-bootstrap-port 8998 \
+python3 -m sglang.launch_server $BASE --mem-fraction-static $P_MEM --port 30100 --disaggregation-mode prefill --disaggregation-bootstrap-port 8998 \
   --disable-cuda-graph --kv-events-config '{"publisher":"zmq","endpoint":"tcp://*:5558"}' > $LOGS/P.log 2>&1 &
 PIDS+=($!); log "launched P"
 wait_health http://127.0.0.1:30100 240 P ${PIDS[0]} || exit 1
-python3 -m sglang_ppd.worker $BASE --port 30200 --disaggregation-mode decode \
+python3 -m sglang_ppd.worker $BASE --mem-fraction-static $D_MEM --port 30200 --disaggregation-mode decode \
   --kv-events-config '{"publisher":"zmq","endpoint":"tcp://*:5557"}' --cuda-graph-max-bs 48 \
-  --ppd-tbt-slo-ms ${PPD_TBT_SLO_MS:-25} --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 \
+  --ppd-tbt-slo-ms $SLO --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 $PRIOR \
   --ppd-iter-log $LOGS/iter.jsonl > $LOGS/D.log 2>&1 &
 PIDS+=($!); log "launched D (sglang_ppd.worker)"
 wait_health http://127.0.0.1:30200 $(( $(left) - 150 )) D ${PIDS[1]} || exit 1
@@ -116,7 +120,7 @@ PY
 log "server_info/telemetry: $(python3 -c "import json;d=json.load(open('$OUT/extras.json'));print(d['server_info_D'].get('ppd_local_prefill'), d['server_info_D'].get('ppd_telemetry_endpoint'), str(d['telemetry_sample'])[:300])")"
 
 timeout $(( $(left) - 25 )) python3 benchmarks/gpu/ppd_client.py --router http://127.0.0.1:30000 --decode http://127.0.0.1:30200 \
-  --p-log $LOGS/P.log --out $OUT/results.json --phases ${PPD_PHASES:-abcde}
+  --p-log $LOGS/P.log --out $OUT/results.json --phases ${PPD_PHASES:-abcde} --decode-len $DLEN
 log "client rc=$?"
 python3 - <<'PY' >> $OUT/extras.json.tmp 2>/dev/null
 import json, urllib.request

@@ -2,7 +2,7 @@
 
 A mixed iteration (prefill chunks + the running decodes) costs about the decode-only iteration plus
 ``overhead + ms_per_token * chunk_tokens``: the overhead is mostly losing the decode CUDA graph.
-Both terms are re-estimated from the worker's own recent mixed iterations by least squares, so
+Both terms are re-estimated from the worker's own recent mixed iterations (a robust line fit), so
 the budget follows the real GPU instead of a fixed profile.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,60 +25,77 @@ class IterationSample:
     """Whatever the caller attached at launch (the iteration log's batch description)."""
 
 
-class Ewma:
-    __slots__ = ("alpha", "value")
-
-    def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
-        self.value: float | None = None
-
-    def add(self, x: float) -> float:
-        self.value = x if self.value is None else self.value + self.alpha * (x - self.value)
-        return self.value
+def _median(xs: Sequence[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
 
 
 class IterationModel:
-    """Decode-only and mixed iteration times, and the mixed-iteration cost line over chunk size."""
+    """Recent decode-only and mixed iteration times, and the mixed-iteration cost line over chunk size.
+
+    Medians and a Theil-Sen line, not means and least squares: an iteration that also absorbed
+    request intake or a stall is a real but unrepresentative outlier, and one such sample must not
+    collapse the budget for the next hundred iterations.
+    """
 
     def __init__(
         self,
         prior_ms_per_token: float,
         prior_overhead_ms: float,
-        alpha: float = 0.2,
-        window: int = 64,
+        window: int = 32,
         min_fit_samples: int = 4,
     ) -> None:
-        self.decode_ms = Ewma(alpha)
-        self.mixed_ms = Ewma(alpha)
+        self._decode: deque[float] = deque(maxlen=16)
+        self._mixed: deque[float] = deque(maxlen=16)
         self._excess: deque[tuple[int, float]] = deque(maxlen=window)
         self._prior = (prior_overhead_ms, prior_ms_per_token)
         self._min_fit_samples = min_fit_samples
+        self._line: tuple[float, float] | None = None
+
+    @property
+    def decode_ms(self) -> float | None:
+        return _median(self._decode) if self._decode else None
+
+    @property
+    def mixed_ms(self) -> float | None:
+        return _median(self._mixed) if self._mixed else None
 
     def add(self, s: IterationSample) -> None:
-        if s.iter_ms <= 0 or not math.isfinite(s.iter_ms):
-            return
+        if s.iter_ms <= 0 or not math.isfinite(s.iter_ms) or s.num_decodes == 0:
+            return  # idle-server prefills say nothing about the cost of mixing into decodes
         if s.prefill_tokens == 0:
-            if s.num_decodes > 0:
-                self.decode_ms.add(s.iter_ms)
+            self._decode.append(s.iter_ms)
             return
-        self.mixed_ms.add(s.iter_ms)
-        base = self.decode_ms.value if s.num_decodes > 0 and self.decode_ms.value is not None else 0.0
-        self._excess.append((s.prefill_tokens, s.iter_ms - base))
+        self._mixed.append(s.iter_ms)
+        self._excess.append((s.prefill_tokens, s.iter_ms - (self.decode_ms or 0.0)))
+        self._line = None
 
     def cost_line(self) -> tuple[float, float]:
         """(overhead_ms, ms_per_token) of a mixed iteration beyond the decode-only one."""
-        n = len(self._excess)
-        if n < self._min_fit_samples:
+        if self._line is None:
+            self._line = self._fit()
+        return self._line
+
+    def _fit(self) -> tuple[float, float]:
+        pts = list(self._excess)
+        if len(pts) < self._min_fit_samples:
             return self._prior
-        mean_x = sum(x for x, _ in self._excess) / n
-        mean_y = sum(y for _, y in self._excess) / n
-        sxx = sum((x - mean_x) ** 2 for x, _ in self._excess)
-        if sxx <= 0:
-            # One chunk size only: keep the prior overhead, attribute the rest to the tokens.
-            return self._prior[0], max((mean_y - self._prior[0]) / max(mean_x, 1.0), 1e-6)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in self._excess) / sxx
-        slope = max(slope, 1e-6)
-        return max(mean_y - slope * mean_x, 0.0), slope
+        min_dx = max(8.0, 0.05 * max(x for x, _ in pts))
+        slopes = [
+            (y2 - y1) / (x2 - x1)
+            for i, (x1, y1) in enumerate(pts)
+            for x2, y2 in pts[i + 1 :]
+            if abs(x2 - x1) >= min_dx
+        ]
+        if len(slopes) < self._min_fit_samples:
+            # (Nearly) one chunk size: overhead and slope are not separable; keep the prior
+            # overhead and charge the rest to the tokens, so the budget moves and spreads the sizes.
+            mx, my = _median([x for x, _ in pts]), _median([y for _, y in pts])
+            overhead = min(self._prior[0], max(my, 0.0))
+            return overhead, max((my - overhead) / max(mx, 1.0), 1e-6)
+        slope = max(_median(slopes), 1e-6)
+        return max(_median([y - slope * x for x, y in pts]), 0.0), slope
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +116,14 @@ class BudgetPolicy:
         if not has_decodes or self.tbt_slo_ms is None:
             return cap
         overhead_ms, ms_per_token = model.cost_line()
-        decode_ms = model.decode_ms.value or 0.0
+        decode_ms = model.decode_ms or 0.0
         headroom_ms = self.tbt_slo_ms - decode_ms - overhead_ms
         fit = int(headroom_ms / ms_per_token) if headroom_ms > 0 else 0
         return max(min(fit, cap), min(self.min_chunk_len, cap))
 
     def headroom_ms(self, model: IterationModel) -> float | None:
-        if self.tbt_slo_ms is None or model.decode_ms.value is None:
-            return None
-        return self.tbt_slo_ms - model.decode_ms.value
+        decode_ms = model.decode_ms
+        return None if self.tbt_slo_ms is None or decode_ms is None else self.tbt_slo_ms - decode_ms
 
 
 class IterationClock:

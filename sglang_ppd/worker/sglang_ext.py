@@ -309,8 +309,8 @@ def _publish(self: Any, st: PpdState, plan: Any) -> None:
         running_context_tokens=sum(r.seqlen for r in running),
         num_local_prefills=len(st.queue) + len(st.queue.inflight),
         queued_local_prefill_tokens=local_tokens,
-        decode_iter_ms=r2(st.model.decode_ms.value),
-        mixed_iter_ms=r2(st.model.mixed_ms.value),
+        decode_iter_ms=r2(st.model.decode_ms),
+        mixed_iter_ms=r2(st.model.mixed_ms),
         tbt_headroom_ms=r2(st.policy.headroom_ms(st.model)),
     )
 
