@@ -1,0 +1,97 @@
+"""Shared helpers of the ``benchmarks/sim_*.py`` figure scripts: one simulation per task, in parallel.
+
+Every script writes ``benchmarks/results/sim_<figure>.json`` with the machine, date, seeds and the
+exact workload specs, through :func:`sglang_ppd.metrics.result.write_result_json`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sglang_ppd.core.types import Slo
+from sglang_ppd.sim.config import SimConfig
+from sglang_ppd.sim.run import simulate
+from sglang_ppd.workload import load_workload
+
+RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: str
+    rate_scale: float
+    policy: str
+    seed: int
+    params: tuple[tuple[str, Any], ...] = ()
+    slo: tuple[float, float] = (Slo().ttft_ms, Slo().tpot_ms)
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the figures use (the full result JSON is much larger)."""
+    keep = (
+        "policy",
+        "seed",
+        "num_requests",
+        "num_failed",
+        "slo_attainment",
+        "goodput_rps",
+        "kv_bytes_transferred",
+        "kv_bytes_avoided",
+        "routes",
+        "reasons",
+        "utilization",
+        "duration_s",
+    )
+    out = {k: result[k] for k in keep}
+    for group in ("overall", "turn1", "turn2plus"):
+        g = result[group]
+        out[group] = {
+            "count": g["count"],
+            "slo_attainment": g["slo_attainment"],
+            "ttft_ms": g["ttft_ms"],
+            "tpot_ms": g["tpot_ms"],
+        }
+    out["wall_s"] = result["wall_s"]
+    return out
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    workload = load_workload(spec=task.spec, seed=task.seed, rate_scale=task.rate_scale)
+    slo = Slo(ttft_ms=task.slo[0], tpot_ms=task.slo[1])
+    result, _ = simulate(
+        workload, task.policy, params=dict(task.params), slo=slo, config=SimConfig(), seed=task.seed
+    )
+    out = compact(result)
+    out.update(
+        spec=task.spec,
+        rate_scale=task.rate_scale,
+        params=dict(task.params),
+        slo={"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms},
+        label=task.label or task.policy,
+        **task.extra,
+    )
+    return out
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], processes: int | None = None) -> list[R]:
+    """``map`` over worker processes (each simulation is single-threaded and independent)."""
+    items = list(items)
+    n = processes or os.cpu_count() or 1
+    if n <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with multiprocessing.get_context("fork").Pool(n) as pool:
+        return pool.map(fn, items, chunksize=1)
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    nums = [v for v in values if v is not None]
+    return sum(nums) / len(nums) if nums else None
