@@ -129,9 +129,11 @@ class Engine:
             self.sched.add_prefill(rid, rid, prompt_len)
         elif mode is Mode.PD_DECODE:
             a.allocated = asyncio.get_running_loop().create_future()
-            got = self.sched.add_incoming(rid, rid, prompt_len, out_len)
-            if got is not None:
-                a.allocated.set_result(got)
+            # The scheduler may admit older waiting transfers along with this one.
+            for got_rid, num_tokens in self.sched.add_incoming(rid, rid, prompt_len, out_len):
+                got = a if got_rid == rid else self._active.get(got_rid)
+                if got is not None and got.allocated is not None and not got.allocated.done():
+                    got.allocated.set_result(num_tokens)
             a.transfers.append(asyncio.create_task(self._receive_kv(a)))
         else:
             self.sched.add_local(rid, rid, prompt_len, out_len, chunk_len=inp.chunk_len)
