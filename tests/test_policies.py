@@ -219,3 +219,24 @@ def test_p_queue_uses_inflight_fallback_when_stale() -> None:
     # stale: the queue is unknown, two in flight as long as this prompt (3000 tokens) stand in for it
     assert est.p_queue_ms(fresh, False, 1500) == est.p_queue_ms(pw("p1", queued=2 * 1500), True, 1500)
     assert est.p_queue_ms(pw("p2"), True, 1500) == 0.0
+
+
+def test_cache_aware_decode_needs_room_for_the_request() -> None:
+    # d1 holds the history but lacks free KV for prompt + output: the transfer would wait there.
+    full = dw("d1", 2, kv_used_tokens=PROFILE.kv_capacity_tokens - 5000)
+    s = snap(pw("p0"), dw("d0", 3), full)
+    assert policy("pd_cache_aware").decide(req(4000, max_new=500, d1=3900), s, SLO).decode_worker == "d1"
+    assert policy("pd_cache_aware").decide(req(4000, max_new=1500, d1=3900), s, SLO).decode_worker == "d0"
+    # stale KV numbers count as room; no D with room: all are candidates again
+    stale_full = dw("d1", 2, kv_used_tokens=PROFILE.kv_capacity_tokens, age_ms=None)
+    assert (
+        policy("pd_cache_aware")
+        .decide(req(4000, d1=3900), snap(pw("p0"), dw("d0"), stale_full), SLO)
+        .decode_worker
+        == "d1"
+    )
+    both_full = (dw(w, 2, kv_used_tokens=PROFILE.kv_capacity_tokens) for w in ("d0", "d1"))
+    assert (
+        policy("pd_cache_aware").decide(req(4000, d1=3900), snap(pw("p0"), *both_full), SLO).decode_worker
+        == "d1"
+    )

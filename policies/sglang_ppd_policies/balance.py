@@ -70,6 +70,7 @@ class CacheAwarePair:
     worker with the smallest radix tree below the threshold; we take the least-loaded one, which
     is what it converges to and needs no tree sizes. The route's reason is the P-side outcome.
     Hit lengths are used as given, approximate or not, as sglang_router's own tree is approximate.
+    D candidates are those with room for the request's KV (:func:`with_room`).
     """
 
     __slots__ = ("cache_threshold", "abs_threshold", "rel_threshold")
@@ -79,9 +80,9 @@ class CacheAwarePair:
         self.abs_threshold = abs_threshold
         self.rel_threshold = rel_threshold
 
-    def pick(self, v: View, ws: Sequence[WorkerSnapshot], keys: KeysFn) -> tuple[int, str]:
+    def pick(self, v: View, ws: Sequence[WorkerSnapshot], keys: KeysFn) -> tuple[WorkerSnapshot, str]:
         if len(ws) > 1 and imbalanced([w.num_inflight for w in ws], self.abs_threshold, self.rel_threshold):
-            return least_loaded(keys(ws, v.fresh)), reasons.LOAD_IMBALANCE
+            return ws[least_loaded(keys(ws, v.fresh))], reasons.LOAD_IMBALANCE
         best: list[int] = []
         best_hit = 0
         hits = v.hits
@@ -94,12 +95,30 @@ class CacheAwarePair:
                     best.append(i)
         if best and best_hit > self.cache_threshold * v.req.prompt_len:
             if len(best) == 1:
-                return best[0], reasons.CACHE_HIT
+                return ws[best[0]], reasons.CACHE_HIT
             all_keys = keys(ws, v.fresh)
-            return best[least_loaded([all_keys[i] for i in best])], reasons.CACHE_HIT
-        return least_loaded(keys(ws, v.fresh)), reasons.LOW_HIT
+            return ws[best[least_loaded([all_keys[i] for i in best])]], reasons.CACHE_HIT
+        return ws[least_loaded(keys(ws, v.fresh))], reasons.LOW_HIT
 
     def pair(self, v: View) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
-        pi, reason = self.pick(v, v.ps, prefill_keys)
-        di, _ = self.pick(v, v.ds, decode_keys)
-        return v.ps[pi], v.ds[di], reason
+        p, reason = self.pick(v, v.ps, prefill_keys)
+        d, _ = self.pick(v, with_room(v), decode_keys)
+        return p, d, reason
+
+
+def with_room(v: View) -> Sequence[WorkerSnapshot]:
+    """The D workers with free KV for the whole request (prompt + max new tokens), where known.
+
+    A D worker admits a transfer only once it can reserve the request's KV (SGLang's prealloc
+    queue); one without room makes the request wait for other requests to finish, however long its
+    hit. Unknown room (stale telemetry, no KV numbers) counts as room. If no D has room, all are
+    candidates. sglang_router does not look at KV; this guard is ours.
+    """
+    need = v.req.prompt_len + v.req.max_new_tokens
+    fresh = v.fresh
+    roomy = []
+    for d in v.ds:
+        used, cap = d.kv_used_tokens, d.kv_capacity_tokens
+        if used is None or cap is None or d.worker_id not in fresh or cap - used >= need:
+            roomy.append(d)
+    return roomy if roomy else v.ds

@@ -1,4 +1,5 @@
-"""What every built-in policy shares: the estimator built once from the cost profile."""
+"""What every built-in policy shares: the estimator built once from the cost profile, and interned
+PD routes (an internal memo of immutable values: decisions stay pure and deterministic)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from sglang_ppd_policies.estimate import Estimator
 
 
 class BuiltinPolicy(Policy):
-    """Holds an :class:`Estimator`. Subclasses copy their validated params into plain attributes
-    in ``__init__`` (pydantic attribute access is too slow for the per-decision hot path)."""
+    """Holds an :class:`Estimator` and :class:`PdRoutes`. Subclasses copy their validated params
+    into plain attributes in ``__init__`` (pydantic attribute access is too slow for the hot path)."""
 
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         if not isinstance(params, self.Params):

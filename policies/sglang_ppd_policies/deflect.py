@@ -8,10 +8,10 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
 - TTFT_P: the ``pd_cache_aware`` pair's P queue + P compute + KV transfer (behind the link's queued
   bytes) + one decode iteration.
 - On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight and free
-  KV for the prompt: the largest chunk χ whose mixed iteration with its resident decodes stays within
-  ``beta*slo.tpot_ms`` (attending over the whole prompt, the last chunk's worst case; an idle D gets
-  full chunks). TTFT_D = its current iteration + its queued local prefill tokens + ceil(uncached/χ)
-  mixed iterations. Any exact hit on that D shortens the prefill.
+  KV for the whole request (prompt + max new tokens): the largest chunk χ whose mixed iteration
+  with its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the
+  last chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
+  local prefill tokens + ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
 - Deflect to the D with the lowest TTFT_D iff TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms;
   else PD. The route carries ``ChunkPlan(χ, n)``.
 
@@ -82,6 +82,7 @@ class DeflectPolicy(BuiltinPolicy):
         why = pd_reason = pd_reason or chooser_reason
         budget_ms = self._beta * v.slo.tpot_ms
         fresh = v.fresh
+        need = prompt_len + v.req.max_new_tokens
         best: WorkerSnapshot | None = None
         best_ttft, best_chunk, best_new = math.inf, 0, 0
         for d in v.ds:
@@ -95,10 +96,10 @@ class DeflectPolicy(BuiltinPolicy):
             if (d.num_local_prefills or 0) >= self._max_inflight:
                 why = reasons.DEFLECT_CAP
                 continue
-            new_len = prompt_len - v.exact_hit(wid, self._allow_approx)
             free = d.kv_free_tokens
-            if free is not None and free < new_len:
+            if free is not None and free < need:
                 continue
+            new_len = prompt_len - v.exact_hit(wid, self._allow_approx)
             ttft, chunk = est.deflected_ttft_ms(d, new_len, prompt_len - new_len, budget_ms)
             if chunk <= 0:
                 if why == pd_reason:

@@ -10,7 +10,10 @@ For each route, from the live snapshot and the step model (:mod:`.estimate`):
   of the tokens P lacks + transfer of the tokens D lacks over the link, behind ``link.queued_bytes``
   + one decode iteration on D. No TPOT impact on D.
 - LOCAL on each local-capable D with a resident prefix: TTFT = its current decode iteration + its
-  queued local prefills + the append in chunks mixed into its decode steps. Each mixed iteration
+  queued local prefills + the append in chunks mixed into its decode steps. A busy D sizes each
+  chunk to its TBT budget (taken to be ``slo.tpot_ms``, as the simulator and the worker extension
+  do by default), but by at least ``min_chunk_len`` tokens, so a tight TPOT target on a busy D
+  makes an append slow as well as costly to residents. Each mixed iteration
   stalls the B resident decodes by (mixed - decode-only) ms; spread over their output, each one's
   TPOT grows by stall/L, so ΔTPOT = B*stall/L summed over the residents, with L the expected output
   length (``tpot_horizon_len``, else this request's ``max_new_tokens``).
@@ -20,7 +23,10 @@ wins; ties go to PD. No resident prefix (Turn 1, or evicted) -> the ``pd_cache_a
 
 Parameters:
   tpot_horizon_len: L above (None: the request's max_new_tokens, the workload's own estimate).
-  local_chunk_len: chunk size of a local append (None: the profile's chunked_prefill_size, as SGLang).
+  local_chunk_len: largest chunk of a local append, and the route's chunk cap (None: the profile's
+    chunked_prefill_size, as SGLang).
+  min_chunk_len: smallest chunk a busy D runs per iteration (64: the worker extension's and the
+    simulator's default, so a local prefill always progresses).
   allow_approx_local, cache_threshold, balance_*: as ``always_local`` / ``pd_cache_aware``.
 """
 
@@ -58,8 +64,9 @@ class PpdParams(LocalParams):
         None, ge=1, description="output tokens a resident's stall is spread over (None: max_new_tokens)"
     )
     local_chunk_len: int | None = Field(
-        None, ge=1, description="chunk size of a local append (None: the profile's chunked_prefill_size)"
+        None, ge=1, description="largest local-append chunk (None: the profile's chunked_prefill_size)"
     )
+    min_chunk_len: int = Field(64, ge=1, description="smallest chunk a busy decode worker runs per step")
 
 
 class PpdPolicy(BuiltinPolicy):
@@ -72,6 +79,7 @@ class PpdPolicy(BuiltinPolicy):
         self._allow_approx = params.allow_approx_local
         self._horizon_len = params.tpot_horizon_len
         self._chunk_len = params.local_chunk_len or self.est.chunk_len
+        self._min_chunk_len = min(params.min_chunk_len, self._chunk_len)
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
         v = View(req, snap, slo)
@@ -92,19 +100,23 @@ class PpdPolicy(BuiltinPolicy):
         tpot_w = slo.w_tpot / slo.tpot_ms / (self._horizon_len or max(req.max_new_tokens, 1))
         best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
         best: tuple[WorkerSnapshot, int] | None = None
-        chunk_len = self._chunk_len
+        max_chunk, min_chunk = self._chunk_len, self._min_chunk_len
         for d, h in cands:
             new_len = prompt_len - h
             residents = d.num_running if d.num_running is not None else d.num_inflight
             step = est.decode_step_ms(d, True, prompt_len)
             extra = step - est.dec_base_ms
-            run = est.chunked_ms(new_len, h, chunk_len, extra)
-            ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk_len, extra) + run
-            stall = run - -(-new_len // chunk_len) * step
+            chunk = max_chunk
+            if residents:
+                fit = est.max_chunk_len(prompt_len, extra, slo.tpot_ms)
+                chunk = min(max(fit, min_chunk), max_chunk)
+            run = est.chunked_ms(new_len, h, chunk, extra)
+            ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk, extra) + run
+            stall = run - -(-new_len // chunk) * step
             score = ttft_w * ttft + tpot_w * residents * stall
             if score < best_score:
                 best_score, best = score, (d, h)
         if best is None:
             return self.pd_routes.get(p, d_pd, reasons.PD_CHEAPER)
         d, h = best
-        return local_route(RouteKind.LOCAL, d, prompt_len - h, chunk_len, reasons.APPEND_CHEAPER)
+        return local_route(RouteKind.LOCAL, d, prompt_len - h, max_chunk, reasons.APPEND_CHEAPER)
