@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections import Counter
 from typing import Any
@@ -131,8 +132,8 @@ def cached_fractions(records: list[RequestRecord]) -> dict[str, float | None]:
 
 
 def error_counts(records: list[RequestRecord]) -> dict[str, int]:
-    """Failures by message (cut at 80 characters so that similar errors group together)."""
-    counts = Counter((r.error or "no output")[:80] for r in records if not r.ok)
+    """Failures by message; long numbers (ids, rooms) become N so that like errors group together."""
+    counts = Counter(re.sub(r"\d{3,}", "N", r.error or "no output")[:200] for r in records if not r.ok)
     return dict(counts.most_common())
 
 
