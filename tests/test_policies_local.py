@@ -71,10 +71,10 @@ def test_threshold(
 def test_threshold_tbt_veto_flips_with_tpot_target() -> None:
     s = snap(pw("p0"), dw("d0", 64))
     r = req(4000, d0=3700)
-    assert policy("threshold").decide(r, s, SLO).reason == "below_threshold"
+    assert policy("threshold", tbt_veto=True).decide(r, s, SLO).reason == "below_threshold"
     tight = Slo(ttft_ms=2000.0, tpot_ms=25.0)
-    assert policy("threshold").decide(r, s, tight).reason == "decode_busy"
-    assert policy("threshold", tbt_veto=False).decide(r, s, tight).reason == "below_threshold"
+    assert policy("threshold", tbt_veto=True).decide(r, s, tight).reason == "decode_busy"
+    assert policy("threshold").decide(r, s, tight).reason == "below_threshold"
 
 
 # -- ppd ------------------------------------------------------------------------------------------------
