@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,3 +93,18 @@ def test_defaults_and_dists() -> None:
     d = parse_dist("uniform:3:5", "x")
     draws = d.sample_tokens(np.random.default_rng(0), 1000)
     assert set(draws.tolist()) == {3, 4, 5}
+
+
+def test_file_key_reads_your_own_trace(tmp_path: Path) -> None:
+    data = Path(str(resources.files("sglang_ppd.workload") / "data"))
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join((data / "mooncake_conversation_first1500.jsonl").read_text().splitlines()[:40]))
+    assert len(build_workload(f"mooncake:file={mine}")) == 40
+    table = tmp_path / "table.csv"
+    table.write_text("conv_idx,turn,user_tokens,assistant_tokens,system_tokens\n7,1,10,20,0\n7,2,5,30,0\n")
+    w = build_workload(f"sharegpt:file={table},n=1", seed=0)
+    assert [(t.session_id, t.input_len, t.history_len) for t in w] == [("sg7", 10, 0), ("sg7", 35, 30)]
+    azure_file = data / "azure_conv_2023.csv"
+    assert build_workload(f"azure:file={azure_file},n=3") == build_workload("azure:n=3")
+    with pytest.raises(ValueError, match="no such file"):
+        build_workload(f"azure:file={tmp_path / 'nope.csv'}")

@@ -17,9 +17,12 @@
 ``n=200, rate=1.0, cv=1.0, think_s=exp:5, max_context=131072``.
 
 ``azure:`` the shipped Azure conversation trace (open loop): ``n`` (first n requests, default all),
-``start_s=0`` and ``duration_s`` (a window of the hour, re-based to 0).
+``start_s=0`` and ``duration_s`` (a window of the trace, re-based to 0).
 
 ``mooncake:`` the shipped Mooncake conversation sample (open loop, sessions inferred): ``n``.
+
+``sharegpt:``, ``azure:`` and ``mooncake:`` take ``file=PATH`` to use your own trace of that format
+instead of the shipped sample (the path may not contain ``,``).
 
 Distributions: a number (fixed), ``uniform:A:B``, ``exp:MEAN``, ``lognormal:MEDIAN:SIGMA``,
 ``geometric:MEAN`` or ``sharegpt`` (the shipped table's empirical distribution for that key).
@@ -31,14 +34,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 
 from sglang_ppd.workload import azure, mooncake, sharegpt
 from sglang_ppd.workload.dists import Dist, parse_dist
+from sglang_ppd.workload.loader import read_lines
 from sglang_ppd.workload.sessions import DEFAULT_MAX_CONTEXT_LEN
 from sglang_ppd.workload.spec import Workload
 from sglang_ppd.workload.synthetic import synthetic_conversations
 
-Value = float | int | Dist | None
+Value = float | int | str | Dist | None
 
 
 def _positive_int(text: str, key: str) -> int:
@@ -73,6 +78,12 @@ def _nonneg(text: str, key: str) -> float:
     return _float(text, key, positive=False)
 
 
+def _file(text: str, key: str) -> str:
+    if not Path(text).is_file():
+        raise ValueError(f"{key}={text}: no such file")
+    return text
+
+
 def _dist(column: str | None) -> Callable[[str, str], Dist]:
     def parse(text: str, key: str) -> Dist:
         return parse_dist(text, key, (lambda: sharegpt.empirical(column)) if column else None)
@@ -97,9 +108,14 @@ KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
         "output": (_dist("output"), "sharegpt"),
         "system": (_nonneg_int, "0"),
     },
-    "sharegpt": _SESSION_KEYS | {"n": (_positive_int, "200")},
-    "azure": {"n": (_positive_int, ""), "start_s": (_nonneg, "0"), "duration_s": (_pos, "")},
-    "mooncake": {"n": (_positive_int, "")},
+    "sharegpt": _SESSION_KEYS | {"n": (_positive_int, "200"), "file": (_file, "")},
+    "azure": {
+        "n": (_positive_int, ""),
+        "start_s": (_nonneg, "0"),
+        "duration_s": (_pos, ""),
+        "file": (_file, ""),
+    },
+    "mooncake": {"n": (_positive_int, ""), "file": (_file, "")},
 }
 
 
@@ -141,7 +157,9 @@ def build_workload(
                 user=_dist_of(p["user"]), output=_dist_of(p["output"]), seed=seed,
             )  # fmt: skip
         else:
-            convs = sharegpt.sample_sessions(sharegpt.sample_conversations(), _int(p["n"]), seed)
+            lines, source = _lines(p, sharegpt.SAMPLE_FILE)
+            table = sharegpt.read_conversations(source, "\n".join(lines))
+            convs = sharegpt.sample_sessions(table, _int(p["n"]), seed)
         workload = sharegpt.sessions_workload(
             convs,
             seed=seed,
@@ -156,13 +174,23 @@ def build_workload(
     elif kind == "azure":
         workload = _azure(p, rate_scale)
     else:
-        text = (resources.files("sglang_ppd.workload") / "data" / mooncake.SAMPLE_FILE).read_text()
+        lines, source = _lines(p, mooncake.SAMPLE_FILE)
         workload = mooncake.parse_mooncake(
-            text.splitlines(), mooncake.SAMPLE_FILE, limit=_opt_int(p["n"]), rate_scale=rate_scale, seed=seed
+            lines, source, limit=_opt_int(p["n"]), rate_scale=rate_scale, seed=seed
         )
     if not workload:
         raise ValueError(f"workload spec {spec!r} yields no requests (check n, max_context, the window)")
     return workload[:limit]
+
+
+def _lines(p: dict[str, Value], sample_file: str) -> tuple[list[str], str]:
+    """The ``file=`` trace, else the shipped sample."""
+    path = p.get("file")
+    if isinstance(path, str):
+        return read_lines(path), path
+    return (
+        resources.files("sglang_ppd.workload") / "data" / sample_file
+    ).read_text().splitlines(), sample_file
 
 
 def _dist_of(value: Value) -> Dist:
@@ -185,8 +213,8 @@ def _float_of(value: Value) -> float:
 
 
 def _azure(p: dict[str, Value], rate_scale: float) -> Workload:
-    text = (resources.files("sglang_ppd.workload") / "data" / azure.SAMPLE_FILE).read_text()
-    full = azure.parse_azure(text.splitlines(), azure.SAMPLE_FILE, limit=None, rate_scale=1.0)
+    lines, source = _lines(p, azure.SAMPLE_FILE)
+    full = azure.parse_azure(lines, source, limit=None, rate_scale=1.0)
     start = _float_of(p["start_s"])
     end = start + _float_of(p["duration_s"]) if p["duration_s"] is not None else float("inf")
     window = [t for t in full if t.arrival_s is not None and start <= t.arrival_s < end][: _opt_int(p["n"])]
