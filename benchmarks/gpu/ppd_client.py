@@ -122,6 +122,18 @@ async def phase_ab(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.
             flush=True,
         )
     res["b"] = b
+    # Transfer calibration: fresh single PD requests, one at a time, TTFT by streaming.
+    cal = []
+    for n in (1024, 2048, 3072, 4096):
+        r = await one_turn(s, a.router, rand_ids(rng, n), 4, {SESSION_HEADER: f"cal-{n}", TURN_HEADER: "1"})
+        r.pop("output_ids")
+        cal.append({"prompt_len": n, **r})
+    res["pd_calibration"] = cal
+    print(
+        "[a2] PD TTFT by prompt length: "
+        + ", ".join(f"{c['prompt_len']}: {c['ttft_ms']:.1f} ms ({c['route']})" for c in cal),
+        flush=True,
+    )
     return res
 
 
@@ -143,7 +155,7 @@ async def phase_c(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.R
 
 async def phase_d(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
     hist = rand_ids(rng, 4096)
-    warm = await post(s, a.decode, local(hist, 1))
+    warm = await post(s, a.decode, local(hist, 1) | {"rid": "val-hist"})
     rounds: dict[str, Any] = {"history_prefill": {k: v for k, v in warm.items() if k != "output_ids"}}
     injections: dict[str, dict[str, Any] | None] = {
         "none": None,
@@ -154,7 +166,9 @@ async def phase_d(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.R
     for name, inj in injections.items():
         if name == "append128":  # keep the history most recently used, so LRU eviction spares it
             rounds["history_refresh"] = {
-                k: v for k, v in (await post(s, a.decode, local(hist, 1))).items() if k != "output_ids"
+                k: v
+                for k, v in (await post(s, a.decode, local(hist, 1) | {"rid": "val-refresh"})).items()
+                if k != "output_ids"
             }
         decs = [
             asyncio.create_task(post(s, a.decode, local(rand_ids(rng, 1024), a.decode_len)))

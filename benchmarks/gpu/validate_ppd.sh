@@ -3,19 +3,20 @@
 # (python -m sglang_ppd.worker) + the sglang_ppd router on one GPU, then ppd_client.py phases a-e.
 #
 # usage (device, repo root, gpu_bundle/ carried; see benchmarks/gpu.md):
-#   bash benchmarks/gpu/validate_ppd.sh [DEADLINE_S] [MODEL: 886m|8b] 2>&1 | tee $OUT/validate.log
-# Writes under $OUT: results.json (client), extras.json (server_info, telemetry, router stats),
-# iter.jsonl.gz (D's per-iteration log), logs.tar.gz (P, D, router logs), triton.tar.gz (JIT cache).
+#   bash benchmarks/gpu/validate_ppd.sh [DEADLINE_S] [MODEL: 886m|8b] 2>&1 | tee $OUT/MODEL.log
+# Writes $OUT/MODEL/results.json (client) and $OUT/MODEL/bundle.tar.gz (extras.json: server_info,
+# telemetry, router stats; iter.jsonl.gz: D's per-iteration log; P, D, router logs), and
+# $OUT/triton.tar.gz (the JIT cache, for a faster next start).
 set -u
 set -m
 DEADLINE=${1:-560}
 MODEL=${2:-886m}
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+OUT=${OUT:-/tmp/out}/$MODEL; mkdir -p $OUT
 T0=$SECONDS
 log() { echo "[$(( SECONDS - T0 ))s] $*"; }
 left() { echo $(( DEADLINE - (SECONDS - T0) )); }
 REPO=$PWD
-LOGS=/tmp/ppdlogs; mkdir -p $LOGS
+LOGS=/tmp/ppdlogs-$MODEL; rm -rf $LOGS; mkdir -p $LOGS
 
 log "== env (model $MODEL)"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
@@ -70,11 +71,12 @@ wait_health() { local url=$1 to=$2 name=$3 pid=$4 t=$SECONDS
   log "$name TIMEOUT after $to s"; tail -30 $LOGS/$name.log; return 1; }
 PIDS=()
 stop_all() { for p in "${PIDS[@]}"; do kill -- -$p 2>/dev/null; done; sleep 3; for p in "${PIDS[@]}"; do kill -9 -- -$p 2>/dev/null; done; }
-collect() {
-  ( cd $LOGS && tar czf $OUT/logs.tar.gz *.log 2>/dev/null )
-  [ -f $LOGS/iter.jsonl ] && gzip -c $LOGS/iter.jsonl > $OUT/iter.jsonl.gz
-  if [ ! -f $REPO/gpu_bundle/triton.tar.gz ] && [ -d ~/.triton/cache ]; then
-    ( cd ~/.triton && tar czf /tmp/triton.tar.gz cache ) && [ $(stat -c %s /tmp/triton.tar.gz) -lt 15000000 ] && cp /tmp/triton.tar.gz $OUT/
+collect() {  # $OUT keeps results.json + bundle.tar.gz (logs, iteration log, extras): few files per run
+  [ -f $LOGS/iter.jsonl ] && gzip -c $LOGS/iter.jsonl > $LOGS/iter.jsonl.gz && rm $LOGS/iter.jsonl
+  mv $OUT/extras.json $LOGS/ 2>/dev/null
+  ( cd $LOGS && tar czf $OUT/bundle.tar.gz * 2>/dev/null )
+  if [ -d ~/.triton/cache ]; then
+    ( cd ~/.triton && tar czf /tmp/triton.tar.gz cache ) && [ $(stat -c %s /tmp/triton.tar.gz) -lt 15000000 ] && cp /tmp/triton.tar.gz $(dirname $OUT)/triton.tar.gz
   fi
   ls -la $OUT
 }

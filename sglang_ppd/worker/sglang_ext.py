@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ _PATCHED = (
     ("sglang.srt.managers.scheduler", "Scheduler", "process_decode_queue"),
     ("sglang.srt.managers.scheduler", "Scheduler", "abort_request"),
     ("sglang.srt.managers.scheduler", "Scheduler", "is_fully_idle"),
+    ("sglang.srt.managers.scheduler", "Scheduler", "run_batch"),
     ("sglang.srt.disaggregation.decode", "DecodePreallocQueue", "_allocatable_token_budgets"),
 )
 _ORIG: dict[str, Callable[..., Any]] = {}
@@ -83,6 +85,7 @@ def install() -> None:
         "process_decode_queue": _process_decode_queue,
         "abort_request": _abort_request,
         "is_fully_idle": _is_fully_idle,
+        "run_batch": _run_batch,
         "_allocatable_token_budgets": _allocatable_token_budgets,
     }
     for (_cls, name), owner in owners.items():
@@ -114,6 +117,8 @@ class PpdState:
         self.last_pub_s = 0.0
         self.log = None
         self.log_flush_s = 0.0
+        self.next_info: dict[str, Any] | None = None
+        self.gpu_events: deque[tuple[Any, Any, dict[str, Any]]] = deque()
         self.num_local_done = 0
         if sched.ps.tp_rank == 0:
             from sglang_ppd.worker.telemetry_pub import TelemetryPublisher
@@ -129,11 +134,21 @@ class PpdState:
     def on_sample(self, s: IterationSample) -> None:
         self.model.add(s)
         if self.log is not None:
-            self.log.write(json.dumps({"iter_ms": round(s.iter_ms, 4), **(s.info or {})}) + "\n")
-            now = time.monotonic()
-            if now - self.log_flush_s > 1.0:
-                self.log.flush()
-                self.log_flush_s = now
+            self.write({"iter_ms": round(s.iter_ms, 4), **(s.info or {})})
+
+    def write(self, row: dict[str, Any]) -> None:
+        assert self.log is not None
+        self.log.write(json.dumps(row) + "\n")
+        now = time.monotonic()
+        if now - self.log_flush_s > 1.0:
+            self.log.flush()
+            self.log_flush_s = now
+
+    def drain_gpu_events(self) -> None:
+        """Logs the forward passes whose CUDA events completed (never blocks)."""
+        while self.gpu_events and self.gpu_events[0][1].query():
+            start, end, info = self.gpu_events.popleft()
+            self.write({**info, "row": "gpu", "gpu_ms": round(start.elapsed_time(end), 4)})
 
 
 def _state(sched: Any) -> PpdState:
@@ -170,6 +185,24 @@ def _abort_request(self: Any, recv_req: Any) -> Any:
         # Not yet scheduled: nothing allocated or locked, as for SGLang's own waiting queue.
         self.ipc_channels.send_to_tokenizer.send_output(AbortReq(rid=req.rid), req)
     return _ORIG["abort_request"](self, recv_req)
+
+
+def _run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    """With an iteration log, brackets each forward with CUDA events on the forward stream: the
+    calibration data, free of the scheduler-loop jitter that wall intervals carry."""
+    st = _state(self)
+    info, st.next_info = st.next_info, None
+    if st.log is None or info is None:
+        return _ORIG["run_batch"](self, batch, *args, **kwargs)
+    import torch
+
+    stream = self.forward_stream
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record(stream)
+    result = _ORIG["run_batch"](self, batch, *args, **kwargs)
+    end.record(stream)
+    st.gpu_events.append((start, end, info))
+    return result
 
 
 def _is_fully_idle(self: Any, *args: Any, **kwargs: Any) -> bool:
@@ -332,6 +365,9 @@ def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
     else:
         new, num_dec, info = _describe(batch, st.log is not None)
         st.clock.launched(new, num_dec, info)
+        st.next_info = info
+    if st.log is not None:
+        st.drain_gpu_events()
     _publish(self, st, plan)
     return plan
 
