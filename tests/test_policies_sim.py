@@ -32,6 +32,7 @@ def idle_view(prompt_len: int) -> View:
 def ttft_ms(policy: str, turn: int) -> tuple[str, float]:
     _, out = simulate(SESSION, policy)
     (rec,) = [r for r in out.records if r.turn == turn]
+    assert rec.route is not None and rec.first_token_s is not None
     return rec.route, 1000.0 * (rec.first_token_s - rec.arrival_s)
 
 
