@@ -91,7 +91,8 @@ python3 -m sglang_ppd.worker $BASE --mem-fraction-static $D_MEM --port 30200 --d
   --ppd-tbt-slo-ms $SLO --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 $PRIOR \
   --ppd-iter-log $LOGS/iter.jsonl > $LOGS/D.log 2>&1 &
 PIDS+=($!); log "launched D (sglang_ppd.worker)"
-wait_health http://127.0.0.1:30200 $(( $(left) - 150 )) D ${PIDS[1]} || exit 1
+D_TO=$(( $(left) - 90 )); (( D_TO > 180 )) && D_TO=180
+wait_health http://127.0.0.1:30200 $D_TO D ${PIDS[1]} || exit 1
 python3 -m sglang_ppd.cli router --prefill http://127.0.0.1:30100 8998 --decode http://127.0.0.1:30200 \
   --port 30000 --policy always_local > $LOGS/router.log 2>&1 &
 PIDS+=($!); log "launched router"
