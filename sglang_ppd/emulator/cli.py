@@ -22,6 +22,7 @@ from sglang_ppd.emulator.reports import Ports, load_stat_msg, telemetry_msg
 from sglang_ppd.emulator.server import build_app
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
+SHUTDOWN_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,10 +95,10 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
     prefill = cfg.role is Role.PREFILL
     ports = Ports(args.port, args.bootstrap_port if prefill else None, kv_pub.port, kv_pub.replay_port,
                   load_pub.load_port, load_pub.telemetry_port)
-    runners = [web.AppRunner(build_app(engine, ports), access_log=None)]
+    runners = [web.AppRunner(build_app(engine, ports), access_log=None, shutdown_timeout=SHUTDOWN_S)]
     if prefill:
         handler = TransferHandler(engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s)
-        runners.append(web.AppRunner(handler.app(), access_log=None))
+        runners.append(web.AppRunner(handler.app(), access_log=None, shutdown_timeout=SHUTDOWN_S))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,9 +119,9 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
         pub_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pub_task
+        await engine.close()  # ends every open request, so the HTTP handlers return
         for runner in runners:
             await runner.cleanup()
-        await engine.close()
         await kv_pub.close()
         load_pub.close()
         ctx.destroy(linger=0)

@@ -68,6 +68,7 @@ class Engine:
         """Requests that enter the decode batch at the next ``next_iteration`` call."""
         self._events: list[KVEvent] = []
         self._wake = asyncio.Event()
+        self._woken_at: float | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.num_iterations = 0
@@ -138,7 +139,7 @@ class Engine:
         else:
             self.sched.add_local(rid, rid, prompt_len, out_len, chunk_len=inp.chunk_len)
         self._active[rid] = a
-        self._wake.set()
+        self._poke()
         return handle
 
     async def _receive_kv(self, a: Active) -> None:
@@ -154,7 +155,7 @@ class Engine:
             a.handle.finish(f"KV transfer failed: {exc}")
         self.sched.kv_arrived(inp.rid)
         self._joining.add(inp.rid)
-        self._wake.set()
+        self._poke()
 
     def kv_sent(self, room_id: int, error: str | None = None) -> None:
         """P: the room's KV crossed the link; free it (the prompt stays in the radix cache)."""
@@ -165,7 +166,7 @@ class Engine:
         self.sched.release(a.handle.inp.rid)
         self.radix.unlock(a.locked)
         a.handle.finish(error)
-        self._wake.set()
+        self._poke()
 
     def abort(self, rid: str) -> bool:
         a = self._active.get(rid)
@@ -188,6 +189,13 @@ class Engine:
         return True
 
     # ---- the real-time loop ----------------------------------------------------------------------
+    def _poke(self) -> None:
+        """New work: wake the loop, and remember when the work came, so an idle loop starts its
+        first iteration then (as the simulator does) rather than when asyncio gets round to it."""
+        if not self._wake.is_set():
+            self._woken_at = asyncio.get_running_loop().time()
+            self._wake.set()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -198,7 +206,7 @@ class Engine:
             if it is None:
                 self._wake.clear()
                 await self._wake.wait()
-                deadline = None
+                deadline = self._woken_at
                 continue
             now = loop.time()
             if deadline is None or deadline < now - MAX_LAG_S:

@@ -39,14 +39,16 @@ async def _run_until_stopped(sup: Supervisor, stop: asyncio.Event, monitor_url: 
         from sglang_ppd.monitor.live import run_live
 
         monitor = asyncio.create_task(run_live(monitor_url, stop))
+    stopped = asyncio.create_task(stop.wait())
     try:
         while not stop.is_set():
             sup.check_alive()
             if monitor is not None and monitor.done():
                 monitor.result()  # the monitor failed: surface it
                 monitor = None
-            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.5)
+            await asyncio.wait([stopped], timeout=0.5)
     finally:
+        stopped.cancel()
         if monitor is not None:
             stop.set()
             await asyncio.gather(monitor, return_exceptions=True)

@@ -14,7 +14,8 @@ class EmulatorSection(StrictModel):
     time_scale: float = Field(1.0, ge=0)
     """Wall seconds per modelled second: 1 is real time; 0 leaves only the software overhead."""
     tbt_budget_ms: float | None = Field(None, gt=0)
-    """Decode workers: cap on mixed (prefill chunk + decode) iterations while decodes run."""
+    """Decode workers: cap on mixed (prefill chunk + decode) iterations while decodes run;
+    default: the router's TPOT SLO, as in the simulator."""
     kv_capacity_tokens: int | None = Field(None, gt=0)
     chunked_prefill_size: int | None = Field(None, gt=0)
     extra_args: list[str] = Field(default_factory=list)

@@ -14,7 +14,7 @@ from sglang_ppd.core.config import ConfigError, validate
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import available_policies
 from sglang_ppd.launch.config import LaunchConfig
-from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.config import RouterConfig, SloConfig
 
 DEFAULT_POLICY = "ppd_deflect"
 
@@ -53,7 +53,7 @@ def _gpus(given: list[str] | None, start: int, n: int, tp: int, what: str) -> li
 
 
 def _emulated(
-    cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, decode_cache: bool
+    cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, decode_cache: bool, tbt_budget_ms: float
 ) -> list[str]:
     e = cfg.emulator
     argv = [sys.executable, "-m", "sglang_ppd.cli", "emulate", "--role", role, "--host", cfg.host,
@@ -66,8 +66,7 @@ def _emulated(
     if role == "decode":
         argv += ["--ppd" if cfg.ppd_decode else "--no-ppd"]
         argv += ["--decode-radix-cache" if decode_cache else "--no-decode-radix-cache"]
-        if e.tbt_budget_ms is not None:
-            argv += ["--tbt-budget-ms", str(e.tbt_budget_ms)]
+        argv += ["--tbt-budget-ms", str(tbt_budget_ms)]
     for flag, value in (("--kv-capacity-tokens", e.kv_capacity_tokens),
                         ("--chunked-prefill-size", e.chunked_prefill_size)):
         if value is not None:
@@ -115,6 +114,9 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
     load_profile(cfg.profile)  # fail early on a bad profile name
     policy = str(cfg.router.get("policy", DEFAULT_POLICY))
     decode_cache = needs_decode_cache(policy)
+    # As in the simulator: resident decodes' TBT budget defaults to the TPOT SLO.
+    slo = validate(SloConfig, cfg.router.get("slo", {}), "router.slo")
+    tbt_budget_ms = cfg.emulator.tbt_budget_ms or slo.tpot_ms
     sg = cfg.sglang
     p_gpus = _gpus(sg.prefill_gpus, 0, cfg.num_prefill, sg.tp_size, "prefill_gpus")
     d_gpus = _gpus(sg.decode_gpus, cfg.num_prefill, cfg.num_decode, sg.tp_size, "decode_gpus")
@@ -128,7 +130,7 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
         next_port += 2 if role == "prefill" else 1
         url = f"http://{cfg.host}:{http}"
         if cfg.backend == "emulated":
-            argv, env = _emulated(cfg, role, http, bootstrap, decode_cache), {}
+            argv, env = _emulated(cfg, role, http, bootstrap, decode_cache, tbt_budget_ms), {}
         else:
             argv = _sglang(cfg, role, http, bootstrap, decode_cache, sg.zmq_port_base + 4 * n)
             env = {"CUDA_VISIBLE_DEVICES": (p_gpus if role == "prefill" else d_gpus)[i]}
