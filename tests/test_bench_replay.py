@@ -196,3 +196,46 @@ def test_capacity_sweep_runs(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [r["api"] for r in rows] == ["sglang", "openai"]
     assert all(r["num_requests"] > 0 and r["num_failed"] == 0 for r in rows)
+
+
+def test_retry_once_when_the_connection_closes_before_any_response(tmp_path: Path) -> None:
+    """The keep-alive race: the server closes a connection the client just sent a request on. The
+    client retries on a fresh connection; a second close is recorded as a failure."""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+        )
+        body = json.loads(await reader.readexactly(length))
+        if len(accepted) % 2 == 1 or body["sampling_params"]["max_new_tokens"] == 3:
+            writer.close()  # drop it without a byte of response
+            return
+        n = body["sampling_params"]["max_new_tokens"]
+        chunk = {"output_ids": list(range(n)), "meta_info": {"completion_tokens": n}}
+        payload = b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        await writer.drain()
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for output_len, num_failed, num_accepted in ((2, 0, 2), (3, 1, 4)):
+            out = tmp_path / f"r{output_len}.json"
+            spec = f"sessions:n=1,turns=1,prompt=8,output={output_len}"
+            main(["--url", url, "--workload", spec, "--no-progress", "--json", str(out)])
+            s = json.loads(out.read_text())
+            assert (s["num_requests"], s["num_failed"], len(accepted)) == (1, num_failed, num_accepted)
+        assert list(s["errors"]) == ["ServerDisconnectedError: Server disconnected"]
+    finally:
+        server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)

@@ -25,7 +25,7 @@ TURN_HEADER = "x-ppd-turn"
 """Session hints for our router (its stats split Turn 1 / Turn 2+ with them); other servers ignore them."""
 # Errors that mean the pooled keep-alive connection was closed by the server before it read the
 # request: retrying on a fresh connection is safe then.
-_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)
 
 
 class Api(str, enum.Enum):
