@@ -1,5 +1,5 @@
-"""The router against emulated SGLang workers (``sglang-ppd emulate`` subprocesses on loopback):
-the CLI end to end, and a second turn routed local on exact KV-event hit lengths."""
+"""The router as a CLI subprocess, and against emulated SGLang workers (``sglang-ppd emulate``
+subprocesses on loopback): PD end to end, and a second turn routed local on exact KV-event hits."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from test_router_support import PROFILE, ScriptedPolicy, free_port, wait_for
+from test_router_support import PROFILE, FakeWorker, ScriptedPolicy, free_port, wait_for
 
 from sglang_ppd.router.app import start_server
 from sglang_ppd.router.config import RouterConfig
@@ -84,16 +85,17 @@ async def emulated() -> AsyncIterator[tuple[str, int, str]]:
         await _stop(d)
 
 
-async def test_cli_router_serves_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
-    purl, bport, durl = emulated
+async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode").start()
     port = free_port()
     router = await _spawn(
         "router",
         "--prefill",
-        purl,
-        str(bport),
+        p.url,
+        "9100",
         "--decode",
-        durl,
+        d.url,
         "--port",
         str(port),
         "--policy",
@@ -118,6 +120,43 @@ async def test_cli_router_serves_an_emulated_cluster(emulated: tuple[str, int, s
                 raw = await r.read()
         assert body["meta_info"]["completion_tokens"] == 5 and len(body["text"]) == 5
         assert raw.endswith(b"data: [DONE]\n\n")
+        assert p.received[0]["bootstrap_port"] == 9100  # the CLI's BOOTSTRAP_PORT wins over /server_info
+    finally:
+        assert await _stop(router) == 0
+        await p.stop()
+        await d.stop()
+
+
+async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
+    purl, bport, durl = emulated
+    port = free_port()
+    router = await _spawn(
+        "router",
+        "--prefill",
+        purl,
+        str(bport),
+        "--decode",
+        durl,
+        "--port",
+        str(port),
+        "--policy",
+        "pd",
+        "--log-level",
+        "warning",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _healthy(url, router)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{url}/generate",
+                json={"text": "hello", "sampling_params": {"max_new_tokens": 5}, "stream": True},
+            ) as r,
+        ):
+            assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+            raw = await r.read()
+        assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
     finally:
         assert await _stop(router) == 0
 
@@ -142,6 +181,8 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
                 {"url": purl, "role": "prefill", "bootstrap_port": bport},
                 {"url": durl, "role": "decode"},
             ],
+            # A loaded 2-core CI box can delay the emulator's telemetry; staleness is not under test here.
+            "slo": {"max_telemetry_age_ms": 60_000.0},
         }
     )
     policy = ScriptedPolicy()
@@ -170,10 +211,16 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
             await wait_for(
                 lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident
             )
+            # The router guards local routes behind fresh telemetry: let the first snapshot arrive.
+            await wait_for(lambda: w.age_ms(time.monotonic()) is not None)
             async with s.post(
                 f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
             ) as r:
-                assert r.status == 200 and r.headers["x-ppd-route"] == "local"
+                assert r.status == 200 and r.headers["x-ppd-route"] == "local", (
+                    dict(router.metrics.route_decisions),
+                    w.telemetry_source,
+                    w.age_ms(time.monotonic()),
+                )
         assert policy.seen[-1][0].cached_len[durl] >= resident
         assert durl not in policy.seen[-1][0].approx_workers
     finally:
