@@ -136,6 +136,9 @@ class Attempt:
         self.first_token_s: float | None = None
         self._transfer_counted = False
         self._closed = False
+        self._deadline_s = time.monotonic() + router.cfg.first_token_timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._abandoned: UpstreamFailure | None = None
 
     def urls(self) -> tuple[str, ...]:
         return (self.decode_url,) if self.prefill_url is None else (self.prefill_url, self.decode_url)
@@ -175,7 +178,7 @@ class Attempt:
         waiting: set[asyncio.Task[Any]] = {decode_task}
         if self.prefill_task is not None:
             waiting.add(self.prefill_task)
-        deadline = time.monotonic() + self.router.cfg.first_token_timeout_s
+        self._deadline_s = deadline = time.monotonic() + self.router.cfg.first_token_timeout_s
         try:
             while decode_task in waiting:
                 done, waiting = await asyncio.wait(
@@ -183,13 +186,51 @@ class Attempt:
                 )
                 if not done:
                     raise UpstreamFailure("timed out waiting for the worker's reply", self.urls(), status=504)
-                if self.prefill_task in done and self.prefill_task.exception() is not None:
-                    raise self.prefill_task.exception()  # type: ignore[misc]
+                failure = self._prefill_failure()
+                if failure is not None:
+                    raise failure
             self.decode_resp = decode_task.result()
+            self._watch_first_token()
         except BaseException:
             decode_task.cancel()
             await self.fail()
             raise
+
+    def _prefill_failure(self) -> UpstreamFailure | None:
+        """The prefill side's failure once it has failed (any error becomes an UpstreamFailure)."""
+        task = self.prefill_task
+        if task is None or not task.done() or task.cancelled() or task.exception() is None:
+            return None
+        exc = task.exception()
+        if isinstance(exc, UpstreamFailure):
+            return exc
+        assert self.prefill_url is not None
+        return UpstreamFailure(f"prefill side {self.prefill_url} failed: {exc!r}", (self.prefill_url,))
+
+    def _watch_first_token(self) -> None:
+        """Until the first token: a prefill side that fails, or (streaming) the first-token deadline,
+        cuts the decode reply at once; the pending read then raises the reason. A decode waiting for
+        KV that will never come is abandoned now, not at its own transfer timeout."""
+        if self.prefill_task is not None:
+            self.prefill_task.add_done_callback(lambda _: self._abandon(self._prefill_failure()))
+        if self.prep.stream:
+            loop = asyncio.get_running_loop()
+            failure = UpstreamFailure("timed out waiting for the first token", self.urls(), status=504)
+            delay_s = max(self._deadline_s - time.monotonic(), 0)
+            self._timer = loop.call_later(delay_s, self._abandon, failure)
+
+    def _abandon(self, failure: UpstreamFailure | None) -> None:
+        if failure is None or self.first_token_s is not None or self._closed or self._abandoned:
+            return
+        self._abandoned = failure
+        if self.decode_resp is not None:
+            self.decode_resp.close()
+
+    def _got_first_token(self) -> None:
+        self.first_token_s = time.monotonic()
+        self._transfer_done()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
         assert self.prefill_url is not None
@@ -214,6 +255,8 @@ class Attempt:
             return
         self._closed = True
         self._transfer_done()
+        if self._timer is not None:
+            self._timer.cancel()
         self._inflight(self.decode_url, -1)
         if self.decode_resp is not None:
             self.decode_resp.release()
@@ -241,11 +284,10 @@ class Attempt:
         try:
             raw = await self.decode_resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamFailure(
+            raise self._abandoned or UpstreamFailure(
                 f"reading the reply of {self.decode_url} failed: {exc!r}", (self.decode_url,)
             ) from None
-        self.first_token_s = time.monotonic()
-        self._transfer_done()
+        self._got_first_token()
         if self.prep.return_logprob and self.prefill_task is not None:
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
             return orjson.dumps(merged), merged
@@ -261,14 +303,15 @@ class Attempt:
         try:
             line = await _read_data_line(self.decode_resp)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise UpstreamFailure(
+            raise self._abandoned or UpstreamFailure(
                 f"stream from {self.decode_url} broke: {exc!r}", (self.decode_url,)
             ) from None
         if line is None:
+            if self._abandoned is not None:
+                raise self._abandoned
             return None
         if self.first_token_s is None:
-            self.first_token_s = time.monotonic()
-            self._transfer_done()
+            self._got_first_token()
         if self.prep.return_logprob and self.prefill_task is not None and line != b"data: [DONE]":
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(line[5:]))
             return b"data: " + orjson.dumps(merged)
