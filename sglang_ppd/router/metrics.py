@@ -81,6 +81,9 @@ class RouterMetrics:
         self.ttft = {"1": Histogram(LATENCY_BUCKETS_S), "2+": Histogram(LATENCY_BUCKETS_S)}
         self.tpot = {"1": Histogram(TPOT_BUCKETS_S), "2+": Histogram(TPOT_BUCKETS_S)}
         self.decision = Histogram(DECISION_BUCKETS_S)
+        """Snapshot build + ``policy.decide``."""
+        self.prefix_lookup = Histogram(DECISION_BUCKETS_S)
+        """Hashing the prompt's pages and looking up every worker's hit length."""
         self.slo_total = 0
         self.slo_ttft_ok = 0
         self.slo_tpot_ok = 0
@@ -148,8 +151,14 @@ class RouterMetrics:
             family(name, "histogram", help_)
             for turn, h in hists.items():
                 self._histogram(out, name, h, [("turn", turn)])
-        family("sglang_ppd_decision_seconds", "histogram", "Policy decision time inside the router.")
+        family(
+            "sglang_ppd_decision_seconds", "histogram", "Snapshot build plus policy decision, per decision."
+        )
         self._histogram(out, "sglang_ppd_decision_seconds", self.decision, [])
+        family(
+            "sglang_ppd_prefix_lookup_seconds", "histogram", "Prompt page hashing plus per-worker hit lookup."
+        )
+        self._histogram(out, "sglang_ppd_prefix_lookup_seconds", self.prefix_lookup, [])
         family("sglang_ppd_telemetry_age_seconds", "gauge", "Age of each worker's last load telemetry.")
         for url, role, age_ms, _, _ in worker_rows:
             if age_ms is not None:

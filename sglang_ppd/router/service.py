@@ -221,6 +221,7 @@ class Router:
         session_id: str | None,
         turn: int | None,
     ) -> RequestFeatures:
+        t0 = time.perf_counter()
         cached: dict[str, int] = {}
         approx: set[str] = set()
         hashes: dict[tuple[str, int], block_hash.LazyPageHashes] = {}
@@ -240,6 +241,7 @@ class Router:
                 continue
             if hit:
                 cached[w.url] = hit
+        self.metrics.prefix_lookup.observe(time.perf_counter() - t0)
         return RequestFeatures(
             request_id=request_id,
             prompt_len=len(input_ids),
@@ -266,8 +268,8 @@ class Router:
         return ClusterSnapshot(workers=tuple(workers), link=link)
 
     def decide(self, features: RequestFeatures, exclude: Collection[str] = ()) -> Route:
+        t0 = time.perf_counter()  # the snapshot is part of every decision's cost
         snap = self.snapshot(exclude)
-        t0 = time.perf_counter()
         route = self.policy.decide(features, snap, self.slo)
         self.metrics.decision.observe(time.perf_counter() - t0)
         return route

@@ -22,7 +22,8 @@
           # over the last 2048 streamed requests of that class
       "kv_bytes": {"transferred": int, "avoided": int},
       "slo_attainment": {"count": int, "ttft": float|null, "tpot": float|null, "both": float|null},
-      "decision_ms": {"count": int, "p50": float|null, "p99": float|null}
+      "decision_ms": {"count": int, "p50": float|null, "p99": float|null},   # snapshot + policy
+      "prefix_lookup_ms": {"count": int, "p50": float|null, "p99": float|null}  # page hashes + lookups
     }
 
 A request is "turn 2+" when its ``x-ppd-turn`` header is >= 2, or (without that header) when its
@@ -133,4 +134,9 @@ def build_stats(router: Router) -> dict[str, Any]:
             "both": _frac(m.slo_both_ok, m.slo_total),
         },
         "decision_ms": {"count": m.decision.count, "p50": _ms(m.decision, 0.5), "p99": _ms(m.decision, 0.99)},
+        "prefix_lookup_ms": {
+            "count": m.prefix_lookup.count,
+            "p50": _ms(m.prefix_lookup, 0.5),
+            "p99": _ms(m.prefix_lookup, 0.99),
+        },
     }
