@@ -41,16 +41,24 @@ from typing import Any
 import aiohttp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "router_bench.json"
-REPLY = (b'{"text":"abcdefgh","output_ids":[97,98,99,100,101,102,103,104],"meta_info":{"id":"x",'
-         b'"finish_reason":{"type":"length","length":8},"prompt_tokens":64,"completion_tokens":8}}')
+REPLY = (
+    b'{"text":"abcdefgh","output_ids":[97,98,99,100,101,102,103,104],"meta_info":{"id":"x",'
+    b'"finish_reason":{"type":"length","length":8},"prompt_tokens":64,"completion_tokens":8}}'
+)
 
 
 def null_worker(role: str, port: int) -> None:
     """A worker that answers instantly: the router's cost is all that is left to measure."""
     from aiohttp import web
 
-    info = {"disaggregation_mode": role, "page_size": 1, "served_model_name": "null",
-            "model_path": "null", "kv_events": None, "ppd_local_prefill": role == "decode"}
+    info = {
+        "disaggregation_mode": role,
+        "page_size": 1,
+        "served_model_name": "null",
+        "model_path": "null",
+        "kv_events": None,
+        "ppd_local_prefill": role == "decode",
+    }
 
     async def generate(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -66,7 +74,7 @@ def null_worker(role: str, port: int) -> None:
     app.router.add_post("/generate", generate)
     app.router.add_get("/server_info", server_info)
     app.router.add_get("/get_server_info", server_info)
-    app.router.add_get("/get_model_info", lambda _: web.json_response({"model_path": "null"}))
+    app.router.add_get("/get_model_info", server_info)
     app.router.add_post("/abort_request", ok)
     for path in ("/health", "/health_generate", "/v1/loads", "/get_load"):
         app.router.add_get(path, ok)
@@ -80,8 +88,9 @@ def free_port() -> int:
 
 
 async def spawn(*argv: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    return await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True
+    )
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> None:
@@ -130,11 +139,16 @@ async def latency(url: str, n: int, seed: int, local: bool) -> dict[str, float]:
             if i >= 20:  # warm-up excluded
                 times.append(1000 * (time.perf_counter() - t0))
     times.sort()
-    return {"p50_ms": statistics.median(times), "p99_ms": times[int(0.99 * (len(times) - 1))],
-            "mean_ms": statistics.fmean(times)}
+    return {
+        "p50_ms": statistics.median(times),
+        "p99_ms": times[int(0.99 * (len(times) - 1))],
+        "mean_ms": statistics.fmean(times),
+    }
 
 
-async def throughput(url: str, duration_s: float, concurrency: int, seed: int, local: bool) -> dict[str, float]:
+async def throughput(
+    url: str, duration_s: float, concurrency: int, seed: int, local: bool
+) -> dict[str, float]:
     done = errors = 0
     deadline = time.monotonic() + duration_s
 
@@ -168,16 +182,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "throughput": await throughput(durl, args.duration_s, args.concurrency, args.seed, local=True),
         }
         targets: list[tuple[str, list[str], bool]] = [
-            (f"sglang_ppd router, policy {pol}",
-             [py, "-m", "sglang_ppd.cli", "router", "--prefill", purl, str(bport), "--decode", durl,
-              "--policy", pol, "--log-level", "warning"], True)
+            (
+                f"sglang_ppd router, policy {pol}",
+                [
+                    py,
+                    "-m",
+                    "sglang_ppd.cli",
+                    "router",
+                    "--prefill",
+                    purl,
+                    str(bport),
+                    "--decode",
+                    durl,
+                    "--policy",
+                    pol,
+                    "--log-level",
+                    "warning",
+                ],
+                True,
+            )
             for pol in ("pd", "ppd_deflect")
         ]
         if args.rust_router_python:
-            targets.append(("sglang_router (Rust) --pd-disaggregation",
-                            [args.rust_router_python, "-m", "sglang_router.launch_router", "--pd-disaggregation",
-                             "--prefill", purl, str(bport), "--decode", durl, "--host", "127.0.0.1",
-                             "--log-level", "warn"], False))
+            targets.append(
+                (
+                    "sglang_router (Rust) --pd-disaggregation",
+                    [
+                        args.rust_router_python,
+                        "-m",
+                        "sglang_router.launch_router",
+                        "--pd-disaggregation",
+                        "--prefill",
+                        purl,
+                        str(bport),
+                        "--decode",
+                        durl,
+                        "--host",
+                        "127.0.0.1",
+                        "--log-level",
+                        "warn",
+                    ],
+                    False,
+                )
+            )
         for name, argv, ours in targets:
             port = free_port()
             router = await spawn(*argv, "--port", str(port))
@@ -195,9 +242,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         async with s.get(f"{url}/metrics") as r:
                             metrics = await r.text()
                     row["decision_ms"] = stats["decision_ms"]
+                    row["prefix_lookup_ms"] = stats.get("prefix_lookup_ms")
                     row["routes"] = stats["routes"]
-                    row["decision_histogram"] = [ln for ln in metrics.splitlines()
-                                                 if ln.startswith("sglang_ppd_decision_seconds")]
+                    row["decision_histogram"] = [
+                        ln for ln in metrics.splitlines() if ln.startswith("sglang_ppd_decision_seconds")
+                    ]
                 rows[name] = row
             finally:
                 await stop(router)
@@ -219,20 +268,39 @@ def main() -> int:
     if args.null_worker:
         null_worker(args.null_worker[0], int(args.null_worker[1]))
         return 0
+    load_before = os.getloadavg()
     rows = asyncio.run(run(args))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    out = {"benchmark": "router_bench", "machine": platform.node(), "cpu": cpu, "num_cpus": os.cpu_count(),
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(), "seed": args.seed,
-           "python": platform.python_version(), "args": vars(args), "rows": rows}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    out = {
+        "benchmark": "router_bench",
+        "machine": platform.node(),
+        "cpu": cpu,
+        "num_cpus": os.cpu_count(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "seed": args.seed,
+        "python": platform.python_version(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "args": vars(args),
+        "rows": rows,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     for name, row in rows.items():
         lat, thr = row["latency"], row["throughput"]
         dec = row.get("decision_ms")
         extra = f"  decision p50 {dec['p50']:.3f} ms p99 {dec['p99']:.3f} ms" if dec else ""
-        print(f"{name:55s} p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
-              f"{thr['rps']:7.1f} req/s ({thr['errors']} errors){extra}")
+        print(
+            f"{name:55s} p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
+            f"{thr['rps']:7.1f} req/s ({thr['errors']} errors){extra}"
+        )
     print(f"wrote {RESULTS}")
     return 0
 
