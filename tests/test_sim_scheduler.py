@@ -82,12 +82,12 @@ def test_mixed_iterations_respect_the_tbt_budget_and_chunk_plan() -> None:
     while (it := d.next_iteration()) is not None:
         if it.chunks:
             mixed += 1
-            if "y" not in {rid for rid, _, _ in it.chunks}:
-                assert it.duration_ms <= 40.0 + 1e-6  # x has no chunk plan: the TBT budget sizes it
+            if min(n for _, n, _ in it.chunks) > d.min_chunk_len:
+                assert it.duration_ms <= 40.0 + 1e-6
             y_sizes += [n for rid, n, _ in it.chunks if rid == "y"]
         d.complete(it)
     assert mixed > 0
-    assert y_sizes[:-1] == [256] * (len(y_sizes) - 1) and sum(y_sizes) == 3000  # y runs its plan
+    assert max(y_sizes) <= 256 and sum(y_sizes) == 3000  # the plan caps y's chunks
 
 
 def test_kv_capacity_makes_requests_wait_not_overflow() -> None:
@@ -141,3 +141,20 @@ def test_shared_trunk_is_pinned_and_counted_once() -> None:
     assert p.hit_len("new", 900, 400) == 400
     p.cache.evict(10**9)
     assert p.cache.size_tokens == 400 and p.hit_len("s0", 1000, 400) == 400
+
+
+def test_admission_is_fcfs_across_transfers_and_local_prefills() -> None:
+    d = BatchScheduler(Role.DECODE, PROFILE, kv_capacity_tokens=10_000)
+    assert d.add_incoming("a", "sa", 6000, 100) == (("a", 6000),)
+    d.kv_arrived("a")
+    d.add_local("big", "sb", 5000, 50)  # does not fit until "a" ends
+    assert d.add_incoming("small", "sc", 500, 10) == ()  # fits, but must not overtake "big"
+    order: list[str] = []
+    while (it := d.next_iteration(1 << 30)) is not None:
+        order += [rid for rid, _, _ in it.chunks if rid not in order]
+        order += [rid for rid, _ in d.complete(it).allocated]
+        for rid in ("small",):
+            if rid in order and rid in d._awaiting_kv:
+                d.kv_arrived(rid)
+        d.audit()
+    assert order.index("big") < order.index("small")

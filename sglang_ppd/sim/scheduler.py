@@ -14,13 +14,12 @@ arrives mid-way; real-time drivers simply pass ``max_steps=1``.
 
 Model, after SGLang 0.5.x:
 - FCFS waiting queue, chunked prefill under a per-iteration token budget (``chunked_prefill_size``).
-- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). A request
-  with a chunk plan runs its ``chunk_len`` per iteration (the policy already weighed that chunk
-  against the residents' TBT: it is the ``ppd_chunk_len`` cap the real worker gets), but never
-  fewer than ``min_chunk_len`` tokens: a plan made for a short append must not crawl when eviction
-  made the actual uncached part longer by the time the request is admitted. Without
-  a plan, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms`` while decodes
-  are resident (at least ``min_chunk_len`` tokens still run, so a local prefill always progresses).
+- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). While decodes
+  are resident, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms``, but at
+  least ``min_chunk_len`` tokens run (so a local prefill always progresses). A route's chunk plan
+  caps the chunk (the ``ppd_chunk_len`` the real worker gets); a cap below ``min_chunk_len`` is
+  raised to it, so a plan made for a tiny append does not crawl when eviction made the uncached
+  part longer by the time the request is admitted.
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
   workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
   PD transfers (SGLang's prealloc queue) and local prefills are admitted in one FCFS order.
@@ -325,7 +324,7 @@ class BatchScheduler:
                 break
             plan = max(r.chunk_len, self.min_chunk_len) if r.chunk_len else token_budget
             n = min(r.prompt_len - r.done_len, token_budget, plan)
-            if ms_left != math.inf and r.chunk_len is None:
+            if ms_left != math.inf:
                 fit = self._max_chunk(ms_left, r.done_len)
                 n = min(n, fit if chunks or fit >= self.min_chunk_len else self.min_chunk_len)
             if n <= 0:
