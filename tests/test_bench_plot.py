@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sglang_ppd.bench.cli import main as bench_main
 from sglang_ppd.bench.plot import collect, extract, lookup, main
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics import RequestRecord, summarize
@@ -47,3 +48,5 @@ def test_plot_writes_png_and_skips_bad_files(tmp_path: Path) -> None:
     assert main([*files, str(tmp_path / "junk.json"), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(tmp_path / "junk.json"), "--out", str(out)]) == 2
+    out.unlink()
+    assert bench_main(["plot", *files, "--out", str(out)]) == 0 and out.exists()

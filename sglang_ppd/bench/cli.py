@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sglang_ppd.bench import plot
 from sglang_ppd.bench.client import Api
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
@@ -25,7 +26,8 @@ from sglang_ppd.workload import load_workload
 
 USAGE = """sglang-ppd bench --url URL (--trace FILE | --workload SPEC) [--api sglang|openai] [--seed N]
                   [--rate-scale X] [--limit N] [--max-requests N] [--duration-s S] [--slo-ttft-ms MS]
-                  [--slo-tpot-ms MS] [--label NAME] [--json OUT]"""
+                  [--slo-tpot-ms MS] [--label NAME] [--json OUT]
+       sglang-ppd bench plot RESULT.json ... --out PNG [--metrics a.b.c,...] [--x rate_scale]"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +76,10 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:
+        return plot.main(argv[1:])
+    args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
         _check(args)
