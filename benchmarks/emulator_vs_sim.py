@@ -47,8 +47,9 @@ def run_emulated(workload: Any, policy: str, seed: int, page_size: int, slo: Slo
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.Popen([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path), "--no-monitor",
-                                 "--log-dir", str(Path(tmp) / "logs")], stdout=subprocess.PIPE, text=True)
+        argv = [sys.executable, "-m", "sglang_ppd.launch", "--config", str(path), "--no-monitor",
+                "--log-dir", str(Path(tmp) / "logs")]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -89,28 +90,35 @@ def main() -> int:
     args = ap.parse_args()
     slo = Slo()
     workload = load_workload(spec=args.workload, seed=args.seed)
-    out: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "workload": args.workload,
-                           "seed": args.seed, "num_requests": len(workload), "load_avg_before": os.getloadavg(),
-                           "cluster": "1P1D h100-llama31-8b, 50 GB/s link", "page_size": args.page_size,
-                           "machine": machine_info(), "policies": {}}
+    out: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]), "workload": args.workload, "seed": args.seed,
+        "num_requests": len(workload), "load_avg_before": os.getloadavg(),
+        "cluster": "1P1D h100-llama31-8b, 50 GB/s link", "page_size": args.page_size,
+        "machine": machine_info(), "policies": {},
+    }  # fmt: skip
     for policy in args.policies.split(","):
         t0 = time.perf_counter()
-        sim, _ = simulate(workload, policy, slo=slo, config=SimConfig(num_prefill=1, num_decode=1), seed=args.seed)
+        cluster = SimConfig(num_prefill=1, num_decode=1)
+        sim, _ = simulate(workload, policy, slo=slo, config=cluster, seed=args.seed)
         emu = run_emulated(workload, policy, args.seed, args.page_size, slo)
         rows = compare(sim, emu)
-        out["policies"][policy] = {"rows": rows, "sim_routes": sim["routes"], "emulated_failed": emu["num_failed"],
-                                   "emulated_requests": emu["num_requests"], "wall_s": time.perf_counter() - t0}
+        out["policies"][policy] = {
+            "rows": rows, "sim_routes": sim["routes"], "emulated_failed": emu["num_failed"],
+            "emulated_requests": emu["num_requests"], "wall_s": time.perf_counter() - t0,
+        }  # fmt: skip
         print(f"\n{policy}: sim routes {sim['routes']}, emulated {emu['num_requests']} requests "
               f"({emu['num_failed']} failed)")
-        print(f"{'group':<10} {'metric':<8} {'stat':<5} {'sim':>9} {'emulated':>9} {'diff ms':>8} {'diff':>7}")
+        head = ("group", "metric", "stat", "sim", "emulated", "diff ms", "diff")
+        print("{:<10} {:<8} {:<5} {:>9} {:>9} {:>8} {:>7}".format(*head))
         for r in rows:
             d = "-" if r["rel_diff"] is None else f"{100 * r['rel_diff']:+.1f}%"
             fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-            print(f"{r['group']:<10} {r['metric']:<8} {r['stat']:<5} {fmt(r['sim']):>9} {fmt(r['emulated']):>9} "
-                  f"{fmt(r['abs_diff_ms']):>8} {d:>7}")
+            cells = (r["group"], r["metric"], r["stat"], fmt(r["sim"]), fmt(r["emulated"]), fmt(r["abs_diff_ms"]), d)
+            print("{:<10} {:<8} {:<5} {:>9} {:>9} {:>8} {:>7}".format(*cells))
     out["load_avg_after"] = os.getloadavg()
     print(f"\nwrote {write_result_json(args.out, out)}")
-    print(json.dumps({p: max(abs(r['rel_diff'] or 0) for r in v["rows"]) for p, v in out["policies"].items()}))
+    worst = {p: max(abs(r["rel_diff"] or 0) for r in v["rows"]) for p, v in out["policies"].items()}
+    print("largest relative difference per policy:", json.dumps(worst))
     return 0
 
 

@@ -21,6 +21,10 @@ from aiohttp import web
 from sglang_ppd.core.costmodel import CostProfile
 
 TRANSFER_PATH = "/ppd_emu/kv_transfer"
+MAX_LAG_S = 0.05
+"""How far the modelled timeline (the engine's deadline clock, a transfer's end) may run behind real
+time before it is reset to now: catching up compresses later steps, so it is bounded (GC pauses,
+a busy host)."""
 
 
 class Link:
@@ -37,15 +41,17 @@ class Link:
         left_s = max(self._busy_until - time.monotonic(), 0.0)
         return int(left_s * self.bandwidth / self.time_scale) if self.time_scale > 0 else 0
 
-    async def transfer(self, num_tokens: int) -> float:
-        """Move ``num_tokens`` of KV; returns the modelled transfer time (ms), queueing excluded."""
+    async def transfer(self, num_tokens: int, ready_at: float) -> tuple[float, float]:
+        """Move ``num_tokens`` of KV that was ready at ``ready_at`` (monotonic clock): it starts then,
+        or when the link frees up. Returns the modelled transfer time (ms, queueing excluded) and the
+        wall-clock (``time.time()``) instant it ended."""
         ms = self.profile.transfer_ms(num_tokens, self.bandwidth)
         now = time.monotonic()
-        start = max(now, self._busy_until)
+        start = max(min(ready_at, now), now - MAX_LAG_S, self._busy_until)
         self._busy_until = start + ms / 1000.0 * self.time_scale
         self.bytes_sent += num_tokens * self.profile.kv_bytes_per_token
-        await asyncio.sleep(self._busy_until - now)
-        return ms
+        await asyncio.sleep(max(self._busy_until - now, 0.0))
+        return ms, time.time() - (time.monotonic() - self._busy_until)
 
 
 @dataclass(slots=True)
@@ -53,6 +59,8 @@ class Room:
     """P's side of one room: set when the prefill is done and the KV may be sent."""
 
     prefilled: asyncio.Event = field(default_factory=asyncio.Event)
+    prefilled_at: float = 0.0
+    """When the prefill's last iteration ended on the engine's deadline clock (monotonic)."""
     rid: str | None = None
     claimed: bool = False
 
@@ -97,9 +105,10 @@ class TransferHandler:
         except asyncio.TimeoutError:
             self.rooms.pop(room_id)
             return web.json_response({"error": f"room {room_id}: no prefill arrived"}, status=504)
-        ms = await self.link.transfer(num_tokens)
+        ms, done_at = await self.link.transfer(num_tokens, room.prefilled_at)
         self.on_sent(room_id)
-        return web.json_response({"room": room_id, "num_tokens": num_tokens, "transfer_ms": ms})
+        body_out = {"room": room_id, "num_tokens": num_tokens, "transfer_ms": ms, "done_at": done_at}
+        return web.json_response(body_out)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -109,11 +118,12 @@ class TransferHandler:
 
 async def fetch_kv(session: aiohttp.ClientSession, host: str, port: int, room: int, num_tokens: int,
                    timeout_s: float) -> float:
-    """D's side: register the room with P and wait for the KV. Returns the modelled transfer ms."""
+    """D's side: register the room with P and wait for the KV. Returns the wall-clock instant the
+    transfer ended on P's link (a little before the reply got here)."""
     url = f"http://{host}:{port}{TRANSFER_PATH}"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with session.post(url, json={"room": room, "num_tokens": num_tokens}, timeout=timeout) as resp:
         body = await resp.json(content_type=None)
         if resp.status != 200:
             raise RuntimeError(f"bootstrap {host}:{port} room {room}: {body.get('error', resp.status)}")
-        return float(body["transfer_ms"])
+        return float(body["done_at"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,17 +22,13 @@ import aiohttp
 
 from sglang_ppd.core.types import Role
 from sglang_ppd.emulator import tokens
-from sglang_ppd.emulator.bootstrap import Link, Rooms, fetch_kv
+from sglang_ppd.emulator.bootstrap import MAX_LAG_S, Link, Rooms, fetch_kv
 from sglang_ppd.emulator.config import EngineConfig
 from sglang_ppd.emulator.pages import PageChain
 from sglang_ppd.emulator.radix import RadixCache
 from sglang_ppd.emulator.request import GenerateInput, Mode, RequestError, RequestHandle
 from sglang_ppd.protocol.kv_events import KVEvent
 from sglang_ppd.sim.scheduler import BatchScheduler, Iteration, Outcome
-
-MAX_LAG_S = 0.05
-"""How far behind its deadline clock the loop may fall before it stops catching up (e.g. after a
-GC pause): catching up compresses iterations, so it is bounded."""
 
 
 @dataclass(slots=True)
@@ -148,14 +145,18 @@ class Engine:
         num_tokens = await a.allocated
         b = inp.bootstrap
         try:
-            await fetch_kv(self._session, b.host, b.port, b.room, num_tokens, self.cfg.transfer_timeout_s)
+            timeout_s = self.cfg.transfer_timeout_s
+            done_at = await fetch_kv(self._session, b.host, b.port, b.room, num_tokens, timeout_s)
+            # The KV landed when P's link finished, not when the reply was scheduled here.
+            arrived = time.monotonic() - min(max(time.time() - done_at, 0.0), MAX_LAG_S)
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
             # The scheduler cannot drop a preallocated request: let it decode and discard the output.
             a.aborted = True
             a.handle.finish(f"KV transfer failed: {exc}")
+            arrived = time.monotonic()
         self.sched.kv_arrived(inp.rid)
         self._joining.add(inp.rid)
-        self._poke()
+        self._poke(arrived)
 
     def kv_sent(self, room_id: int, error: str | None = None) -> None:
         """P: the room's KV crossed the link; free it (the prompt stays in the radix cache)."""
@@ -189,15 +190,15 @@ class Engine:
         return True
 
     # ---- the real-time loop ----------------------------------------------------------------------
-    def _poke(self) -> None:
-        """New work: wake the loop, and remember when the work came, so an idle loop starts its
-        first iteration then (as the simulator does) rather than when asyncio gets round to it."""
+    def _poke(self, at: float | None = None) -> None:
+        """New work: wake the loop, and remember when the work came (``at``, monotonic; default now),
+        so an idle loop starts its first iteration then, as the simulator does, rather than when
+        asyncio gets round to it."""
         if not self._wake.is_set():
-            self._woken_at = asyncio.get_running_loop().time()
+            self._woken_at = time.monotonic() if at is None else at
             self._wake.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             it = self.sched.next_iteration(1)
@@ -208,12 +209,12 @@ class Engine:
                 await self._wake.wait()
                 deadline = self._woken_at
                 continue
-            now = loop.time()
+            now = time.monotonic()
             if deadline is None or deadline < now - MAX_LAG_S:
                 deadline = now
             deadline += it.duration_ms / 1000.0 * self.cfg.time_scale
             await asyncio.sleep(max(deadline - now, 0.0))
-            self._apply(it, self.sched.complete(it))
+            self._apply(it, self.sched.complete(it), deadline)
             self.num_iterations += 1
 
     def _emit(self, rid: str) -> None:
@@ -222,7 +223,7 @@ class Engine:
             h = a.handle
             h.emit([tokens.output_token(a.digest, len(h.output_ids))])
 
-    def _apply(self, it: Iteration, out: Outcome) -> None:
+    def _apply(self, it: Iteration, out: Outcome, ended_at: float) -> None:
         if it.num_decodes:
             for rid in self._decoding:
                 self._emit(rid)
@@ -233,7 +234,7 @@ class Engine:
                 if rid not in finished:
                     self._joining.add(rid)
         for rid in out.prefill_done:
-            self._prefilled(rid)
+            self._prefilled(rid, ended_at)
         for rid, num_tokens in out.allocated:
             a = self._active.get(rid)
             if a is not None and a.allocated is not None and not a.allocated.done():
@@ -243,12 +244,14 @@ class Engine:
             self._finished(rid)
         self._flush_events()
 
-    def _prefilled(self, rid: str) -> None:
+    def _prefilled(self, rid: str, at: float) -> None:
         a = self._active[rid]
         self._cache(a.chain, a.handle.inp.input_ids)
         self._emit(rid)
         if a.room is not None:
-            self.rooms.get(a.room).prefilled.set()
+            room = self.rooms.get(a.room)
+            room.prefilled_at = at
+            room.prefilled.set()
             asyncio.get_running_loop().call_later(
                 self.cfg.transfer_timeout_s * max(self.cfg.time_scale, 1.0), self._expire_room, a.room
             )

@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sglang_ppd.launch", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="launch YAML (LaunchConfig)")
     p.add_argument("--port", type=int, default=None, help="router port (default 30000, or the config's)")
+    p.add_argument("--base-port", type=int, default=None, help="first worker port (overrides the config's)")
     p.add_argument("--no-monitor", action="store_true", help="run headless (also automatic without a TTY)")
     p.add_argument("--log-dir", default=None, help="child logs (default: the config's, or a temp dir)")
     p.add_argument("--dry-run", action="store_true", help="print every command line and exit")
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_yaml(LaunchConfig, args.config)
+        if args.base_port is not None:
+            cfg = cfg.model_copy(update={"base_port": args.base_port})
         plan = make_plan(cfg, args.port)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,124 @@
+"""Screenshot of the live monitor: the default emulated 2P2D cluster launched in tmux under load.
+
+    python benchmarks/monitor_screenshot.py [--seconds 40]
+
+Runs ``python -m sglang_ppd.launch --config configs/emulated-2p2d.yaml`` in a detached tmux session
+(the monitor needs a TTY), drives it with ``sglang-ppd bench`` on synthetic multi-turn sessions,
+captures the pane, and writes ``benchmarks/results/monitor.txt`` (plain text) and ``monitor.png``
+(the pane's colours drawn with DejaVu Sans Mono). Needs tmux.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+from rich.text import Text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SESSION = "sglang-ppd-monitor"
+WORKLOAD = ("sessions:n=200,rate=3,turns=geometric:4,think_s=exp:2,prompt=uniform:500:6000,"
+            "user=uniform:50:800,output=uniform:20:300")
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+
+def wait_ready(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready; see `tmux attach -t {SESSION}`")
+
+
+def to_png(ansi: str, path: Path, cols: int) -> None:
+    font = ImageFont.truetype(FONT, 14)
+    cw = int(font.getlength("M"))
+    ch = 18
+    lines = ansi.rstrip("\n").split("\n")
+    img = Image.new("RGB", (cw * cols + 20, ch * len(lines) + 20), (24, 24, 32))
+    draw = ImageDraw.Draw(img)
+    for row, line in enumerate(lines):
+        text = Text.from_ansi(line)
+        x = 10
+        for seg_text, style in ((text.plain[s.start:s.end], s.style) for s in _segments(text)):
+            color = (220, 220, 220)
+            if style is not None and not isinstance(style, str) and style.color is not None:
+                tc = style.color.get_truecolor()
+                color = (tc.red, tc.green, tc.blue)
+            if style is not None and not isinstance(style, str) and style.dim:
+                color = tuple(c // 2 for c in color)  # type: ignore[assignment]
+            draw.text((x, 10 + row * ch), seg_text, font=font, fill=color)
+            x += cw * len(seg_text)
+    img.save(path)
+
+
+def _segments(text: Text) -> list:  # type: ignore[type-arg]
+    """Non-overlapping spans covering the line, unstyled gaps included."""
+    from rich.text import Span
+
+    out, pos = [], 0
+    for span in sorted(text.spans, key=lambda s: s.start):
+        if span.start > pos:
+            out.append(Span(pos, span.start, None))  # type: ignore[arg-type]
+        if span.end > max(pos, span.start):
+            out.append(Span(max(pos, span.start), span.end, span.style))
+            pos = span.end
+    if pos < len(text.plain):
+        out.append(Span(pos, len(text.plain), None))  # type: ignore[arg-type]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=40.0, help="load duration before the capture")
+    ap.add_argument("--port", type=int, default=30600)
+    ap.add_argument("--base-port", type=int, default=31600)
+    ap.add_argument("--cols", type=int, default=160)
+    ap.add_argument("--rows", type=int, default=52)
+    args = ap.parse_args()
+    url = f"http://127.0.0.1:{args.port}"
+    launch = (f"{sys.executable} -m sglang_ppd.launch --config configs/emulated-2p2d.yaml "
+              f"--port {args.port} --base-port {args.base_port}")
+    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    size = ["-x", str(args.cols), "-y", str(args.rows)]
+    tmux("new-session", "-d", "-s", SESSION, *size, "-c", str(ROOT), launch)
+    try:
+        wait_ready(url, 60)
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "sglang_ppd.bench", "--url", url, "--workload", WORKLOAD,
+             "--duration-s", str(args.seconds), "--no-progress",
+             "--json", str(RESULTS / "monitor_bench.json")],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(args.seconds * 0.9)
+        ansi = tmux("capture-pane", "-p", "-e", "-t", SESSION)
+        bench.wait(timeout=600)
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", SESSION, "C-c"], capture_output=True)
+        time.sleep(5)
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "monitor.txt").write_text(ANSI.sub("", ansi))
+    to_png(ansi, RESULTS / "monitor.png", args.cols)
+    print(f"wrote {RESULTS / 'monitor.txt'} and {RESULTS / 'monitor.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
