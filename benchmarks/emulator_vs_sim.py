@@ -113,7 +113,8 @@ def main() -> int:
         for r in rows:
             d = "-" if r["rel_diff"] is None else f"{100 * r['rel_diff']:+.1f}%"
             fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-            cells = (r["group"], r["metric"], r["stat"], fmt(r["sim"]), fmt(r["emulated"]), fmt(r["abs_diff_ms"]), d)
+            nums = (fmt(r["sim"]), fmt(r["emulated"]), fmt(r["abs_diff_ms"]), d)
+            cells = (r["group"], r["metric"], r["stat"], *nums)
             print("{:<10} {:<8} {:<5} {:>9} {:>9} {:>8} {:>7}".format(*cells))
     out["load_avg_after"] = os.getloadavg()
     print(f"\nwrote {write_result_json(args.out, out)}")
