@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from sglang_ppd.bench.capacity import free_port, wait_listening
 from sglang_ppd.bench.capacity import main as capacity_main
 from sglang_ppd.bench.cli import main
 from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
@@ -159,13 +158,6 @@ def test_unreachable_endpoint_and_bad_args(tmp_path: Path) -> None:
     assert main(["--url", "x", "--workload", "azure:", "--no-progress"]) == 2
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_module_entry_points(tmp_path: Path) -> None:
     """``python -m sglang_ppd.bench`` against ``python -m sglang_ppd.bench.stub``, both subprocesses."""
     port = free_port()
@@ -173,11 +165,7 @@ def test_module_entry_points(tmp_path: Path) -> None:
         [sys.executable, "-m", "sglang_ppd.bench.stub", "--port", str(port), "--incremental"]
     )
     try:
-        for _ in range(200):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        wait_listening(port)
         out = tmp_path / "r.json"
         cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", f"http://127.0.0.1:{port}"]
         cmd += ["--workload", "mooncake:n=30", "--rate-scale", "50", "--no-progress", "--json", str(out)]

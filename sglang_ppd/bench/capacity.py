@@ -28,14 +28,14 @@ from sglang_ppd.metrics.summary import summarize
 from sglang_ppd.workload import build_workload
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _wait_listening(port: int, timeout_s: float = 20.0) -> None:
+def wait_listening(port: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     apis = [Api(a) for a in args.apis.split(",")]
-    port = _free_port()
+    port = free_port()
     stub = subprocess.Popen(
         [sys.executable, "-m", "sglang_ppd.bench.stub", "--port", str(port), "--incremental"]
     )
     try:
-        _wait_listening(port)
+        wait_listening(port)
         rows = [measure(f"http://127.0.0.1:{port}", r, args, api) for api in apis for r in rates]
     finally:
         stub.terminate()
