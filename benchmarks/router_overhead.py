@@ -1,0 +1,543 @@
+"""Router data-path overhead: sglang_ppd (pd, ppd_deflect) vs the Rust sglang_router, side by side.
+
+    python benchmarks/router_overhead.py [--seed 0] [--latency-requests 300] [--rates 50,100,...]
+        [--step-s 4] [--rust-python /path/to/venv/bin/python] [--no-pin] [--out FILE]
+
+Setup: an emulated 2P2D cluster (``sglang-ppd emulate --time-scale 0``: no modelled compute, so only
+HTTP, the PD bootstrap hand-off and routing take time). In front of it, started together: our router
+with ``pd``, our router with ``ppd_deflect``, and the Rust router from PyPI (``sglang-router``,
+``--pd-disaggregation``, its default policy), if ``--rust-python`` has it installed. The "direct"
+baseline is the client itself doing what a PD router does: POST the same body with
+``bootstrap_host/port/room`` to a prefill and a decode worker (round robin) and return the decode reply.
+
+Each request: ``input_ids`` of ``--prompt-len`` random ids, ``max_new_tokens`` = ``--output-len``,
+non-streaming ``/generate`` (unique prompts, so every policy routes PD).
+
+1. Added latency: ``--latency-requests`` sequential requests, interleaved over the targets in a
+   seeded random order (so drift hits every target alike); added P50/P99 = target's minus direct's.
+2. Max sustained req/s: open-loop Poisson arrivals at each of ``--rates`` for ``--step-s`` seconds per
+   target (interleaved per rate). A rate is sustained when nothing failed, every request finished
+   within the step plus 5 s, and P99 minus the direct path's P99 at the same offered load (same
+   round) is <= 50 ms. The max is the highest sustained rate below the first unsustained one; the
+   direct path's own max (errors only) is the ceiling of the workers + load generator here.
+3. Router CPU per request: user+system time of the router process (all its threads, from
+   ``/proc/PID/stat``) over each step, divided by the requests completed in that step.
+
+Pinning (default on a machine with >= 2 cores): the router under test runs alone on the last CPU;
+the workers and this load generator share the others. The Rust router's thread pool sees one CPU.
+Everything is on one small machine: read the ratios, not the absolute numbers.
+Writes ``benchmarks/results/router_overhead.json`` (machine, date, seed, every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from sglang_ppd.metrics.result import machine_info, write_result_json
+
+OUT = Path(__file__).resolve().parent / "results" / "router_overhead.json"
+ADDED_P99_LIMIT_MS = 50.0
+DRAIN_S = 5.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+_taken: set[int] = set()
+
+
+def free_port() -> int:
+    """A free port not handed out before in this run (the kernel may offer one twice)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _taken:
+            _taken.add(port)
+            return port
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Target:
+    name: str
+    url: str | None  # None: the direct baseline
+    proc: subprocess.Popen[bytes] | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+
+
+class Cluster:
+    """The emulated workers and the routers in front of them, as child processes."""
+
+    def __init__(self, pin: bool, log_dir: Path, page_size: int = 16) -> None:
+        ncpu = len(os.sched_getaffinity(0))
+        self.pin = pin and ncpu >= 2
+        cpus = sorted(os.sched_getaffinity(0))
+        self.router_cpus = str(cpus[-1])
+        self.other_cpus = ",".join(map(str, cpus[:-1]))
+        self.log_dir = log_dir
+        self.page_size = page_size
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.prefill: list[tuple[str, int]] = []
+        self.decode: list[str] = []
+
+    def spawn(self, name: str, argv: list[str], router: bool) -> subprocess.Popen[bytes]:
+        if self.pin:
+            argv = ["taskset", "-c", self.router_cpus if router else self.other_cpus, *argv]
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start_workers(self, num_prefill: int, num_decode: int) -> None:
+        py = sys.executable
+        for i in range(num_prefill):
+            port, boot = free_port(), free_port()
+            self.spawn(
+                f"prefill{i}",
+                [
+                    py,
+                    "-m",
+                    "sglang_ppd.cli",
+                    "emulate",
+                    "--role",
+                    "prefill",
+                    "--port",
+                    str(port),
+                    "--bootstrap-port",
+                    str(boot),
+                    "--time-scale",
+                    "0",
+                    "--page-size",
+                    str(self.page_size),
+                ],
+                False,
+            )
+            self.prefill.append((f"http://127.0.0.1:{port}", boot))
+        for i in range(num_decode):
+            port = free_port()
+            self.spawn(
+                f"decode{i}",
+                [
+                    py,
+                    "-m",
+                    "sglang_ppd.cli",
+                    "emulate",
+                    "--role",
+                    "decode",
+                    "--port",
+                    str(port),
+                    "--ppd",
+                    "--time-scale",
+                    "0",
+                    "--page-size",
+                    str(self.page_size),
+                ],
+                False,
+            )
+            self.decode.append(f"http://127.0.0.1:{port}")
+
+    def worker_args(self) -> list[str]:
+        args: list[str] = []
+        for url, boot in self.prefill:
+            args += ["--prefill", url, str(boot)]
+        for url in self.decode:
+            args += ["--decode", url]
+        return args
+
+    def start_ours(self, policy: str) -> Target:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "sglang_ppd.cli",
+            "router",
+            *self.worker_args(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--policy",
+            policy,
+            "--log-level",
+            "warning",
+        ]
+        return Target(
+            f"sglang_ppd {policy}", f"http://127.0.0.1:{port}", self.spawn(f"ours-{policy}", argv, True)
+        )
+
+    def start_rust(self, python: str) -> Target:
+        port = free_port()
+        argv = [
+            python,
+            "-m",
+            "sglang_router.launch_router",
+            "--pd-disaggregation",
+            *self.worker_args(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--prometheus-port",
+            str(free_port()),
+            "--log-level",
+            "warn",
+        ]
+        return Target("sglang_router (Rust)", f"http://127.0.0.1:{port}", self.spawn("rust", argv, True))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def wait_ready(
+    http: aiohttp.ClientSession,
+    url: str,
+    proc: subprocess.Popen[bytes] | None,
+    body: dict[str, Any] | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """Healthy, and (for a router) one request served: a router may answer /health before its workers."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: exited with {proc.returncode}")
+        try:
+            if body is None:
+                async with http.get(f"{url}/health") as r:
+                    if r.status == 200:
+                        return
+                    last = f"HTTP {r.status}"
+            else:
+                async with http.post(f"{url}/generate", json=body) as r:
+                    await r.read()
+                    if r.status == 200:
+                        return
+                    last = f"HTTP {r.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s ({last})")
+
+
+class Client:
+    def __init__(
+        self, http: aiohttp.ClientSession, cluster: Cluster, prompt_len: int, output_len: int
+    ) -> None:
+        self.http, self.cluster = http, cluster
+        self.prompt_len, self.output_len = prompt_len, output_len
+        self.rng = random.Random(0)
+        self.next_pair = 0
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "input_ids": [self.rng.randrange(32000) for _ in range(self.prompt_len)],
+            "sampling_params": {"max_new_tokens": self.output_len, "ignore_eos": True},
+        }
+
+    async def _post(self, url: str, body: dict[str, Any]) -> bytes:
+        async with self.http.post(f"{url}/generate", json=body) as r:
+            data = await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}: {data[:120]!r}")
+            return data
+
+    async def once(self, target: Target, body: dict[str, Any]) -> float:
+        """One request; its latency in ms. Raises on failure."""
+        t0 = time.perf_counter()
+        if target.url is not None:
+            await self._post(target.url, body)
+        else:
+            k = self.next_pair
+            self.next_pair += 1
+            p_url, boot = self.cluster.prefill[k % len(self.cluster.prefill)]
+            d_url = self.cluster.decode[k % len(self.cluster.decode)]
+            pd = {
+                **body,
+                "bootstrap_host": "127.0.0.1",
+                "bootstrap_port": boot,
+                "bootstrap_room": self.rng.getrandbits(63),
+            }
+            await asyncio.gather(self._post(p_url, pd), self._post(d_url, pd))
+        return 1000 * (time.perf_counter() - t0)
+
+    async def step(self, target: Target, rate: float, duration_s: float, seed: int) -> dict[str, Any]:
+        """Open-loop Poisson arrivals at ``rate`` for ``duration_s``."""
+        rng = random.Random(seed)
+        bodies = [self.body() for _ in range(int(rate * duration_s * 1.5) + 10)]
+        lat: list[float] = []
+        errors: list[str] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def one(body: dict[str, Any]) -> None:
+            try:
+                lat.append(await self.once(target, body))
+            except Exception as exc:  # noqa: BLE001 (every failure is counted, whatever it is)
+                errors.append(repr(exc)[:120])
+
+        pid = target.proc.pid if target.proc is not None else None
+        c0 = cpu_s(pid) if pid is not None else None
+        t0 = time.perf_counter()
+        at = 0.0
+        while True:
+            at += rng.expovariate(rate)
+            if at >= duration_s:
+                break
+            delay = t0 + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[len(tasks) % len(bodies)])))
+        sent_s = time.perf_counter() - t0
+        done, pending = await asyncio.wait(tasks, timeout=DRAIN_S) if tasks else (set(), set())
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        wall_s = time.perf_counter() - t0
+        c1 = cpu_s(pid) if pid is not None else None
+        arr = np.array(lat) if lat else np.array([np.nan])
+        return {
+            "offered_rps": rate,
+            "sent": len(tasks),
+            "ok": len(lat),
+            "errors": len(errors),
+            "unfinished": len(pending),
+            "send_s": sent_s,
+            "wall_s": wall_s,
+            "achieved_rps": len(lat) / max(sent_s, 1e-9),
+            "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99)),
+            "router_cpu_s": None if c0 is None or c1 is None else c1 - c0,
+            "router_cpu_ms_per_req": None
+            if c0 is None or c1 is None or not lat
+            else 1000 * (c1 - c0) / len(lat),
+            "first_errors": sorted(set(errors))[:3],
+        }
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        client = Client(http, cluster, args.prompt_len, args.output_len)
+        for url, _ in cluster.prefill:
+            await wait_ready(http, url, None)
+        for url in cluster.decode:
+            await wait_ready(http, url, None)
+        targets = [Target("direct (client does the PD hand-off)", None)]
+        targets += [cluster.start_ours(pol) for pol in ("pd", "ppd_deflect")]
+        if args.rust_python:
+            targets.append(cluster.start_rust(args.rust_python))
+        for t in targets[1:]:
+            assert t.url is not None
+            await wait_ready(http, t.url, t.proc, client.body())
+        rng = random.Random(args.seed)
+        order = list(range(len(targets)))
+        for _ in range(args.warmup):
+            for t in targets:
+                await client.once(t, client.body())
+        for _ in range(args.latency_requests):
+            rng.shuffle(order)
+            for k in order:
+                targets[k].latency_ms.append(await client.once(targets[k], client.body()))
+        direct_p99 = pct(targets[0].latency_ms, 99)
+        stopped: set[str] = set()
+        for i, rate in enumerate(args.rates):
+            rng.shuffle(order)
+            done: dict[int, dict[str, Any]] = {}
+            for k in order:
+                if targets[k].name not in stopped:
+                    done[k] = await client.step(targets[k], rate, args.step_s, args.seed * 1000 + i)
+                    await asyncio.sleep(0.5)  # let queues and TIME_WAIT settle between steps
+            # The reference is the direct path at the same offered load, measured in the same round
+            # (it pays the same worker and load-generator queueing); once it fails, its idle P99.
+            direct_ok = 0 in done and done[0]["errors"] == 0 and done[0]["unfinished"] == 0
+            ref = done[0]["p99_ms"] if direct_ok else direct_p99
+            for k, s in sorted(done.items()):
+                t = targets[k]
+                s["reference_p99_ms"] = ref
+                s["added_p99_ms"] = s["p99_ms"] - ref
+                s["sustained"] = (
+                    s["errors"] == 0 and s["unfinished"] == 0 and s["added_p99_ms"] <= ADDED_P99_LIMIT_MS
+                )
+                t.steps.append(s)
+                print(
+                    f" {t.name:40s} {rate:5.0f}/s: p50 {s['p50_ms']:7.2f} p99 {s['p99_ms']:8.2f} ms, "
+                    f"{s['errors']} err, {s['unfinished']} unfinished, cpu/req "
+                    f"{s['router_cpu_ms_per_req'] or 0:.3f} ms" + ("" if s["sustained"] else " (not sustained)"),
+                    flush=True,
+                )
+                if not s["sustained"]:
+                    stopped.add(t.name)
+            if len(stopped) == len(targets):
+                break
+    return summarize(targets)
+
+
+def summarize(targets: list[Target]) -> dict[str, Any]:
+    direct = targets[0]
+    d50, d99 = pct(direct.latency_ms, 50), pct(direct.latency_ms, 99)
+    rows: dict[str, Any] = {}
+    for t in targets:
+        p50, p99 = pct(t.latency_ms, 50), pct(t.latency_ms, 99)
+        max_rps = 0.0
+        for s in t.steps:
+            if not s["sustained"]:
+                break
+            max_rps = s["offered_rps"]
+        best = next((s for s in reversed(t.steps) if s["sustained"]), None)
+        rows[t.name] = {
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "latency_mean_ms": float(np.mean(t.latency_ms)),
+            "added_p50_ms": p50 - d50,
+            "added_p99_ms": p99 - d99,
+            "max_sustained_rps": max_rps,
+            "router_cpu_ms_per_req_at_max": None if best is None else best["router_cpu_ms_per_req"],
+            "steps": t.steps,
+        }
+    return rows
+
+
+def ratios(rows: dict[str, Any]) -> dict[str, Any]:
+    rust = next((r for name, r in rows.items() if "Rust" in name), None)
+    out: dict[str, Any] = {}
+    for name, r in rows.items():
+        if not name.startswith("sglang_ppd") or rust is None:
+            continue
+        key = name.split()[-1]
+        out[key] = {
+            "added_p50_ratio_vs_rust": r["added_p50_ms"] / rust["added_p50_ms"]
+            if rust["added_p50_ms"] > 0
+            else None,
+            "max_rps_ratio_vs_rust": (
+                r["max_sustained_rps"] / rust["max_sustained_rps"] if rust["max_sustained_rps"] > 0 else None
+            ),
+            "cpu_per_req_ratio_vs_rust": (
+                r["router_cpu_ms_per_req_at_max"] / rust["router_cpu_ms_per_req_at_max"]
+                if r["router_cpu_ms_per_req_at_max"] and rust["router_cpu_ms_per_req_at_max"]
+                else None
+            ),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--latency-requests", type=int, default=300, help="sequential requests per target")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument(
+        "--rates",
+        default="50,100,150,200,300,400,500,600,800",
+        help="offered req/s steps (comma-separated, increasing)",
+    )
+    ap.add_argument("--step-s", type=float, default=4.0)
+    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=8)
+    ap.add_argument(
+        "--rust-python",
+        default=None,
+        help="a Python with sglang-router installed (default: this one if it has it)",
+    )
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the router to its own CPU")
+    ap.add_argument("--log-dir", default=None)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    args.rates = [float(r) for r in args.rates.split(",")]
+    if args.rust_python is None:
+        probe = subprocess.run([sys.executable, "-c", "import sglang_router"], capture_output=True)
+        args.rust_python = sys.executable if probe.returncode == 0 else None
+    if args.rust_python is None:
+        print(
+            "note: no sglang-router found (pip install sglang-router, or --rust-python); "
+            "measuring our router only",
+            file=sys.stderr,
+        )
+    log_dir = Path(args.log_dir or f"/tmp/router_overhead_{os.getpid()}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(pin=not args.no_pin and shutil.which("taskset") is not None, log_dir=log_dir)
+    cluster.start_workers(2, 2)
+    try:
+        rows = asyncio.run(bench(args, cluster))
+    finally:
+        cluster.stop()
+    rust_version = None
+    if args.rust_python:
+        rust_version = (
+            subprocess.run(
+                [args.rust_python, "-c", "import importlib.metadata as m;print(m.version('sglang-router'))"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or None
+        )
+    result = {
+        "benchmark": "router_overhead",
+        "seed": args.seed,
+        "machine": machine_info(),
+        "setup": {
+            "cluster": "emulated 2P2D, time_scale 0",
+            "prompt_len": args.prompt_len,
+            "output_len": args.output_len,
+            "latency_requests": args.latency_requests,
+            "rates": args.rates,
+            "step_s": args.step_s,
+            "pinned": cluster.pin,
+            "router_cpus": cluster.router_cpus if cluster.pin else None,
+            "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
+            "sglang_router_version": rust_version,
+            "rust_policy": "default (sglang_router's PD default)",
+        },
+        "rows": rows,
+    }
+    r = ratios(rows)
+    result["ratios"] = r
+    if "pd" in r:
+        result["added_p50_ratio_vs_rust"] = r["pd"]["added_p50_ratio_vs_rust"]
+        result["max_rps_ratio_vs_rust"] = r["pd"]["max_rps_ratio_vs_rust"]
+    path = write_result_json(args.out, result)
+    for name, row in rows.items():
+        cpu = row["router_cpu_ms_per_req_at_max"]
+        print(
+            f"{name:40s} p50 {row['latency_p50_ms']:6.2f} ms (+{row['added_p50_ms']:5.2f})  "
+            f"p99 {row['latency_p99_ms']:6.2f} ms (+{row['added_p99_ms']:5.2f})  "
+            f"max {row['max_sustained_rps']:5.0f} req/s  cpu/req {'-' if cpu is None else f'{cpu:.3f} ms'}"
+        )
+    for pol, rr in r.items():
+        print(f"{pol}: {rr}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
