@@ -393,7 +393,7 @@ async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
                 print(
                     f" {t.name:40s} {rate:5.0f}/s: p50 {s['p50_ms']:7.2f} p99 {s['p99_ms']:8.2f} ms, "
                     f"{s['errors']} err, {s['unfinished']} unfinished, cpu/req "
-                    f"{s['router_cpu_ms_per_req'] or 0:.3f} ms" + ("" if s["sustained"] else " (not sustained)"),
+                    f"{s['router_cpu_ms_per_req'] or 0:.3f} ms" + ("" if s["sustained"] else " (over)"),
                     flush=True,
                 )
                 if not s["sustained"]:
