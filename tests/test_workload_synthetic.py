@@ -78,7 +78,8 @@ def test_azure_and_mooncake_specs() -> None:
         ("sessions:n=2,n=3", "given twice"),
         ("sessions:think_s=sharegpt", "no ShareGPT distribution"),
         ("sessions:prompt=200000,n=3", "yields no requests"),
-        ("azure:n=1.5", "positive integer"),
+        ("azure:n=1.5", "integer >= 1"),
+        ("sessions:system=-1", "integer >= 0"),
     ],
 )
 def test_spec_errors(spec: str, message: str) -> None:

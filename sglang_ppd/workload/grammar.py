@@ -46,18 +46,22 @@ from sglang_ppd.workload.synthetic import synthetic_conversations
 Value = float | int | str | Dist | None
 
 
-def _positive_int(text: str, key: str) -> int:
+def _int_at_least(text: str, key: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{key}={text}: expected a positive integer") from None
-    if value < 1:
-        raise ValueError(f"{key}={text}: expected a positive integer")
+        value = low - 1
+    if value < low:
+        raise ValueError(f"{key}={text}: expected an integer >= {low}")
     return value
 
 
+def _positive_int(text: str, key: str) -> int:
+    return _int_at_least(text, key, 1)
+
+
 def _nonneg_int(text: str, key: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text, key)
+    return _int_at_least(text, key, 0)
 
 
 def _float(text: str, key: str, *, positive: bool) -> float:
