@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 from sglang_ppd.workload import azure, mooncake, sharegpt
 from sglang_ppd.workload.dists import Dist, parse_dist
 from sglang_ppd.workload.loader import read_lines
+from sglang_ppd.workload.samples import sample_lines
 from sglang_ppd.workload.sessions import DEFAULT_MAX_CONTEXT_LEN
 from sglang_ppd.workload.spec import Workload
 from sglang_ppd.workload.synthetic import synthetic_conversations
@@ -162,7 +162,7 @@ def build_workload(
             )  # fmt: skip
         else:
             lines, source = _lines(p, sharegpt.SAMPLE_FILE)
-            table = sharegpt.read_conversations(source, "\n".join(lines))
+            table = sharegpt.parse_conversations(lines, source)
             convs = sharegpt.sample_sessions(table, _int(p["n"]), seed)
         workload = sharegpt.sessions_workload(
             convs,
@@ -192,9 +192,7 @@ def _lines(p: dict[str, Value], sample_file: str) -> tuple[list[str], str]:
     path = p.get("file")
     if isinstance(path, str):
         return read_lines(path), path
-    return (
-        resources.files("sglang_ppd.workload") / "data" / sample_file
-    ).read_text().splitlines(), sample_file
+    return sample_lines(sample_file), sample_file
 
 
 def _dist_of(value: Value) -> Dist:

@@ -73,7 +73,7 @@ def load_trace(
         workload = mooncake.parse_mooncake(lines, source, limit=limit, rate_scale=rate_scale, seed=seed)
     elif fmt == "sharegpt":
         workload = sharegpt.sessions_workload(
-            sharegpt.read_conversations(source, "\n".join(lines)),
+            sharegpt.parse_conversations(lines, source),
             seed=seed,
             session_rate=session_rate,
             rate_scale=rate_scale,

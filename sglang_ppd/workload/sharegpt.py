@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import functools
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from sglang_ppd.workload.arrivals import arrival_times_s
 from sglang_ppd.workload.dists import Dist
+from sglang_ppd.workload.samples import sample_lines
 from sglang_ppd.workload.sessions import (
     DEFAULT_MAX_CONTEXT_LEN,
     Exchange,
@@ -33,21 +32,20 @@ DEFAULT_THINK = Dist("exp", (5.0,))
 Conversation = tuple[str, tuple[Exchange, ...]]
 
 
-def read_conversations(path: str | Path, text: str | None = None) -> list[Conversation]:
+def parse_conversations(lines: list[str], source: str) -> list[Conversation]:
     """Conversations in file order, as (id, cleaned exchanges); empty ones are dropped.
     The system prompt of a conversation is part of its first user message."""
     rows: dict[str, list[tuple[int, int, int]]] = {}
-    lines = (text if text is not None else Path(path).read_text()).splitlines()
     reader = csv.DictReader(lines)
     missing = set(HEADER[:4]) - set(reader.fieldnames or ())
     if missing:
-        raise ValueError(f"{path}: not a ShareGPT turn table, missing columns {sorted(missing)}")
+        raise ValueError(f"{source}: not a ShareGPT turn table, missing columns {sorted(missing)}")
     for lineno, row in enumerate(reader, start=2):
         try:
             system = int(row.get("system_tokens") or 0)
             turn, user, out = int(row["turn"]), int(row["user_tokens"]), int(row["assistant_tokens"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path}:{lineno}: bad ShareGPT row {row}") from None
+            raise ValueError(f"{source}:{lineno}: bad ShareGPT row {row}") from None
         rows.setdefault(f"sg{row['conv_idx']}", []).append((turn, user + system, out))
     convs = []
     for conv_id, turns in rows.items():
@@ -61,8 +59,7 @@ def read_conversations(path: str | Path, text: str | None = None) -> list[Conver
 @functools.lru_cache(maxsize=1)
 def sample_conversations() -> tuple[Conversation, ...]:
     """The shipped ShareGPT subset (see ``data/README.md``)."""
-    ref = resources.files("sglang_ppd.workload") / "data" / SAMPLE_FILE
-    return tuple(read_conversations(SAMPLE_FILE, ref.read_text()))
+    return tuple(parse_conversations(sample_lines(SAMPLE_FILE), SAMPLE_FILE))
 
 
 @functools.cache
