@@ -17,7 +17,9 @@ from aiohttp import web
 from sglang_ppd.bench.capacity import free_port, wait_listening
 from sglang_ppd.bench.capacity import main as capacity_main
 from sglang_ppd.bench.cli import main
+from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
+from sglang_ppd.workload import load_trace
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -227,3 +229,23 @@ def test_retry_once_when_the_connection_closes_before_any_response(tmp_path: Pat
         server.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+
+
+def test_open_loop_continuation_waits_for_its_parent(server: Served, tmp_path: Path) -> None:
+    """A Mooncake continuation that arrives before its parent finished is sent when the parent's
+    output (part of its prompt) is known."""
+    trace = tmp_path / "two.jsonl"
+    rows = [
+        {"timestamp": 0, "input_length": 1100, "output_length": 6, "hash_ids": [7, 8, 9]},
+        {"timestamp": 0, "input_length": 1700, "output_length": 4, "hash_ids": [7, 8, 9, 10]},
+    ]
+    trace.write_text("\n".join(json.dumps(r) for r in rows))
+    workload = load_trace(trace)
+    assert [(t.session_id, t.turn, t.arrival_s) for t in workload] == [("mc1", 1, 0.0), ("mc1", 2, 0.0)]
+    result = asyncio.run(Replay(BenchOptions(url=server.url, seed=3)).run(workload))
+    parent, child = sorted(result.records, key=lambda r: r.turn)
+    assert parent.ok and child.ok
+    assert parent.finish_s is not None and child.arrival_s >= parent.finish_s
+    (p_prompt, p_out), (c_prompt, _) = server.log
+    assert c_prompt[: len(p_prompt) + len(p_out)] == p_prompt + p_out
+    assert len(c_prompt) == 1700 and child.input_len == 1700
