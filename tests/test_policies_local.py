@@ -71,10 +71,10 @@ def test_threshold(
 def test_threshold_tbt_veto_flips_with_tpot_target() -> None:
     s = snap(pw("p0"), dw("d0", 64))
     r = req(4000, d0=3700)
-    assert policy("threshold", tbt_veto=True).decide(r, s, SLO).reason == "below_threshold"
+    assert policy("threshold").decide(r, s, SLO).reason == "below_threshold"
     tight = Slo(ttft_ms=2000.0, tpot_ms=25.0)
-    assert policy("threshold", tbt_veto=True).decide(r, s, tight).reason == "decode_busy"
-    assert policy("threshold").decide(r, s, tight).reason == "below_threshold"
+    assert policy("threshold").decide(r, s, tight).reason == "decode_busy"
+    assert policy("threshold", tbt_veto=False).decide(r, s, tight).reason == "below_threshold"
 
 
 # -- ppd ------------------------------------------------------------------------------------------------
@@ -211,3 +211,15 @@ def test_ppd_tight_tbt_budget_makes_appends_slow(tpot_ms: float, reason: str) ->
     s = snap(pw("p0", queued=32_000), dw("d0", 32))
     r = policy("ppd").decide(req(3000, p0=2000, d0=2400), s, Slo(ttft_ms=2000.0, tpot_ms=tpot_ms))
     assert r.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("running", "p_queue", "reason"),
+    [(8, 8000, "p_queue_deflect"), (128, 8000, "pd_cheaper"), (128, 128_000, "p_queue_deflect")],
+)
+def test_ppd_deflect_weighs_the_stall_of_residents(running: int, p_queue: int, reason: str) -> None:
+    # Kairos alone deflects in all three; the unified policy also charges the stall it puts on the
+    # D worker's residents (ppd's score), so a busy D only takes it when P is deeply queued.
+    s = snap(pw("p0", queued=p_queue), dw("d0", running, ctx_per_req=1000))
+    assert policy("deflect").decide(req(2000), s, SLO).reason == "p_queue_deflect"
+    assert policy("ppd_deflect").decide(req(2000), s, SLO).reason == reason

@@ -107,18 +107,11 @@ class CacheAwarePair:
 
 
 def with_room(v: View) -> Sequence[WorkerSnapshot]:
-    """The D workers with free KV for the whole request (prompt + max new tokens), where known.
+    """The D workers with KV room for the request (:meth:`View.has_room`); all if none has.
 
     A D worker admits a transfer only once it can reserve the request's KV (SGLang's prealloc
-    queue); one without room makes the request wait for other requests to finish, however long its
-    hit. Unknown room (stale telemetry, no KV numbers) counts as room. If no D has room, all are
-    candidates. sglang_router does not look at KV; this guard is ours.
+    queue); one without room makes the request wait for other requests to finish, however long
+    its hit. sglang_router does not look at KV; this guard is ours.
     """
-    need = v.req.prompt_len + v.req.max_new_tokens
-    fresh = v.fresh
-    roomy = []
-    for d in v.ds:
-        used, cap = d.kv_used_tokens, d.kv_capacity_tokens
-        if used is None or cap is None or d.worker_id not in fresh or cap - used >= need:
-            roomy.append(d)
+    roomy = [d for d in v.ds if v.has_room(d)]
     return roomy if roomy else v.ds

@@ -26,16 +26,14 @@ def resident_candidates(v: View, allow_approx: bool) -> tuple[list[tuple[WorkerS
     """Local-capable decode workers holding a prefix of the prompt, with their hit lengths.
 
     Also returns why none qualified (the first blocker in snapshot order), for the PD route's reason.
-    A worker needs free KV for the whole request (prompt + max new tokens: admission reserves it,
-    the hit included, as the prefix leaves the evictable cache); an approximate hit counts only if
-    allowed.
+    A worker needs KV room for the request and those already waiting there (:meth:`View.has_room`);
+    an approximate hit counts only if allowed.
     """
     out: list[tuple[WorkerSnapshot, int]] = []
     blocked = reasons.NO_RESIDENT_PREFIX
     hits = v.hits
     if not hits:
         return out, blocked
-    need = v.req.prompt_len + v.req.max_new_tokens
     for d in v.ds:
         wid = d.worker_id
         h = hits.get(wid, 0)
@@ -47,7 +45,7 @@ def resident_candidates(v: View, allow_approx: bool) -> tuple[list[tuple[WorkerS
             why = reasons.NO_LOCAL_SUPPORT
         elif not allow_approx and wid in v.req.approx_workers:
             why = reasons.APPROX_HIT
-        elif (free := d.kv_free_tokens) is not None and free < need:
+        elif not v.has_room(d):
             why = reasons.KV_FULL
         else:
             out.append((d, h))

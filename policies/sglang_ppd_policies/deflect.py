@@ -8,9 +8,10 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
 - TTFT_P: the ``pd_cache_aware`` pair's P queue + P compute + KV transfer (behind the link's queued
   bytes) + one decode iteration.
 - On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight and free
-  KV for the whole request (prompt + max new tokens): the largest chunk χ whose mixed iteration
-  with its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the
-  last chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
+  KV for this request and the ones already waiting there (:meth:`View.has_room`: a D with an
+  admission backlog has no spare capacity to lend): the largest chunk χ whose mixed iteration with
+  its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the last
+  chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
   local prefill tokens + ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
 - Deflect to the D with the lowest TTFT_D iff TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms;
   else PD. The route carries ``ChunkPlan(χ, n)``.
@@ -29,6 +30,7 @@ Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from pydantic import Field
 
@@ -48,6 +50,9 @@ from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import local_route, no_prefill_route
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
 from sglang_ppd_policies.view import View
+
+DeflectGate = Callable[[View, WorkerSnapshot, float, float, float], bool]
+"""(view, D, TTFT_D, stall per resident, TTFT_P) -> whether the deflection may go ahead."""
 
 
 class DeflectParams(LocalParams):
@@ -71,9 +76,10 @@ class DeflectPolicy(BuiltinPolicy):
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
         return self.decide_full(View(req, snap, slo))
 
-    def decide_full(self, v: View, pd_reason: str | None = None) -> Route:
-        """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha.
-        A PD route's reason is ``pd_reason`` (else the chooser's) unless a D candidate was weighed."""
+    def decide_full(self, v: View, pd_reason: str | None = None, gate: DeflectGate | None = None) -> Route:
+        """Deflect to the fastest local-capable D if it beats the PD path by the margin alpha (and
+        ``gate`` agrees, if given). A PD route's reason is ``pd_reason`` (else the chooser's) unless
+        a D candidate was weighed."""
         if not v.ps:
             return no_prefill_route(v, self.est)
         est = self.est
@@ -82,9 +88,8 @@ class DeflectPolicy(BuiltinPolicy):
         why = pd_reason = pd_reason or chooser_reason
         budget_ms = self._beta * v.slo.tpot_ms
         fresh = v.fresh
-        need = prompt_len + v.req.max_new_tokens
         best: WorkerSnapshot | None = None
-        best_ttft, best_chunk, best_new = math.inf, 0, 0
+        best_ttft, best_chunk, best_new, best_stall = math.inf, 0, 0, 0.0
         for d in v.ds:
             wid = d.worker_id
             if wid not in fresh:
@@ -96,23 +101,24 @@ class DeflectPolicy(BuiltinPolicy):
             if (d.num_local_prefills or 0) >= self._max_inflight:
                 why = reasons.DEFLECT_CAP
                 continue
-            free = d.kv_free_tokens
-            if free is not None and free < need:
+            if not v.has_room(d):
                 continue
             new_len = prompt_len - v.exact_hit(wid, self._allow_approx)
-            ttft, chunk = est.deflected_ttft_ms(d, new_len, prompt_len - new_len, budget_ms)
+            ttft, chunk, stall = est.deflected_ttft_ms(d, new_len, prompt_len - new_len, budget_ms)
             if chunk <= 0:
                 if why == pd_reason:
                     why = reasons.TBT_BUDGET
                 continue
             if ttft < best_ttft:
-                best, best_ttft, best_chunk, best_new = d, ttft, chunk, new_len
+                best, best_ttft, best_chunk, best_new, best_stall = d, ttft, chunk, new_len, stall
         if best is not None:
             ttft_p = est.pd_ttft_ms(v, p, d_pd)
             if best_ttft > self._alpha * ttft_p:
                 why = reasons.P_FASTER
             elif best_ttft > v.slo.ttft_ms:
                 why = reasons.TTFT_SLO
+            elif gate is not None and not gate(v, best, best_ttft, best_stall, ttft_p):
+                why = reasons.PD_CHEAPER
             else:
                 return local_route(RouteKind.DEFLECT, best, best_new, best_chunk, reasons.P_QUEUE_DEFLECT)
         return self.pd_routes.get(p, d_pd, why)

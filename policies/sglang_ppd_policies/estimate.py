@@ -139,22 +139,24 @@ class Estimator:
 
     def deflected_ttft_ms(
         self, d: WorkerSnapshot, new_len: int, cached_len: int, budget_ms: float
-    ) -> tuple[float, int]:
-        """(TTFT, chunk) of a prefill mixed into fresh ``d``'s decode steps: chunks as large as keep
-        each iteration within ``budget_ms`` while attending over the whole prompt (the last chunk's
-        worst case), behind ``d``'s current iteration and queued local prefills. An idle ``d`` takes
-        full chunks; ``(inf, 0)`` when not even one token fits."""
+    ) -> tuple[float, int, float]:
+        """(TTFT, chunk, stall) of a prefill mixed into fresh ``d``'s decode steps: chunks as large
+        as keep each iteration within ``budget_ms`` while attending over the whole prompt (the last
+        chunk's worst case), behind ``d``'s current iteration and queued local prefills. ``stall``
+        is what each resident decode waits in all, over decode-only steps. An idle ``d`` takes full
+        chunks; ``(inf, 0, 0)`` when not even one token fits."""
         running = d.num_running if d.num_running is not None else d.num_inflight
         if running:
             step = self.decode_step_ms(d, True, cached_len + new_len)
             extra = step - self.dec_base_ms
             chunk = self.max_chunk_len(cached_len + new_len, extra, budget_ms)
             if chunk <= 0:
-                return math.inf, 0
+                return math.inf, 0, 0.0
         else:
             step, extra, chunk = 0.0, 0.0, self.chunk_len
-        ttft = step + self.chunked_ms(new_len, cached_len, chunk, extra)
+        run = self.chunked_ms(new_len, cached_len, chunk, extra)
+        ttft = step + run
         queued = d.queued_prefill_tokens
         if queued:
             ttft += self.chunked_ms(queued, 0, chunk, extra)
-        return ttft, chunk
+        return ttft, chunk, run - -(-new_len // chunk) * step

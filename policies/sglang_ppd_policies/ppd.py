@@ -96,8 +96,7 @@ class PpdPolicy(BuiltinPolicy):
         req, slo = v.req, v.slo
         prompt_len = req.prompt_len
         p, d_pd, _ = self._chooser.pair(v)
-        ttft_w = slo.w_ttft / slo.ttft_ms
-        tpot_w = slo.w_tpot / slo.tpot_ms / (self._horizon_len or max(req.max_new_tokens, 1))
+        ttft_w, tpot_w = self._weights(v)
         best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
         best: tuple[WorkerSnapshot, int] | None = None
         max_chunk, min_chunk = self._chunk_len, self._min_chunk_len
@@ -120,3 +119,19 @@ class PpdPolicy(BuiltinPolicy):
             return self.pd_routes.get(p, d_pd, reasons.PD_CHEAPER)
         d, h = best
         return local_route(RouteKind.LOCAL, d, prompt_len - h, max_chunk, reasons.APPEND_CHEAPER)
+
+    def _weights(self, v: View) -> tuple[float, float]:
+        """Score weights: per ms of this request's TTFT, and per ms of stall per resident decode
+        (its TPOT grows by stall/L over an output of L tokens)."""
+        slo = v.slo
+        horizon_len = self._horizon_len or max(v.req.max_new_tokens, 1)
+        return slo.w_ttft / slo.ttft_ms, slo.w_tpot / slo.tpot_ms / horizon_len
+
+    def prefers_local(
+        self, v: View, d: WorkerSnapshot, ttft_local_ms: float, stall_ms: float, ttft_pd_ms: float
+    ) -> bool:
+        """This policy's score applied to any prefill on ``d`` (a :data:`DeflectGate`): whether its
+        TTFT and the stall it puts on ``d``'s residents cost less than the PD path's TTFT."""
+        ttft_w, tpot_w = self._weights(v)
+        residents = d.num_running if d.num_running is not None else d.num_inflight
+        return ttft_w * ttft_local_ms + tpot_w * residents * stall_ms < ttft_w * ttft_pd_ms

@@ -6,7 +6,12 @@ Sources: PPD (arXiv 2603.13358) and Kairos (arXiv 2607.02043), composed without 
   ``allow_approx_local``) gets :meth:`PpdPolicy.decide_resident`: local append vs PD by SLO-weighted
   TTFT and resident-TPOT cost;
 - every other request gets :meth:`DeflectPolicy.decide_full`: deflected prefill vs PD by TTFT with
-  the margin alpha, chunked within beta*TBT, at most ``max_inflight`` per D worker.
+  the margin alpha, chunked within beta*TBT, at most ``max_inflight`` per D worker; and, as the
+  unified policy, only if ppd's score agrees (:meth:`PpdPolicy.prefers_local` as the gate): the
+  deflection's TTFT plus the stall it puts on the D worker's residents must cost less than the PD
+  path's TTFT. Kairos bounds the stall per step (beta*TBT) but not its total over a busy batch;
+  without the gate, deflections on a decode-bound cluster slow every resident and the D workers'
+  KV turnover with them (in the simulator, Azure conv at 16x: TTFT P50 twice ``pd``'s).
 
 Both PD estimates include KV-link congestion: the transfer waits behind ``link.queued_bytes``, so a
 congested link makes local appends and deflections relatively cheaper.
@@ -47,4 +52,4 @@ class PpdDeflectPolicy(BuiltinPolicy):
         cands, why = resident_candidates(v, self._allow_approx)
         if cands:
             return self._ppd.decide_resident(v, cands)
-        return self._deflect.decide_full(v, why)
+        return self._deflect.decide_full(v, why, self._ppd.prefers_local)

@@ -9,9 +9,9 @@ hit when all of these hold, else PD (as ``pd_cache_aware``):
 - uncached length < ``max_uncached_len`` (and uncached/prompt < ``max_uncached_ratio`` if set);
 - prefill-busy gate (if ``min_prefill_queue_tokens`` is set): the least-queued P worker has at least
   that many queued prefill tokens (stale telemetry: each P counts in-flight x prompt length);
-- decode-busy veto: the D worker has free KV for the request (always) and runs fewer than
-  ``max_decode_running`` requests (if set); optionally (``tbt_veto``) the step model says the
-  append's first mixed iteration fits the TPOT target.
+- decode-busy veto: the D worker has free KV for the request (always), runs fewer than
+  ``max_decode_running`` requests (if set) and (``tbt_veto``) the step model says the append's
+  first mixed iteration fits the TPOT target.
 
 Parameters:
   max_uncached_len: T, in tokens (512, PPD's bypass length; about where a prefill chunk's compute,
@@ -19,10 +19,11 @@ Parameters:
   max_uncached_ratio: R, optional cap on uncached/prompt (None: off).
   min_prefill_queue_tokens: optional prefill-busy gate, in queued tokens (None: off).
   max_decode_running: optional veto on the D worker's running requests (None: off).
-  tbt_veto: veto an append whose first mixed iteration would exceed the TPOT target (False: reading
-    a long cached prefix costs c_ctx per token per chunk, 160 ms at 100k tokens on the default
-    profile, so this veto sends exactly the long-history appends, whose PD alternative recomputes
-    the whole history on P, to PD).
+  tbt_veto: veto an append whose first mixed iteration would exceed the TPOT target (True: the
+    residents' TBT is what a static rule cannot otherwise see). It also vetoes appends over very
+    long histories, whose every chunk re-reads the cached prefix (c_ctx: 160 ms at 100k tokens on
+    the default profile) and whose PD alternative recomputes that history on P: a real trade-off
+    that only a cost-based policy (``ppd``) weighs.
   allow_approx_local, cache_threshold, balance_*: as ``always_local`` / ``pd_cache_aware``.
 """
 
@@ -58,7 +59,7 @@ class ThresholdParams(LocalParams):
         None, ge=1, description="decode-busy veto: no local on a D running this many requests"
     )
     tbt_veto: bool = Field(
-        False, description="no local if the first mixed iteration would exceed the TPOT target"
+        True, description="no local if the first mixed iteration would exceed the TPOT target"
     )
 
 

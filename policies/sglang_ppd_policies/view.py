@@ -6,7 +6,7 @@ here (plain lists, a set and a dict) keeps a decision on 16 workers within tens 
 
 from __future__ import annotations
 
-from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Slo
+from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Slo, WorkerSnapshot
 from sglang_ppd_policies.errors import NoRouteError
 
 
@@ -14,7 +14,7 @@ class View:
     """Healthy P and D workers in snapshot order, the ids with fresh telemetry, and hit lengths
     capped at prompt_len - 1 (as :meth:`RequestFeatures.hit_len`). Raises if no D is healthy."""
 
-    __slots__ = ("req", "slo", "link", "ps", "ds", "fresh", "hits")
+    __slots__ = ("req", "slo", "link", "ps", "ds", "fresh", "hits", "kv_need")
 
     def __init__(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> None:
         max_age = slo.max_telemetry_age_ms
@@ -33,9 +33,21 @@ class View:
         self.ds = ds
         self.fresh = fresh
         self.hits = {k: (h if h < cap else cap) for k, h in req.cached_len.items()}
+        # Admission reserves the whole request (prompt + max new tokens), the hit included: a
+        # resident prefix leaves the evictable cache and becomes the request's own KV.
+        self.kv_need = req.prompt_len + req.max_new_tokens
 
     def exact_hit(self, worker_id: str, allow_approx: bool) -> int:
         """The hit length, or 0 for an estimated one unless ``allow_approx``."""
         if not allow_approx and worker_id in self.req.approx_workers:
             return 0
         return self.hits.get(worker_id, 0)
+
+    def has_room(self, d: WorkerSnapshot) -> bool:
+        """Whether ``d`` has free KV for this request and for the requests already waiting there
+        (each taken to be as large as this one): a worker without it queues the request behind
+        them. Unknown KV numbers or stale telemetry count as room."""
+        used, cap = d.kv_used_tokens, d.kv_capacity_tokens
+        if used is None or cap is None or d.worker_id not in self.fresh:
+            return True
+        return cap - used >= ((d.num_waiting or 0) + 1) * self.kv_need
