@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,3 +251,24 @@ def test_open_loop_continuation_waits_for_its_parent(server: Served, tmp_path: P
     (p_prompt, p_out), (c_prompt, _) = server.log
     assert c_prompt[: len(p_prompt) + len(p_out)] == p_prompt + p_out
     assert len(c_prompt) == 1700 and child.input_len == 1700
+
+
+def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--no-progress", "--json", str(out)]
+    cmd += ["--workload", "sessions:n=1000,rate=20,turns=1,prompt=8,output=2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Interrupt once some requests have been answered.
+        for _ in range(600):
+            if len(server.log) >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    s = json.loads(out.read_text())
+    assert s["interrupted"] is True
+    assert 5 <= s["num_requests"] < 1000 and s["num_failed"] == 0

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from sglang_ppd.bench import plot
 from sglang_ppd.bench.client import Api
-from sglang_ppd.bench.runner import BenchOptions, Replay
+from sglang_ppd.bench.runner import BenchOptions, Replay, num_planned
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics.record import RequestRecord
@@ -94,21 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration_s, request_timeout_s=args.request_timeout_s, vocab_size=args.vocab_size,
         max_connections=args.max_connections,
     )  # fmt: skip
-    planned = len(workload) if args.max_requests is None else min(len(workload), args.max_requests)
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True, disable=args.no_progress,
     )  # fmt: skip
     with progress:
-        task = progress.add_task("replaying", total=planned)
+        task = progress.add_task("replaying", total=num_planned(workload, args.max_requests))
         failed = 0
+        interrupted = False
 
         def done(r: RequestRecord) -> None:
             nonlocal failed
             failed += not r.ok
             progress.update(task, advance=1, description=f"replaying ({failed} failed)")
 
-        result = asyncio.run(Replay(opts, on_done=done).run(workload))
+        replay = Replay(opts, on_done=done)
+        try:
+            result = asyncio.run(replay.run(workload))
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what finished; the requests in flight are lost.
+            result = replay.result
+            interrupted = True
     slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
     summary = summarize(
         result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
         history_exact=result.history_exact, errors=error_counts(result.records), mode="live",
         cached_prompt_fraction=cached_fractions(result.records),
-        machine=machine_info(),
+        interrupted=interrupted, machine=machine_info(),
     )  # fmt: skip
     console.print(summary_table(summary))
     if args.json:

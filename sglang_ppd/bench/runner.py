@@ -55,6 +55,10 @@ class RunResult:
     """CPU time of this process during the run: the load generator's own cost."""
 
 
+def num_planned(workload: Workload, max_requests: int | None) -> int:
+    return len(workload) if max_requests is None else min(len(workload), max_requests)
+
+
 def sessions_of(workload: Workload) -> list[list[TurnSpec]]:
     """Sessions in order of their first arrival (ties: workload order)."""
     groups: dict[str, list[TurnSpec]] = {}
@@ -153,10 +157,11 @@ class Replay:
         )
 
     async def run(self, workload: Workload) -> RunResult:
+        """Replay to the end or the bounds. If cancelled (Ctrl-C), ``self.result`` still holds every
+        finished request; the ones in flight are lost."""
         o = self.opts
-        self.result.num_planned = (
-            len(workload) if o.max_requests is None else min(len(workload), o.max_requests)
-        )
+        self.result.num_planned = num_planned(workload, o.max_requests)
+        self.t0 = time.perf_counter()
         connector = aiohttp.TCPConnector(
             limit=o.max_connections, force_close=False, keepalive_timeout=KEEPALIVE_S
         )
@@ -182,6 +187,6 @@ class Replay:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self.result.client_cpu_s = time.process_time() - cpu0
-        self.result.wall_s = time.perf_counter() - self.t0
-        self.result.model = self.model
+                self.result.wall_s = time.perf_counter() - self.t0
+                self.result.model = self.model
         return self.result
