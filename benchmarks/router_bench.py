@@ -1,7 +1,7 @@
 """Router overhead in front of 1P1D null workers: added latency, max throughput, live decision time.
 
     python benchmarks/router_bench.py [--seed 0] [--requests 300] [--duration-s 10] [--concurrency 32]
-        [--rust-router-python /path/to/venv/bin/python]
+        [--rounds 3] [--rust-router-python /path/to/venv/bin/python]
 
 Starts one prefill and one decode *null worker* (this script with ``--null-worker``: an aiohttp
 server that speaks the SGLang subset a router needs and answers ``/generate`` at once, with no
@@ -9,9 +9,14 @@ bootstrap wait), so what is measured is the router itself plus HTTP. Then, for e
 test (sglang_ppd with ``pd`` and with ``ppd_deflect``; sglang_router's Rust PD
 router when ``--rust-router-python`` names a Python that has ``sglang-router`` installed):
 
+All routers stay up side by side and ``--rounds`` rounds run every target in a rotated order, so
+load drift on a shared machine hits all of them alike; each figure is the median over rounds.
+
 1. sequential latency: ``--requests`` non-streaming ``/generate`` calls (64-byte prompt, 8 new
    tokens), one at a time; p50/p99 end-to-end;
-2. max throughput: ``--concurrency`` closed-loop clients for ``--duration-s``; requests/s.
+2. max throughput: ``--concurrency`` closed-loop clients for ``--duration-s``; requests/s;
+3. CPU per request: the router process's user+system CPU time (``/proc/<pid>/stat``) over both
+   phases divided by the requests served: the figure least disturbed by other load on the machine.
 
 The reference floor is the decode null worker called directly (no router, no P hop).
 Decision time is read from the live sglang_ppd router itself: ``/stats`` (exact p50/p99 over its
@@ -167,90 +172,109 @@ async def throughput(
     return {"rps": done / (time.monotonic() - t0), "ok": done, "errors": errors}
 
 
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds of one process (and its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _median_row(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-metric median over rounds (rounds interleave the targets, so load drift hits all alike)."""
+    lat = {k: statistics.median(x["latency"][k] for x in samples) for k in samples[0]["latency"]}
+    thr = {k: statistics.median(x["throughput"][k] for x in samples) for k in ("rps", "ok", "errors")}
+    cpu = statistics.median(x["cpu_ms_per_request"] for x in samples)
+    return {"latency": lat, "throughput": thr, "cpu_ms_per_request": cpu, "rounds": samples}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     py = sys.executable
     pport, bport, dport = free_port(), free_port(), free_port()
     p = await spawn(py, __file__, "--null-worker", "prefill", str(pport))
     d = await spawn(py, __file__, "--null-worker", "decode", str(dport))
     purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+    ours = [f"sglang_ppd router, policy {pol}" for pol in ("pd", "ppd_deflect")]
+    commands: dict[str, list[str]] = {
+        name: [
+            py,
+            "-m",
+            "sglang_ppd.cli",
+            "router",
+            "--prefill",
+            purl,
+            str(bport),
+            "--decode",
+            durl,
+            "--policy",
+            pol,
+            "--log-level",
+            "warning",
+        ]
+        for name, pol in zip(ours, ("pd", "ppd_deflect"), strict=True)
+    }
+    if args.rust_router_python:
+        commands["sglang_router (Rust) --pd-disaggregation"] = [
+            args.rust_router_python,
+            "-m",
+            "sglang_router.launch_router",
+            "--pd-disaggregation",
+            "--prefill",
+            purl,
+            str(bport),
+            "--decode",
+            durl,
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warn",
+        ]
+    direct = "decode null worker alone (no router)"
+    urls: dict[str, str] = {direct: durl}
+    pids: dict[str, int] = {direct: d.pid}
+    procs: list[asyncio.subprocess.Process] = []
+    samples: dict[str, list[dict[str, Any]]] = {}
     rows: dict[str, Any] = {}
     try:
         await wait_healthy(purl, p)
         await wait_healthy(durl, d)
-        rows["decode null worker alone (no router)"] = {
-            "latency": await latency(durl, args.requests, args.seed, local=True),
-            "throughput": await throughput(durl, args.duration_s, args.concurrency, args.seed, local=True),
-        }
-        targets: list[tuple[str, list[str], bool]] = [
-            (
-                f"sglang_ppd router, policy {pol}",
-                [
-                    py,
-                    "-m",
-                    "sglang_ppd.cli",
-                    "router",
-                    "--prefill",
-                    purl,
-                    str(bport),
-                    "--decode",
-                    durl,
-                    "--policy",
-                    pol,
-                    "--log-level",
-                    "warning",
-                ],
-                True,
-            )
-            for pol in ("pd", "ppd_deflect")
-        ]
-        if args.rust_router_python:
-            targets.append(
-                (
-                    "sglang_router (Rust) --pd-disaggregation",
-                    [
-                        args.rust_router_python,
-                        "-m",
-                        "sglang_router.launch_router",
-                        "--pd-disaggregation",
-                        "--prefill",
-                        purl,
-                        str(bport),
-                        "--decode",
-                        durl,
-                        "--host",
-                        "127.0.0.1",
-                        "--log-level",
-                        "warn",
-                    ],
-                    False,
-                )
-            )
-        for name, argv, ours in targets:
+        for name, argv in commands.items():
             port = free_port()
-            router = await spawn(*argv, "--port", str(port))
-            url = f"http://127.0.0.1:{port}"
-            try:
-                await wait_healthy(url, router)
-                row: dict[str, Any] = {
-                    "latency": await latency(url, args.requests, args.seed, local=False),
-                    "throughput": await throughput(url, args.duration_s, args.concurrency, args.seed, False),
-                }
-                if ours:
-                    async with aiohttp.ClientSession() as s:
-                        async with s.get(f"{url}/stats") as r:
-                            stats = await r.json()
-                        async with s.get(f"{url}/metrics") as r:
-                            metrics = await r.text()
-                    row["decision_ms"] = stats["decision_ms"]
-                    row["prefix_lookup_ms"] = stats.get("prefix_lookup_ms")
-                    row["routes"] = stats["routes"]
-                    row["decision_histogram"] = [
-                        ln for ln in metrics.splitlines() if ln.startswith("sglang_ppd_decision_seconds")
-                    ]
-                rows[name] = row
-            finally:
-                await stop(router)
+            proc = await spawn(*argv, "--port", str(port))
+            procs.append(proc)
+            urls[name] = f"http://127.0.0.1:{port}"
+            pids[name] = proc.pid
+            await wait_healthy(urls[name], proc)
+        names = list(urls)
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                local = name == direct
+                cpu0 = cpu_s(pids[name])
+                lat = await latency(urls[name], args.requests, args.seed + r, local)
+                thr = await throughput(urls[name], args.duration_s, args.concurrency, args.seed + r, local)
+                num = args.requests + 20 + thr["ok"] + thr["errors"]
+                samples.setdefault(name, []).append(
+                    {
+                        "latency": lat,
+                        "throughput": thr,
+                        "cpu_ms_per_request": 1000 * (cpu_s(pids[name]) - cpu0) / num,
+                    }
+                )
+        for name in names:
+            rows[name] = _median_row(samples[name])
+        async with aiohttp.ClientSession() as s:
+            for name in ours:
+                async with s.get(f"{urls[name]}/stats") as resp:
+                    stats = await resp.json()
+                async with s.get(f"{urls[name]}/metrics") as resp:
+                    metrics = await resp.text()
+                rows[name]["decision_ms"] = stats["decision_ms"]
+                rows[name]["prefix_lookup_ms"] = stats.get("prefix_lookup_ms")
+                rows[name]["routes"] = stats["routes"]
+                rows[name]["decision_histogram"] = [
+                    ln for ln in metrics.splitlines() if ln.startswith("sglang_ppd_decision_seconds")
+                ]
     finally:
+        for proc in procs:
+            await stop(proc)
         await stop(p)
         await stop(d)
     return rows
@@ -262,6 +286,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--duration-s", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--rust-router-python", default=None)
     ap.add_argument("--null-worker", nargs=2, metavar=("ROLE", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -298,7 +323,8 @@ def main() -> int:
         dec = row.get("decision_ms")
         extra = f"  decision p50 {dec['p50']:.3f} ms p99 {dec['p99']:.3f} ms" if dec else ""
         print(
-            f"{name:55s} p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
+            f"{name:44s} cpu {row['cpu_ms_per_request']:5.2f} ms/req  "
+            f"p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
             f"{thr['rps']:7.1f} req/s ({thr['errors']} errors){extra}"
         )
     print(f"wrote {RESULTS}")

@@ -90,6 +90,11 @@ class Router:
                 ),
                 read_bufsize=READ_BUFSIZE,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                # Per-request savings on the hot path: workers set no cookies, and without an
+                # Accept-Encoding header they never compress, so nothing needs decompressing.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
             )
             self._sessions_http[url] = s
         return s
