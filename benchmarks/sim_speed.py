@@ -30,6 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the target says
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     workload = load_workload(spec=SPEC, seed=args.seed)
     load_s = time.perf_counter() - t0
@@ -54,7 +55,8 @@ def main() -> None:
         print(f"{policy:15s} {best:6.2f} s  {len(workload) / best:8.0f} req/s  {events / best:8.0f} events/s")
     write_result_json(RESULTS / "sim_speed.json", {
         "figure": "speed", "workload": SPEC, "num_requests": len(workload), "load_trace_s": load_s,
-        "seed": args.seed, "cores_used": 1, "target_s": 15.0, "results": rows,
+        "seed": args.seed, "cores_used": 1, "load_average_1m_before": load_before,
+        "target_s": 15.0, "results": rows,
         "command": f"python benchmarks/sim_speed.py --policies {args.policies} --repeat {args.repeat}",
     })  # fmt: skip
 

@@ -90,3 +90,11 @@ def test_compare_writes_runs_summary_and_plot(tmp_path: Path) -> None:
 def test_compare_rejects_unknown_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--workload", "azure:n=5", "--policies", "pd,bogus", "--out", str(tmp_path)]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["sim-2p2d.yaml", "sim-4p4d-shared-link.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    from sglang_ppd.sim.config import load_sim_config
+
+    cfg = load_sim_config(str(Path(__file__).resolve().parents[1] / "configs" / name))
+    assert cfg.num_prefill >= 1 and cfg.num_decode >= 1
