@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import yaml
 
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.core.types import Slo
+from sglang_ppd.launch.procs import busy_ports
 from sglang_ppd.metrics.result import machine_info, write_result_json
 from sglang_ppd.metrics.summary import summarize
 from sglang_ppd.sim.config import SimConfig
@@ -37,12 +39,21 @@ DEFAULT_WORKLOAD = (
     "output=uniform:40:160"
 )
 OUT = Path(__file__).resolve().parent / "results" / "emulator_vs_sim.json"
-ROUTER_PORT, BASE_PORT = 30400, 31400
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (other benchmarks may share this host)."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 60000)
+        if not busy_ports("127.0.0.1", tuple(range(base, base + n))):
+            return base
 
 
 def run_emulated(workload: Any, policy: str, seed: int, page_size: int, slo: Slo) -> dict[str, Any]:
-    cfg = {"num_prefill": 1, "num_decode": 1, "base_port": BASE_PORT, "page_size": page_size,
-           "monitor": False, "router": {"port": ROUTER_PORT, "policy": policy,
+    base = free_ports(4)
+    cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": page_size,
+           "monitor": False, "router": {"port": base + 3, "policy": policy,
                                         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms}}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
@@ -57,7 +68,7 @@ def run_emulated(workload: Any, policy: str, seed: int, page_size: int, slo: Slo
                     break
             else:
                 raise RuntimeError(f"launch exited with {proc.wait()}")
-            url = f"http://127.0.0.1:{ROUTER_PORT}"
+            url = f"http://127.0.0.1:{base + 3}"
             result = asyncio.run(Replay(BenchOptions(url=url, seed=seed)).run(workload))
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import tempfile
@@ -14,7 +15,7 @@ import yaml
 from sglang_ppd.core.config import ConfigError, load_yaml
 from sglang_ppd.launch.config import LaunchConfig
 from sglang_ppd.launch.plan import Plan, make_plan
-from sglang_ppd.launch.procs import ChildFailed, Supervisor, wait_healthy
+from sglang_ppd.launch.procs import ChildFailed, Supervisor, busy_ports, wait_healthy
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "emulated-2p2d.yaml"
 
@@ -31,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def say(msg: str) -> None:
-    print(msg, flush=True)
+    # A closed stdout (the parent went away) must never stop launch from reaching its cleanup.
+    with contextlib.suppress(OSError):
+        print(msg, flush=True)
 
 
 async def _run_until_stopped(sup: Supervisor, stop: asyncio.Event, monitor_url: str | None) -> None:
@@ -77,7 +80,8 @@ async def launch(plan: Plan, cfg: LaunchConfig, log_dir: Path, show_monitor: boo
         await _run_until_stopped(sup, stop, plan.router_url if show_monitor else None)
         return 0
     except ChildFailed as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     except asyncio.CancelledError:
         return 0
@@ -103,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{child.name}: {env + ' ' if env else ''}{' '.join(child.argv)}")
         say(yaml.safe_dump(plan.router_config, sort_keys=False))
         return 0
+    busy = busy_ports(cfg.host, plan.ports)
+    if busy:
+        print(f"error: port(s) {', '.join(map(str, busy))} on {cfg.host} are already in use; stop what "
+              "listens there or pick other ports with --base-port / --port", file=sys.stderr)
+        return 2
     log_dir = Path(args.log_dir or cfg.log_dir or tempfile.mkdtemp(prefix="sglang-ppd-launch-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     show_monitor = cfg.monitor and not args.no_monitor and sys.stdout.isatty()

@@ -33,6 +33,8 @@ class Plan:
     router: Child
     router_config: dict[str, Any]
     router_url: str
+    ports: tuple[int, ...]
+    """Every TCP port the cluster will listen on (checked free before anything starts)."""
 
 
 def needs_decode_cache(policy: str) -> bool:
@@ -123,16 +125,19 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
     next_port = cfg.base_port
     workers: list[Child] = []
     specs: list[dict[str, Any]] = []
+    ports: list[int] = []
     roles = [("prefill", i) for i in range(cfg.num_prefill)] + [("decode", i) for i in range(cfg.num_decode)]
     for n, (role, i) in enumerate(roles):
         http = next_port
         bootstrap = next_port + 1 if role == "prefill" else None
         next_port += 2 if role == "prefill" else 1
         url = f"http://{cfg.host}:{http}"
+        ports += [http] if bootstrap is None else [http, bootstrap]
         if cfg.backend == "emulated":
             argv, env = _emulated(cfg, role, http, bootstrap, decode_cache, tbt_budget_ms), {}
         else:
             argv = _sglang(cfg, role, http, bootstrap, decode_cache, sg.zmq_port_base + 4 * n)
+            ports += range(sg.zmq_port_base + 4 * n, sg.zmq_port_base + 4 * n + 4)
             env = {"CUDA_VISIBLE_DEVICES": (p_gpus if role == "prefill" else d_gpus)[i]}
         workers.append(Child(f"{role}-{i}", tuple(argv), f"{url}/health", env))
         specs.append({"url": url, "role": role, **({"bootstrap_port": bootstrap} if bootstrap else {})})
@@ -147,4 +152,5 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
     host = validated.host if validated.host not in ("0.0.0.0", "::") else "127.0.0.1"
     router_url = f"http://{host}:{validated.port}"
     router = Child("router", (sys.executable, "-m", "sglang_ppd.cli", "router"), f"{router_url}/health")
-    return Plan(tuple(workers), router, validated.model_dump(mode="json"), router_url)
+    ports.append(validated.port)
+    return Plan(tuple(workers), router, validated.model_dump(mode="json"), router_url, tuple(ports))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -68,6 +69,20 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+
+
+def busy_ports(host: str, ports: tuple[int, ...]) -> list[int]:
+    """The ports another process already listens on: starting there would fail, or worse, have
+    launch talk to someone else's server."""
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is fine
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
