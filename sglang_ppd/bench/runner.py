@@ -33,8 +33,6 @@ class BenchOptions:
     api: Api = Api.SGLANG
     seed: int = 0
     model: str | None = None
-    client_cpu_s: float = 0.0
-    """CPU time of this process during the run: the load generator's own cost."""
     max_requests: int | None = None
     duration_s: float | None = None
     request_timeout_s: float = 300.0
