@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,15 @@ def test_launch_reports_a_crashing_child_with_its_log(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "exited with code 2" in out and "--no-such-flag" in out
+
+
+def test_launch_refuses_ports_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        path = tmp_path / "cluster.yaml"
+        path.write_text(yaml.safe_dump({"num_prefill": 1, "num_decode": 1, "router": {"port": port}}))
+        out = subprocess.run([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"{port}" in out.stderr and "already in use" in out.stderr
