@@ -215,6 +215,23 @@ def request_floor_ms(res: dict[str, Any], gpu: list[dict[str, Any]]) -> float | 
     return round(refresh["e2e_ms"] - rows[0]["gpu_ms"], 2)
 
 
+def router_floor_ms(res: dict[str, Any], gpu: list[dict[str, Any]]) -> float | None:
+    """The same floor on phase e's path (router, streaming): phase a3's one-token turns on an idle D,
+    TTFT minus the forward that computed them (found by prompt length and send time)."""
+    floors = []
+    for p in res.get("ab", {}).get("floor_probes") or []:
+        rows = [
+            r
+            for r in gpu
+            if r["kind"] != "decode"
+            and r["t"] >= p["t_send"]
+            and any(c[0] + c[1] == p["prompt_len"] for c in r["chunks"])
+        ]
+        if rows and p.get("ttft_ms"):
+            floors.append(p["ttft_ms"] - rows[0]["gpu_ms"])
+    return round(st.median(floors), 2) if floors else None
+
+
 def fit_transfer(res: dict[str, Any], prof: CostProfile, floor_ms: float) -> dict[str, Any] | None:
     """setup + bytes/bandwidth from single PD requests (phase a2): TTFT minus P's prefill and the floor."""
     cal = res.get("ab", {}).get("pd_calibration") or []
@@ -343,7 +360,9 @@ def main() -> None:
         "transfer_setup_ms": 0.0,
     }
     prof = CostProfile.model_validate(prof_dict)
-    floor = request_floor_ms(res, gpu_rows) or 0.0
+    direct_floor = request_floor_ms(res, gpu_rows)
+    path_floor = router_floor_ms(res, gpu_rows)
+    floor = path_floor if path_floor is not None else (direct_floor or 0.0)
     transfer = fit_transfer(res, prof, floor)
     link = (transfer or {}).get("gbytes_per_s") or LOOPBACK_TCP_GB_S
     prof_dict["transfer_setup_ms"] = (transfer or {}).get("setup_ms", 0.0)
@@ -378,6 +397,8 @@ def main() -> None:
         "seed": res["seed"],
         "profile": prof_dict,
         "request_floor_ms": floor,
+        "floor_direct_nonstreaming_ms": direct_floor,
+        "floor_router_streaming_ms": path_floor,
         "transfer": transfer,
         "fit": {
             "decode_forwards": len(decodes),

@@ -129,6 +129,23 @@ async def phase_ab(s: aiohttp.ClientSession, a: argparse.Namespace, rng: random.
         r.pop("output_ids")
         cal.append({"prompt_len": n, **r})
     res["pd_calibration"] = cal
+    # Request-path floor probes: the same path as phase e (router, streaming), one new token on the
+    # resident history of an idle D, so TTFT minus that forward is HTTP, router, intake and result path.
+    hist2 = t2_ids + list(r2["output_ids"] or [])
+    probes = []
+    for k in range(3):
+        ids = hist2 + rand_ids(rng, 1)
+        hdr = {SESSION_HEADER: "val-s1", TURN_HEADER: str(3 + k)}
+        r = await one_turn(s, a.router, ids, 2, hdr)
+        hist2 = ids + list(r.pop("output_ids"))
+        probes.append({"prompt_len": len(ids), **r})
+        await asyncio.sleep(0.2)
+    res["floor_probes"] = probes
+    print(
+        "[a3] router-path probes TTFT: "
+        + ", ".join(f"{p['ttft_ms']:.1f} ms ({p['route']}, cached {p['cached_tokens']})" for p in probes),
+        flush=True,
+    )
     print(
         "[a2] PD TTFT by prompt length: "
         + ", ".join(f"{c['prompt_len']}: {c['ttft_ms']:.1f} ms ({c['route']})" for c in cal),
