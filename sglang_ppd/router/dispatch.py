@@ -224,6 +224,8 @@ class Attempt:
             return
         self._abandoned = failure
         if self.decode_resp is not None:
+            # Wake the pending read (closing the connection alone does not), then drop the connection.
+            self.decode_resp.content.set_exception(failure)
             self.decode_resp.close()
 
     def _got_first_token(self) -> None:

@@ -131,4 +131,5 @@ class Reliability:
             "local_dispatched_unknown_state": self.num_local_unknown_dispatched,
             "prefix_index_drops": self.num_index_drops,
             "fast_evictions": self.num_fast_evictions,
+            "subscriber_resets": {w.url: w.num_subscriber_resets for w in self.router.registry.all()},
         }

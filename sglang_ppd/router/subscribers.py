@@ -2,7 +2,9 @@
 
 Each runs as one asyncio task per socket, owned by the worker it feeds, and is cancelled when the
 worker is removed. Every received message is size-bounded (ZMQ_MAXMSGSIZE) and decoded without
-pickle; a malformed one is dropped and counted, never fatal. The SUB queue is bounded (RCVHWM).
+pickle; a malformed one is dropped and counted, never fatal. The SUB queue is bounded (RCVHWM). A
+cut subscription (oversized message, dead publisher) is counted and reopened
+(:mod:`sglang_ppd.router.zmq_sub`); a cut KV-event subscription also drops that rank's index.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -17,21 +20,11 @@ import zmq.asyncio
 from sglang_ppd.protocol import kv_events, load_stat, telemetry
 from sglang_ppd.router.prefix_index import ExactPrefixIndex
 from sglang_ppd.router.workers import WorkerState
+from sglang_ppd.router.zmq_sub import ResilientSub
 
 log = logging.getLogger(__name__)
 
-RCV_HWM = 10_000
 REPLAY_TIMEOUT_S = 2.0
-
-
-def _sub(ctx: zmq.asyncio.Context, endpoint: str, topic: bytes, max_bytes: int) -> zmq.asyncio.Socket:
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, RCV_HWM)
-    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-    sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(endpoint)
-    return sock
 
 
 async def replay(
@@ -123,7 +116,14 @@ class KvEventConsumer:
 
 
 async def run_kv_events(consumer: KvEventConsumer, endpoint: str, topic: str) -> None:
-    sock = _sub(consumer.ctx, endpoint, topic.encode(), kv_events.MAX_PAYLOAD_BYTES + 64)
+    count = _on_reset(consumer.worker)
+
+    def reset() -> None:
+        # Events were lost, or the worker (and its cache) is gone: drop what we knew at once.
+        count()
+        consumer.index.clear(consumer.rank)
+
+    sock = ResilientSub(consumer.ctx, endpoint, topic.encode(), kv_events.MAX_PAYLOAD_BYTES + 64, reset)
     try:
         while True:
             await consumer.on_message(await sock.recv_multipart())
@@ -132,7 +132,7 @@ async def run_kv_events(consumer: KvEventConsumer, endpoint: str, topic: str) ->
 
 
 async def run_telemetry(ctx: zmq.asyncio.Context, worker: WorkerState, endpoint: str) -> None:
-    sock = _sub(ctx, endpoint, telemetry.TOPIC, telemetry.MAX_MESSAGE_BYTES + 64)
+    sock = ResilientSub(ctx, endpoint, telemetry.TOPIC, telemetry.MAX_MESSAGE_BYTES + 64, _on_reset(worker))
     try:
         while True:
             frames = await sock.recv_multipart()
@@ -151,19 +151,19 @@ async def run_loadstat(
     ctx: zmq.asyncio.Context, worker: WorkerState, endpoints: tuple[str, ...], topic: str
 ) -> None:
     """Sums the per-rank LoadStat gauges (latest of each rank) into the worker's load."""
-    socks = [_sub(ctx, ep, topic.encode(), load_stat.MAX_PAYLOAD_BYTES + 64) for ep in endpoints]
     latest: dict[int, load_stat.LoadStat] = {}
-    poller = zmq.asyncio.Poller()
-    for s in socks:
-        poller.register(s, zmq.POLLIN)
-    try:
-        while True:
-            for sock, _ in await poller.poll():
-                frames = await sock.recv_multipart()  # type: ignore[union-attr]
+
+    async def rank_loop(rank: int, endpoint: str) -> None:
+        sock = ResilientSub(
+            ctx, endpoint, topic.encode(), load_stat.MAX_PAYLOAD_BYTES + 64, _on_reset(worker)
+        )
+        try:
+            while True:
+                frames = await sock.recv_multipart()
                 try:
                     if len(frames) != 3:
                         raise ValueError(f"expected 3 frames, got {len(frames)}")
-                    latest[socks.index(sock)] = load_stat.decode(frames[2])  # type: ignore[arg-type]
+                    latest[rank] = load_stat.decode(frames[2])
                 except ValueError as exc:
                     log.warning("dropping LoadStat from %s: %s", worker.url, exc)
                     worker.num_dropped_messages += 1
@@ -178,9 +178,17 @@ async def run_loadstat(
                     ),
                     "loadstat",
                 )
-    finally:
-        for s in socks:
-            s.close()
+        finally:
+            sock.close()
+
+    await asyncio.gather(*(rank_loop(r, ep) for r, ep in enumerate(endpoints)))
+
+
+def _on_reset(worker: WorkerState) -> Callable[[], None]:
+    def count() -> None:
+        worker.num_subscriber_resets += 1
+
+    return count
 
 
 async def run_task(coro_name: str, worker: WorkerState, coro: object) -> None:

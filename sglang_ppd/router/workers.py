@@ -38,6 +38,8 @@ class WorkerState:
     num_kv_events: int = 0
     num_dropped_messages: int = 0
     num_kv_gaps: int = 0
+    num_subscriber_resets: int = 0
+    """ZMQ subscriptions cut (oversized/malformed message, publisher gone) and reopened."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property

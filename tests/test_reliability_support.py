@@ -1,0 +1,213 @@
+"""Test support for the reliability tests (no tests here): emulated workers as subprocesses on
+loopback, an in-process router over them, a streaming client that classifies every outcome, and a
+stub decode worker that answers headers and then waits for KV that never comes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from test_router_support import PROFILE, free_port
+
+from sglang_ppd.core.costmodel import load_profile
+from sglang_ppd.core.policy import Policy, load_policy
+from sglang_ppd.router.app import start_server
+from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.service import Router
+from sglang_ppd.router.tokenizer import ByteTokenizer
+
+
+@dataclass
+class Emulated:
+    role: str
+    proc: asyncio.subprocess.Process
+    url: str
+    bootstrap_port: int | None
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def spawn_emulator(role: str, *extra: str, time_scale: float = 0.02) -> Emulated:
+    port = free_port()
+    args = ["--role", role, "--port", str(port), "--time-scale", str(time_scale), "--page-size", "16"]
+    bport = None
+    if role == "prefill":
+        bport = free_port()
+        args += ["--bootstrap-port", str(bport)]
+    else:
+        args += ["--ppd"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sglang_ppd.cli",
+        "emulate",
+        *args,
+        *extra,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    em = Emulated(role, proc, f"http://127.0.0.1:{port}", bport)
+    await _healthy(em)
+    return em
+
+
+async def _healthy(em: Emulated, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
+        while True:
+            if em.proc.returncode is not None:
+                raise AssertionError(f"emulated {em.role} exited with {em.proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with s.get(f"{em.url}/health") as r:
+                    if r.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{em.url} never became healthy")
+            await asyncio.sleep(0.1)
+
+
+async def router_over(
+    workers: list[Emulated], policy: str | Policy = "ppd_deflect", **cfg: Any
+) -> tuple[Router, web.AppRunner, str]:
+    specs = [
+        {"url": w.url, "role": w.role, **({"bootstrap_port": w.bootstrap_port} if w.bootstrap_port else {})}
+        for w in workers
+    ]
+    config = RouterConfig.model_validate(
+        {"port": 0, "workers": specs, "health_interval_s": 0.5, "profile": "h100-llama31-8b", **cfg}
+    )
+    if isinstance(policy, str):
+        pol = load_policy(policy, {}, load_profile(config.profile))
+        name = policy
+    else:
+        pol, name = policy, "scripted"
+    router = Router(config, pol, PROFILE, ByteTokenizer(), name)
+    runner, port = await start_server(router, "127.0.0.1", 0)
+    return router, runner, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Outcome:
+    """One client request as the client saw it."""
+
+    status: int | None = None
+    route: str | None = None
+    num_tokens: int = 0
+    done: bool = False
+    """The stream ended with ``data: [DONE]``."""
+    error_before_first_token: bool = False
+    """A non-200 JSON error the client can retry (nothing was generated)."""
+    error_event: bool = False
+    """An error event after the first token, then ``[DONE]``."""
+    hung: bool = False
+    exception: str | None = None
+    last_text: str = ""
+
+    @property
+    def completed(self) -> bool:
+        return self.status == 200 and self.done and not self.error_event and self.num_tokens > 0
+
+
+async def stream_request(
+    s: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float
+) -> Outcome:
+    out = Outcome()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with s.post(f"{url}/generate", json={**body, "stream": True}, headers=headers) as r:
+                out.status, out.route = r.status, r.headers.get("x-ppd-route")
+                if r.status != 200:
+                    err = orjson.loads(await r.read())
+                    out.error_before_first_token = isinstance(err.get("error"), dict)
+                    return out
+                async for raw in r.content:
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        out.done = True
+                        continue
+                    obj = orjson.loads(data)
+                    if "error" in obj:
+                        out.error_event = True
+                    else:
+                        out.num_tokens = obj["meta_info"]["completion_tokens"]
+                        out.last_text = obj["text"]
+    except TimeoutError:
+        out.hung = True
+    except (aiohttp.ClientError, ValueError) as exc:
+        out.exception = repr(exc)
+    return out
+
+
+@dataclass
+class WaitingDecode:
+    """A decode worker that answers ``/generate`` headers at once and then waits for KV (forever),
+    as an SGLang decode server does while its prefill side never delivers."""
+
+    role: str = "decode"
+    num_hangs: int = 1 << 30
+    """Wait forever on this many requests; answer the rest (one token) at once."""
+    aborted: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+    url: str = ""
+    server_info: dict[str, Any] = field(default_factory=dict)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> WaitingDecode:
+        app = web.Application()
+        app.router.add_get("/server_info", self._info)
+        app.router.add_get("/health", self._ok)
+        app.router.add_get("/v1/loads", self._ok)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_post("/abort_request", self._abort)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return self
+
+    async def _ok(self, _: web.Request) -> web.Response:
+        return web.json_response({"loads": []})
+
+    async def _info(self, _: web.Request) -> web.Response:
+        return web.json_response({"disaggregation_mode": "decode", "page_size": 1, **self.server_info})
+
+    async def _abort(self, request: web.Request) -> web.Response:
+        self.aborted.append((await request.json())["rid"])
+        return web.json_response({})
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.received.append(body["rid"])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if len(self.received) <= self.num_hangs:
+            await asyncio.sleep(3600)
+        token = {"text": "a", "meta_info": {"completion_tokens": 1, "finish_reason": {"type": "length"}}}
+        await resp.write(b"data: " + orjson.dumps(token) + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
