@@ -6,12 +6,15 @@ Two tokenizers:
   0..255; ids >= 256 decode to nothing. Its chat template is a fixed plain-text one,
   ``"<|role|>\\ncontent\\n"`` per message plus ``"<|assistant|>\\n"``. Deterministic, dependency-free.
 - :class:`HfTokenizer`: a local Hugging Face tokenizer directory (``--tokenizer PATH``), through
-  ``transformers.AutoTokenizer`` (chat template from the tokenizer config). No hub downloads: the
-  path must exist locally.
+  ``transformers.AutoTokenizer`` (chat template from the tokenizer config) when transformers is
+  installed, else through the lighter ``tokenizers`` package (``tokenizer.json``) with the
+  ``chat_template`` of ``tokenizer_config.json`` rendered by a sandboxed jinja2. No hub downloads:
+  the path must exist locally.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,26 +67,68 @@ def _content_text(content: Any) -> str:
 
 class HfTokenizer:
     def __init__(self, path: str) -> None:
-        if not Path(path).exists():
+        p = Path(path)
+        if not p.exists():
             raise ValueError(f"tokenizer path {path!r} does not exist (a local directory is required)")
+        self.name = path
+        self._tok: Any = None
+        self._fast: Any = None
         try:
             from transformers import AutoTokenizer  # heavy, optional: only with --tokenizer
         except ImportError:
+            self._load_tokenizers_package(p)
+        else:
+            self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+    def _load_tokenizers_package(self, p: Path) -> None:
+        try:
+            from tokenizers import Tokenizer as FastTokenizer
+        except ImportError:
             raise ValueError(
-                "--tokenizer needs the 'transformers' package (pip install transformers)"
+                "--tokenizer needs 'transformers' or 'tokenizers' (pip install tokenizers)"
             ) from None
-        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.name = path
+        file = p / "tokenizer.json" if p.is_dir() else p
+        if not file.is_file():
+            raise ValueError(f"no tokenizer.json at {file}")
+        self._fast = FastTokenizer.from_file(str(file))
+        config_file = file.parent / "tokenizer_config.json"
+        self._config: dict[str, Any] = json.loads(config_file.read_text()) if config_file.is_file() else {}
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=True))
+        if self._tok is not None:
+            return list(self._tok.encode(text, add_special_tokens=True))
+        return list(self._fast.encode(text, add_special_tokens=True).ids)
 
     def decode(self, ids: list[int]) -> str:
-        return str(self._tok.decode(ids, skip_special_tokens=True))
+        if self._tok is not None:
+            return str(self._tok.decode(ids, skip_special_tokens=True))
+        return str(self._fast.decode(ids, skip_special_tokens=True))
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
         clean = [{"role": m["role"], "content": _content_text(m.get("content"))} for m in messages]
-        return list(self._tok.apply_chat_template(clean, tokenize=True, add_generation_prompt=True))
+        if self._tok is not None:
+            return list(self._tok.apply_chat_template(clean, tokenize=True, add_generation_prompt=True))
+        template = self._config.get("chat_template")
+        if not isinstance(template, str):
+            raise ValueError(f"tokenizer {self.name} has no chat_template in tokenizer_config.json")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def special(key: str) -> str:
+            value = self._config.get(key)
+            return value.get("content", "") if isinstance(value, dict) else str(value or "")
+
+        text = (
+            ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            .from_string(template)
+            .render(
+                messages=clean,
+                add_generation_prompt=True,
+                bos_token=special("bos_token"),
+                eos_token=special("eos_token"),
+            )
+        )
+        # The template already placed the special tokens: encode without adding them again.
+        return list(self._fast.encode(text, add_special_tokens=False).ids)
 
 
 def load_tokenizer(path: str | None) -> Tokenizer:
