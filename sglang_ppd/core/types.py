@@ -77,6 +77,9 @@ class WorkerSnapshot:
     num_local_prefills: int | None = None
     supports_local_prefill: bool = False
     healthy: bool = True
+    num_local_inflight: int = 0
+    """The router's own count of LOCAL/DEFLECT routes it sent there whose prefill has not finished
+    (exact, like ``num_inflight``): telemetry's ``num_local_prefills`` lags a burst of routes."""
 
     def is_fresh(self, max_age_ms: float) -> bool:
         return self.healthy and self.age_ms is not None and self.age_ms <= max_age_ms
