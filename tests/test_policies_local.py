@@ -223,3 +223,10 @@ def test_ppd_deflect_weighs_the_stall_of_residents(running: int, p_queue: int, r
     s = snap(pw("p0", queued=p_queue), dw("d0", running, ctx_per_req=1000))
     assert policy("deflect").decide(req(2000), s, SLO).reason == "p_queue_deflect"
     assert policy("ppd_deflect").decide(req(2000), s, SLO).reason == reason
+
+
+def test_deflect_cap_counts_the_routers_own_local_routes() -> None:
+    # Telemetry still says 0 local prefills, but the router has sent two since: the cap holds.
+    s = snap(pw("p0", queued=200_000), dw("d0", 8, num_local_inflight=2))
+    assert policy("deflect").decide(req(4000), s, SLO).reason == "deflect_cap"
+    assert policy("deflect", max_inflight=3).decide(req(4000), s, SLO).reason == "p_queue_deflect"

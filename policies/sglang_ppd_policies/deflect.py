@@ -7,7 +7,8 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
 
 - TTFT_P: the ``pd_cache_aware`` pair's P queue + P compute + KV transfer (behind the link's queued
   bytes) + one decode iteration.
-- On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight and free
+- On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight (the
+  larger of its telemetry's count and the router's own ``num_local_inflight``) and free
   KV for this request and the ones already waiting there (:meth:`View.has_room`: a D with an
   admission backlog has no spare capacity to lend): the largest chunk χ whose mixed iteration with
   its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the last
@@ -98,7 +99,7 @@ class DeflectPolicy(BuiltinPolicy):
                 continue
             if not d.supports_local_prefill:
                 continue
-            if (d.num_local_prefills or 0) >= self._max_inflight:
+            if max(d.num_local_prefills or 0, d.num_local_inflight) >= self._max_inflight:
                 why = reasons.DEFLECT_CAP
                 continue
             if not v.has_room(d):
