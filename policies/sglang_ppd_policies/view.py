@@ -9,6 +9,10 @@ from __future__ import annotations
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Slo, WorkerSnapshot
 from sglang_ppd_policies.errors import NoRouteError
 
+CLIP_MAX_NEW_TOKENS = 4096
+"""SGLang's ``SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION`` default: its schedulers (decode prealloc
+included) reserve at most this many output tokens per request, whatever ``max_new_tokens`` says."""
+
 
 class View:
     """Healthy P and D workers in snapshot order, the ids with fresh telemetry, and hit lengths
@@ -35,7 +39,7 @@ class View:
         self.hits = {k: (h if h < cap else cap) for k, h in req.cached_len.items()}
         # Admission reserves the whole request (prompt + max new tokens), the hit included: a
         # resident prefix leaves the evictable cache and becomes the request's own KV.
-        self.kv_need = req.prompt_len + req.max_new_tokens
+        self.kv_need = req.prompt_len + min(req.max_new_tokens, CLIP_MAX_NEW_TOKENS)
 
     def exact_hit(self, worker_id: str, allow_approx: bool) -> int:
         """The hit length, or 0 for an estimated one unless ``allow_approx``."""
