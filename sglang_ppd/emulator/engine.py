@@ -176,7 +176,15 @@ class Engine:
         # The scheduler has no cancel: the request runs on, its output discarded (bounded by its length).
         a.aborted = True
         a.handle.finish("aborted")
+        self._release_aborted_room(a)
         return True
+
+    def _release_aborted_room(self, a: Active) -> None:
+        """P: an aborted request whose prefill is done frees its KV now, as SGLang's abort does,
+        instead of holding it until no decode server comes for the room (issue 7)."""
+        room = self.rooms.peek(a.room) if a.room is not None else None
+        if a.room is not None and room is not None and room.prefilled.is_set() and not room.claimed:
+            self.kv_sent(a.room, error="aborted")
 
     def abort_all(self) -> None:
         for rid in list(self._active):
@@ -252,6 +260,9 @@ class Engine:
             room = self.rooms.get(a.room)
             room.prefilled_at = at
             room.prefilled.set()
+            if a.aborted:
+                self._release_aborted_room(a)
+                return
             asyncio.get_running_loop().call_later(
                 self.cfg.transfer_timeout_s * max(self.cfg.time_scale, 1.0), self._expire_room, a.room
             )
