@@ -240,3 +240,12 @@ def test_cache_aware_decode_needs_room_for_the_request() -> None:
         policy("pd_cache_aware").decide(req(4000, d1=3900), snap(pw("p0"), *both_full), SLO).decode_worker
         == "d1"
     )
+
+
+def test_kv_room_clips_max_new_tokens_like_sglang() -> None:
+    # 10,000 tokens free: a 4,000-token prompt with a 100k max_new_tokens cap still fits (SGLang
+    # reserves at most 4,096 output tokens), one with a 7,000-token prompt does not.
+    d1 = dw("d1", 2, kv_used_tokens=PROFILE.kv_capacity_tokens - 10_000)
+    s = snap(pw("p0"), dw("d0", 3), d1)
+    assert policy("pd_cache_aware").decide(req(4000, max_new=100_000, d1=3900), s, SLO).decode_worker == "d1"
+    assert policy("pd_cache_aware").decide(req(7000, max_new=100_000, d1=6900), s, SLO).decode_worker == "d0"
