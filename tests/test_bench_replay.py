@@ -272,3 +272,22 @@ def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
     s = json.loads(out.read_text())
     assert s["interrupted"] is True
     assert 5 <= s["num_requests"] < 1000 and s["num_failed"] == 0
+
+
+def test_several_client_processes(server: Served, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    rc = main(
+        ["--url", server.url, "--workload", SESSIONS, "--workers", "2", "--no-progress", "--json", str(out)]
+    )
+    assert rc == 0
+    s = json.loads(out.read_text())
+    assert (s["num_requests"], s["num_failed"], s["client_workers"]) == (9, 0, 2)
+    assert s["turn2plus"]["count"] == 6 and s["history_exact"] is True
+    assert check_history(server.log) == 6
+    # --max-requests is split between the processes: 2 + 1.
+    spec = "sessions:n=5,turns=1,prompt=8,output=2,rate=100"
+    main(
+        ["--url", server.url, "--workload", spec, "--workers", "2", "--max-requests", "3"]
+        + ["--no-progress", "--json", str(out)]
+    )
+    assert json.loads(out.read_text())["num_requests"] == 3

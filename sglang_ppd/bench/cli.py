@@ -16,6 +16,7 @@ from rich.table import Table
 
 from sglang_ppd.bench import plot
 from sglang_ppd.bench.client import Api
+from sglang_ppd.bench.parallel import run_parallel
 from sglang_ppd.bench.runner import BenchOptions, Replay, num_planned
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
 from sglang_ppd.core.types import Slo
@@ -26,7 +27,7 @@ from sglang_ppd.workload import load_workload
 
 USAGE = """sglang-ppd bench --url URL (--trace FILE | --workload SPEC) [--api sglang|openai] [--seed N]
                   [--rate-scale X] [--limit N] [--max-requests N] [--duration-s S] [--slo-ttft-ms MS]
-                  [--slo-tpot-ms MS] [--label NAME] [--json OUT]
+                  [--slo-tpot-ms MS] [--workers N] [--label NAME] [--json OUT]
        sglang-ppd bench plot RESULT.json ... --out PNG [--metrics a.b.c,...] [--x rate_scale]"""
 
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="prompt ids are drawn below this"
     )
     p.add_argument("--max-connections", type=int, default=0, help="HTTP connection pool size (0 = unbounded)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="client processes (when one cannot keep up: see client_cpu_s)"
+    )
     p.add_argument("--label", default="endpoint", help="what is measured (the `policy` key of the JSON)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", help="write the result JSON here")
@@ -69,6 +73,8 @@ def _check(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value is not None and not value > 0:
             raise ValueError(f"{flag} must be > 0, got {value}")
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
     if args.max_connections < 0:
         raise ValueError("--max-connections must be >= 0")
     if not args.url.startswith(("http://", "https://")):
@@ -108,13 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             failed += not r.ok
             progress.update(task, advance=1, description=f"replaying ({failed} failed)")
 
-        replay = Replay(opts, on_done=done)
-        try:
-            result = asyncio.run(replay.run(workload))
-        except KeyboardInterrupt:
-            # Ctrl-C: keep what finished; the requests in flight are lost.
-            result = replay.result
-            interrupted = True
+        if args.workers > 1:
+            source = {"trace": args.trace, "spec": args.workload, "seed": args.seed}
+            source |= {"rate_scale": args.rate_scale, "limit": args.limit}
+            result, interrupted = run_parallel(args.workers, source, workload, opts, on_done=done)
+        else:
+            replay = Replay(opts, on_done=done)
+            try:
+                result = asyncio.run(replay.run(workload))
+            except KeyboardInterrupt:
+                # Ctrl-C: keep what finished; the requests in flight are lost.
+                result = replay.result
+                interrupted = True
     slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
     summary = summarize(
         result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
         history_exact=result.history_exact, errors=error_counts(result.records), mode="live",
         cached_prompt_fraction=cached_fractions(result.records),
-        interrupted=interrupted, machine=machine_info(),
+        interrupted=interrupted, client_workers=args.workers, machine=machine_info(),
     )  # fmt: skip
     console.print(summary_table(summary))
     if args.json:

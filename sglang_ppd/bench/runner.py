@@ -154,9 +154,10 @@ class Replay:
             error=out.error,
         )
 
-    async def run(self, workload: Workload) -> RunResult:
+    async def run(self, workload: Workload, t0: float | None = None) -> RunResult:
         """Replay to the end or the bounds. If cancelled (Ctrl-C), ``self.result`` still holds every
-        finished request; the ones in flight are lost."""
+        finished request; the ones in flight are lost. ``t0`` is the ``time.perf_counter()`` of the
+        workload's time 0 (default: now), for client processes that share one clock origin."""
         o = self.opts
         self.result.num_planned = num_planned(workload, o.max_requests)
         self.t0 = time.perf_counter()
@@ -169,7 +170,7 @@ class Replay:
         ) as http:
             if o.api is Api.OPENAI and self.model is None:
                 self.model = await served_model(http, o.url)
-            self.t0 = time.perf_counter()
+            self.t0 = time.perf_counter() if t0 is None else t0
             cpu0 = time.process_time()
             tasks: list[asyncio.Task[None]] = []
             try:
