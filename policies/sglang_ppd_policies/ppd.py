@@ -16,13 +16,14 @@ For each route, from the live snapshot and the step model (:mod:`.estimate`):
   makes an append slow as well as costly to residents. Each mixed iteration
   stalls the B resident decodes by (mixed - decode-only) ms; spread over their output, each one's
   TPOT grows by stall/L, so ΔTPOT = B*stall/L summed over the residents, with L the expected output
-  length (``tpot_horizon_len``, else this request's ``max_new_tokens``).
+  length (``tpot_horizon_len``, else this request's ``max_new_tokens`` clipped at 4096 as SGLang's
+  own estimate is).
 
 Score = w_ttft*TTFT/slo.ttft_ms + w_tpot*ΔTPOT/slo.tpot_ms (both SLO-normalized). The lowest score
 wins; ties go to PD. No resident prefix (Turn 1, or evicted) -> the ``pd_cache_aware`` route.
 
 Parameters:
-  tpot_horizon_len: L above (None: the request's max_new_tokens, the workload's own estimate).
+  tpot_horizon_len: L above (None: the request's max_new_tokens, at most 4096).
   local_chunk_len: largest chunk of a local append, and the route's chunk cap (None: the profile's
     chunked_prefill_size, as SGLang).
   min_chunk_len: smallest chunk a busy D runs per iteration (64: the worker extension's and the
@@ -56,7 +57,7 @@ from sglang_ppd_policies.candidates import (
     resident_candidates,
 )
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
-from sglang_ppd_policies.view import View
+from sglang_ppd_policies.view import CLIP_MAX_NEW_TOKENS, View
 
 
 class PpdParams(LocalParams):
@@ -124,7 +125,7 @@ class PpdPolicy(BuiltinPolicy):
         """Score weights: per ms of this request's TTFT, and per ms of stall per resident decode
         (its TPOT grows by stall/L over an output of L tokens)."""
         slo = v.slo
-        horizon_len = self._horizon_len or max(v.req.max_new_tokens, 1)
+        horizon_len = self._horizon_len or min(max(v.req.max_new_tokens, 1), CLIP_MAX_NEW_TOKENS)
         return slo.w_ttft / slo.ttft_ms, slo.w_tpot / slo.tpot_ms / horizon_len
 
     def prefers_local(
