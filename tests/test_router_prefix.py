@@ -78,7 +78,7 @@ async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> Non
         await wait_for(lambda: cached(router, d.url) == 8)
         # An older SGLang array shape (no medium, no dp rank) is understood too.
         older = msgspec.msgpack.encode(
-            [1.0, [["BlockStored", third.block_hashes, None, PROMPT[8:], PAGE, None]]]
+            [1.0, [["BlockStored", third.block_hashes, third.parent_block_hash, PROMPT[8:], PAGE, None]]]
         )
         await pub.publish([], raw=older)
         await wait_for(lambda: cached(router, d.url) == 12)
@@ -163,3 +163,37 @@ async def test_workers_without_kv_events_get_an_approximate_index() -> None:
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+@pytest.mark.parametrize("page", [1, 4])
+def test_block_table_resolves_sglang_hashes_from_events_and_refcounts(page: int) -> None:
+    from sglang_ppd.router.prefix_index import BlockTable, ExactPrefixIndex
+
+    tokens = list(range(100, 116))
+    hashes = block_hash.page_hashes(tokens, page)
+    events, parent = [], None
+    for i, h in enumerate(hashes):
+        events.append(
+            BlockStored(
+                block_hashes=[h],
+                parent_block_hash=parent,
+                token_ids=tokens[i * page : (i + 1) * page],
+                block_size=page,
+                lora_id=None,
+            )
+        )
+        parent = h
+    table = BlockTable(page)
+    a, b = ExactPrefixIndex(table), ExactPrefixIndex(table)
+    a.apply(0, events)
+    b.apply(0, events[:2])
+    # The table reproduces SGLang's chain without hashing, for the pages some worker holds.
+    assert table.resolve(tokens + [7]) == hashes == block_hash.full_page_hashes(tokens, page)
+    assert a.hit_len(table.resolve(tokens)) == 16 and b.hit_len(table.resolve(tokens)) == 2 * page
+    assert table.resolve([5] + tokens) == []
+    a.apply(0, [BlockRemoved(block_hashes=hashes[1:])])
+    assert table.resolve(tokens) == hashes[:2]  # b still holds the first two pages
+    a.apply(0, [AllBlocksCleared()])
+    assert table.resolve(tokens) == hashes[:2] and a.num_blocks() == 0
+    b.clear()
+    assert table.resolve(tokens) == [] and len(table) == 0

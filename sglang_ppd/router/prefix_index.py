@@ -2,10 +2,16 @@
 
 Exact: SGLang's block hashes chain over the whole prefix, so a worker holds the first ``n`` pages of
 a prompt iff it holds the hash of page ``n``'s chain, and a radix tree never keeps a child without
-its parent. The index is therefore a set of block hashes per DP rank; the hit length is the number
+its parent. Each worker's index is a set of block hashes per DP rank; the hit length is the number
 of leading page hashes found, times the page size. A ``BlockRemoved`` drops hashes (eviction), an
 ``AllBlocksCleared`` or a resync clears the rank. Under-counting is the failure mode we accept (the
 policy then routes PD); over-counting is avoided by clearing on any doubt.
+
+The prompt's page hashes come from a :class:`BlockTable` shared by all workers of one block size:
+``(parent hash, page tokens) -> block hash``, learned from the ``BlockStored`` events themselves
+(they carry the page's token ids). Walking the prompt through it costs one dict lookup per page
+instead of one SHA-256 (:mod:`sglang_ppd.protocol.block_hash`), and it stops exactly where no
+worker holds the next page, so nothing past the longest possible hit is ever computed.
 
 Approximate (workers without KV events): the prompts the router sent there recently, as coarse
 page hashes in an LRU. Hits from it are marked approximate (``RequestFeatures.approx_workers``).
@@ -18,32 +24,103 @@ from collections.abc import Iterable, Sequence
 
 from sglang_ppd.protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
+PageKey = int | tuple[int, ...]
+"""A page's tokens: the token itself at page size 1 (no tuple per token), else the tuple."""
+
+
+class BlockTable:
+    """Block-hash chains known from KV events, reference-counted over every worker rank holding them."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self._children: dict[int | None, dict[PageKey, int]] = {}
+        self._where: dict[int, tuple[int | None, PageKey]] = {}
+        self._refs: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def add(self, parent: int | None, key: PageKey, block: int) -> None:
+        refs = self._refs.get(block)
+        if refs is not None:
+            self._refs[block] = refs + 1
+            return
+        self._refs[block] = 1
+        self._children.setdefault(parent, {})[key] = block
+        self._where[block] = (parent, key)
+
+    def drop(self, block: int) -> None:
+        refs = self._refs.get(block)
+        if refs is None:
+            return
+        if refs > 1:
+            self._refs[block] = refs - 1
+            return
+        del self._refs[block]
+        parent, key = self._where.pop(block)
+        siblings = self._children.get(parent)
+        if siblings is not None and siblings.get(key) == block:
+            del siblings[key]
+            if not siblings:
+                del self._children[parent]
+
+    def resolve(self, token_ids: Sequence[int]) -> list[int]:
+        """The prompt's leading page hashes, as far as any worker holds them."""
+        out: list[int] = []
+        children, parent, size = self._children, None, self.block_size
+        for start in range(0, len(token_ids) - size + 1, size):
+            level = children.get(parent)
+            if level is None:
+                break
+            block = level.get(token_ids[start] if size == 1 else tuple(token_ids[start : start + size]))
+            if block is None:
+                break
+            out.append(block)
+            parent = block
+        return out
+
 
 class ExactPrefixIndex:
-    def __init__(self, block_size: int, num_ranks: int = 1, max_blocks: int = 8_000_000) -> None:
-        self.block_size = block_size
+    def __init__(self, table: BlockTable, num_ranks: int = 1, max_blocks: int = 8_000_000) -> None:
+        self.table = table
+        self.block_size = table.block_size
         self.max_blocks = max_blocks
         self._ranks: list[set[int]] = [set() for _ in range(max(num_ranks, 1))]
         self.num_resyncs = 0
 
     def apply(self, rank: int, events: Sequence[KVEvent]) -> None:
-        blocks = self._ranks[rank]
+        blocks, table, size = self._ranks[rank], self.table, self.block_size
         for ev in events:
             if isinstance(ev, BlockStored):
-                blocks.update(ev.block_hashes)
+                parent, tokens = ev.parent_block_hash, ev.token_ids
+                for i, block in enumerate(ev.block_hashes):
+                    page = tokens[i * size : (i + 1) * size]
+                    if block not in blocks and len(page) == size:
+                        blocks.add(block)
+                        table.add(parent, page[0] if size == 1 else tuple(page), block)
+                    parent = block
             elif isinstance(ev, BlockRemoved):
-                blocks.difference_update(ev.block_hashes)
+                for block in ev.block_hashes:
+                    if block in blocks:
+                        blocks.remove(block)
+                        table.drop(block)
             elif isinstance(ev, AllBlocksCleared):
-                blocks.clear()
+                self._clear_rank(rank)
         if len(blocks) > self.max_blocks:
             self.clear(rank)
+
+    def _clear_rank(self, rank: int) -> None:
+        blocks = self._ranks[rank]
+        for block in blocks:
+            self.table.drop(block)
+        blocks.clear()
 
     def clear(self, rank: int | None = None) -> None:
         """Forget a rank's (or every rank's) blocks: after lost events, nothing may be over-counted."""
         self.num_resyncs += 1
-        for r, blocks in enumerate(self._ranks):
+        for r in range(len(self._ranks)):
             if rank is None or r == rank:
-                blocks.clear()
+                self._clear_rank(r)
 
     def num_blocks(self) -> int:
         return sum(len(b) for b in self._ranks)

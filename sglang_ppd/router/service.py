@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import aiohttp
@@ -28,7 +28,7 @@ from sglang_ppd.router import subscribers
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
-from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
+from sglang_ppd.router.prefix_index import ApproxPrefixIndex, BlockTable, ExactPrefixIndex
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
@@ -48,6 +48,7 @@ class Router:
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
+        self._block_tables: dict[int, BlockTable] = {}
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
         self.num_inflight = 0
@@ -119,6 +120,8 @@ class Router:
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
         w.cancel_tasks()
+        if w.exact_index is not None:
+            w.exact_index.clear()
         self.reliability.breakers.forget(w.url)
         s = self._sessions_http.pop(w.url, None)
         if s is not None:
@@ -150,7 +153,10 @@ class Router:
         w.cancel_tasks()
         kv = info.kv_events
         if kv is not None:
-            w.exact_index = ExactPrefixIndex(kv.block_size, len(kv.endpoints), self.cfg.exact_max_blocks)
+            if w.exact_index is not None:
+                w.exact_index.clear()  # release its blocks from the shared table
+            table = self._block_tables.setdefault(kv.block_size, BlockTable(kv.block_size))
+            w.exact_index = ExactPrefixIndex(table, len(kv.endpoints), self.cfg.exact_max_blocks)
             w.approx_index = None
             for rank, ep in enumerate(kv.endpoints):
                 replay = kv.replay_endpoints[rank] if kv.replay_endpoints else None
@@ -229,12 +235,12 @@ class Router:
         t0 = time.perf_counter()
         cached: dict[str, int] = {}
         approx: set[str] = set()
-        hashes: dict[tuple[str, int], block_hash.LazyPageHashes] = {}
+        hashes: dict[tuple[str, int], Iterable[int]] = {}
         for w in self.registry.all():
             if w.exact_index is not None:
                 key = ("exact", w.exact_index.block_size)
                 if key not in hashes:
-                    hashes[key] = block_hash.LazyPageHashes(input_ids, key[1])
+                    hashes[key] = w.exact_index.table.resolve(input_ids)
                 hit = w.exact_index.hit_len(hashes[key])
             elif w.approx_index is not None:
                 key = ("approx", w.approx_index.page_size)
