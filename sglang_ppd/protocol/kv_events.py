@@ -65,6 +65,7 @@ class KVEventDecodeError(ValueError):
 
 
 _encoder = msgspec.msgpack.Encoder()
+_typed_decoder = msgspec.msgpack.Decoder(KVEventBatch)
 
 
 def encode_batch(batch: KVEventBatch) -> bytes:
@@ -167,6 +168,15 @@ def decode_batch(payload: bytes) -> KVEventBatch:
     """Decode one batch in any shape SGLang has published. Raises :class:`KVEventDecodeError`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise KVEventDecodeError(f"KV event payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        # Fast path, C speed: the array shapes SGLang publishes (older ones lack trailing fields).
+        batch: KVEventBatch = _typed_decoder.decode(payload)
+    except msgspec.DecodeError:
+        pass
+    else:
+        if len(batch.events) > MAX_EVENTS_PER_BATCH:
+            raise KVEventDecodeError(f"batch of {len(batch.events)} events exceeds {MAX_EVENTS_PER_BATCH}")
+        return batch
     try:
         raw = msgspec.msgpack.decode(payload)
     except msgspec.DecodeError as exc:
