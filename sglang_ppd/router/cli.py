@@ -18,6 +18,7 @@ from typing import Any
 from sglang_ppd.core.config import ConfigError, load_yaml, validate
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import load_policy, parse_param_overrides
+from sglang_ppd.router import security
 from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import load_tokenizer
@@ -68,8 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-ttft-ms", type=float)
     p.add_argument("--slo-tpot-ms", type=float)
     p.add_argument("--max-telemetry-age-ms", type=float)
-    p.add_argument("--api-key")
-    p.add_argument("--admin-key")
+    p.add_argument("--api-key", help="require Authorization: Bearer KEY (or set SGLANG_PPD_API_KEY)")
+    p.add_argument(
+        "--admin-key", help="key for POST/DELETE /workers (or SGLANG_PPD_ADMIN_KEY; default: the API key)"
+    )
     p.add_argument(
         "--pd-disaggregation", action="store_true", help="accepted for sglang_router compatibility"
     )
@@ -96,7 +99,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         if getattr(args, flag) is not None:
             slo[key] = getattr(args, flag)
     data["slo"] = slo
-    return validate(RouterConfig, data, "router flags and --config")
+    return validate(RouterConfig, security.keys_from_env(data), "router flags and --config")
 
 
 def make_router(cfg: RouterConfig) -> Router:
@@ -128,6 +131,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         router_cfg = build_config(args)
+        security.install_log_redaction(router_cfg)
         router = make_router(router_cfg)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,73 @@
+"""Secrets: API keys from the environment (not the process list), and no secret in any log line.
+
+``SGLANG_PPD_API_KEY`` / ``SGLANG_PPD_ADMIN_KEY`` stand in for ``--api-key`` / ``--admin-key`` (a
+flag or the YAML wins), so keys need not sit in ``ps`` output or shell history. Every log record
+that reaches a root handler passes :class:`RedactingFilter`, which masks the keys and the
+credentials of worker URLs (``http://user:password@host``), in the message, its arguments and any
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from sglang_ppd.router.config import RouterConfig
+
+ENV_KEYS = {"api_key": "SGLANG_PPD_API_KEY", "admin_key": "SGLANG_PPD_ADMIN_KEY"}
+MASK = "***"
+
+
+def keys_from_env(data: dict[str, Any], env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``data`` (router config fields) with keys filled from the environment where unset."""
+    out = dict(data)
+    for field, var in ENV_KEYS.items():
+        if out.get(field) is None and env.get(var):
+            out[field] = env[var]
+    return out
+
+
+def secrets_of(cfg: RouterConfig) -> list[str]:
+    found = [k for k in (cfg.api_key, cfg.admin_key) if k]
+    for w in cfg.workers:
+        parts = urlsplit(w.url)
+        if parts.password:
+            found.append(parts.password)
+        if parts.username and parts.password:
+            found.append(f"{parts.username}:{parts.password}")
+    # Longest first, so a secret that contains another is masked whole.
+    return sorted(set(found), key=len, reverse=True)
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def _mask(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg = self._mask(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        record.exc_info = None
+        return True
+
+
+def install_log_redaction(cfg: RouterConfig) -> RedactingFilter:
+    """Mask ``cfg``'s secrets in everything the root logger's handlers write."""
+    redactor = RedactingFilter(secrets_of(cfg))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+    return redactor
