@@ -124,7 +124,7 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
             _ms(r["turn1"]["ttft_ms"]["p95"]), _ms(r["turn2plus"]["ttft_ms"]["p95"]),
             _ms(r["turn2plus"]["ttft_ms"]["mean"]), _ms(r["overall"]["tpot_ms"]["p95"]),
             "-" if att is None else f"{att:.3f}", f"{r['goodput_rps']:.2f}",
-            " ".join(f"{k}:{v}" for k, v in r["routes"].items()),
+            " ".join(f"{k}:{v:.0f}" for k, v in r["routes"].items()),
         )  # fmt: skip
     return t
 
