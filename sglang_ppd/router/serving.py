@@ -1,0 +1,284 @@
+"""Serving one routed request: choose the route, dispatch, retry once before the first token, stream.
+
+Every generate-type reply carries ``x-ppd-route: pd|local|deflect``. A client request is retried
+once on another route when its attempt fails before the first token; after that a stream ends with
+an error event (``data: {"error": {...}}`` then ``data: [DONE]``). A client that disconnects gets
+its upstream requests aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sglang_ppd.core.types import Role, Route, RouteKind
+from sglang_ppd.router import openai_format
+from sglang_ppd.router.dispatch import Attempt, UpstreamFailure
+from sglang_ppd.router.health import UNKNOWN_STATE_REASON
+from sglang_ppd.router.httpio import (
+    MAX_SESSION_ID_LEN,
+    ROUTE_HEADER,
+    ROUTER,
+    SESSION_HEADER,
+    TURN_HEADER,
+    error_response,
+    json_response,
+)
+from sglang_ppd.router.requests import BadRequest, Prepared
+from sglang_ppd.router.service import Router
+
+log = logging.getLogger(__name__)
+
+
+class NoRoute(Exception):
+    pass
+
+
+# --- routing -----------------------------------------------------------------------------------
+def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
+    reg = router.registry
+    exclude = exclude | router.reliability.blocked()
+    if not any(w.healthy and w.role is Role.DECODE and w.url not in exclude for w in reg.all()):
+        raise NoRoute("no healthy decode worker")
+    try:
+        route = router.decide(feats, exclude)
+    except Exception as exc:  # a plugin policy's "nowhere to go" (any exception type) is a 503
+        raise NoRoute(f"no route: {exc}") from None
+    d = reg.get(route.decode_worker)
+    if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
+        raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
+    # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
+    known = d.supports_local_prefill and router.reliability.state_known(d)
+    if route.kind is not RouteKind.PD and not known:
+        prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
+        if not prefills:
+            raise NoRoute(f"{d.url} cannot prefill locally and no prefill worker is healthy")
+        p = min(prefills, key=lambda w: w.num_inflight)
+        why = UNKNOWN_STATE_REASON if d.supports_local_prefill else "router:decode_not_ppd_capable"
+        router.reliability.num_local_overridden += why == UNKNOWN_STATE_REASON
+        route = Route(RouteKind.PD, d.url, prefill_worker=p.url, reason=why)
+    if route.kind is RouteKind.PD:
+        pw = reg.get(route.prefill_worker or "")
+        if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
+            raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
+    router.metrics.route_decisions[(route.kind.value, route.reason or "unspecified")] += 1
+    urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
+    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None)
+    return route
+
+
+def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None, str]:
+    session = request.headers.get(SESSION_HEADER)
+    if session is not None and len(session) > MAX_SESSION_ID_LEN:
+        raise BadRequest(f"{SESSION_HEADER} is longer than {MAX_SESSION_ID_LEN} characters")
+    raw_turn = request.headers.get(TURN_HEADER)
+    # isascii(): str.isdigit() also accepts digits int() cannot parse, such as "\xb2".
+    ok_turn = raw_turn is not None and raw_turn.isascii() and raw_turn.isdigit() and len(raw_turn) < 10
+    turn = int(raw_turn) if ok_turn and raw_turn is not None else None
+    if turn is not None:
+        turn_class = "2+" if turn >= 2 else "1"
+    else:
+        turn_class = "2+" if session is not None and session in router.sessions else "1"
+    return session, turn, turn_class
+
+
+class _Finish:
+    """Accounting once a request has produced its first token."""
+
+    @staticmethod
+    def record(
+        router: Router,
+        att: Attempt,
+        arrival_s: float,
+        turn_class: str,
+        session: str | None,
+        output_len: int | None,
+        streamed: bool,
+    ) -> None:
+        m = router.metrics
+        if att.route.kind is RouteKind.PD:
+            m.kv_bytes_transferred += att.kv_bytes
+        else:
+            m.kv_bytes_avoided += att.kv_bytes
+        router.remember_session(session, att.decode_url)
+        router.remember_prompt(att.urls(), att.prep.input_ids)
+        if not streamed or att.first_token_s is None:
+            return
+        end = time.monotonic()
+        tpot = (
+            (end - att.first_token_s) / (output_len - 1)
+            if output_len is not None and output_len > 1
+            else None
+        )
+        m.record_finish(
+            turn_class,
+            att.first_token_s - arrival_s,
+            tpot,
+            router.slo.ttft_ms / 1000.0,
+            router.slo.tpot_ms / 1000.0,
+        )
+
+
+def _failure_response(f: UpstreamFailure) -> web.Response:
+    if f.body is not None and 400 <= f.status < 500:
+        return web.Response(status=f.status, body=f.body, content_type="application/json")
+    return error_response(f.status if f.status >= 500 else 502, str(f))
+
+
+def _completion_tokens(obj: dict[str, Any] | None) -> int | None:
+    if not isinstance(obj, dict):
+        return None
+    meta = obj.get("meta_info")
+    value = meta.get("completion_tokens") if isinstance(meta, dict) else None
+    return value if isinstance(value, int) else None
+
+
+async def serve(
+    request: web.Request, prep: Prepared, api: str, include_usage: bool = False
+) -> web.StreamResponse:
+    router = request.app[ROUTER]
+    rid = prep.body.get("rid")
+    if not isinstance(rid, str) or not rid:
+        rid = uuid.uuid4().hex
+    session, turn, turn_class = _turn(request, router)
+    arrival = time.monotonic()
+    feats = router.features(rid, prep.input_ids, prep.max_new_tokens, session, turn)
+    exclude: set[str] = set()
+    att: Attempt | None = None
+    first: bytes | None = None
+    raw: bytes = b""
+    parsed: dict[str, Any] | None = None
+    last_failure: UpstreamFailure | None = None
+    for try_no in range(2):
+        try:
+            route = choose_route(router, feats, exclude)
+        except NoRoute as exc:
+            if last_failure is not None:
+                return _failure_response(last_failure)
+            router.metrics.rejected["no_route"] += 1
+            return error_response(503, str(exc))
+        att = Attempt(router, prep, route, rid if try_no == 0 else f"{rid}-retry")
+        try:
+            await att.open()
+            if prep.stream:
+                first = await att.next_line()
+                if first is None:
+                    raise UpstreamFailure(
+                        f"{att.decode_url} ended its stream before the first token", (att.decode_url,)
+                    )
+            else:
+                raw, parsed = await att.whole()
+            last_failure = None
+            router.reliability.on_success(att.urls())
+            break
+        except UpstreamFailure as f:
+            await att.fail()
+            if f.retryable:
+                router.reliability.on_failure(f)
+            for url in f.workers:
+                router.metrics.upstream_errors[url] += 1
+            last_failure = f
+            if not f.retryable:
+                break
+            if try_no == 0:
+                log.info("request %s: %s; retrying on another route", rid, f)
+                router.metrics.retries += 1
+                exclude.update(f.workers)
+        except BaseException:
+            await att.fail()
+            raise
+    if last_failure is not None:
+        return _failure_response(last_failure)
+    assert att is not None
+    headers = {ROUTE_HEADER: att.route.kind.value}
+    if not prep.stream:
+        await att.close()
+        out_len = _completion_tokens(parsed if parsed is not None else None)
+        _Finish.record(router, att, arrival, turn_class, session, out_len, streamed=False)
+        if api == "generate":
+            return web.Response(body=raw, content_type="application/json", headers=headers)
+        gen = parsed if parsed is not None else orjson.loads(raw)
+        return json_response(
+            openai_format.full_response(gen, api == "chat", rid, router.model_name, len(prep.input_ids)),
+            headers=headers,
+        )
+    return await _stream(
+        request, router, att, first or b"", api, include_usage, arrival, turn_class, session, headers
+    )
+
+
+async def _stream(
+    request: web.Request,
+    router: Router,
+    att: Attempt,
+    first: bytes,
+    api: str,
+    include_usage: bool,
+    arrival: float,
+    turn_class: str,
+    session: str | None,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    conv = (
+        None
+        if api == "generate"
+        else openai_format.StreamConverter(
+            api == "chat", att.rid, router.model_name, len(att.prep.input_ids), include_usage
+        )
+    )
+    last_obj: bytes = b""
+    ok = False
+    try:
+        await resp.prepare(request)
+        line: bytes | None = first
+        while line is not None:
+            if line != b"data: [DONE]":
+                last_obj = line
+            if conv is None:
+                await resp.write(line + b"\n\n")
+            elif line != b"data: [DONE]":
+                await resp.write(conv.chunk(orjson.loads(line[5:])))
+            line = await att.next_line()
+        if conv is not None:
+            await resp.write(conv.done())
+        ok = True
+    except UpstreamFailure as f:
+        router.metrics.upstream_errors[att.decode_url] += 1
+        router.reliability.on_failure(f)
+        err = {
+            "error": {
+                "message": f"{f} (after the first token; not retried)",
+                "type": "upstream_error",
+                "code": f.status,
+            }
+        }
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
+    except (ConnectionError, asyncio.CancelledError):
+        log.info("client of %s went away; aborting upstream", att.rid)
+        await att.fail()
+        raise
+    finally:
+        if not ok:
+            await att.fail()
+        await att.close()
+    out_len = None
+    if conv is not None:
+        out_len = _completion_tokens({"meta_info": conv.last_meta})
+    elif last_obj:
+        try:
+            out_len = _completion_tokens(orjson.loads(last_obj[5:]))
+        except orjson.JSONDecodeError:
+            out_len = None
+    _Finish.record(router, att, arrival, turn_class, session, out_len, streamed=True)
+    return resp
