@@ -15,7 +15,7 @@ with ``sglang-ppd bench``'s replayer, and simulated:
   second in real time without its own CPU becoming the bottleneck. Live times are divided by the
   time scale, so every number is in modelled milliseconds, like the simulator's.
 
-Writes ``benchmarks/results/live_compare.json`` (tables, machine, date, seed) and each run's result
+Writes ``benchmarks/results/live_compare_<workload>.json`` (table, machine, date, seed) and each run's result
 JSON under ``benchmarks/results/live_compare/`` (``benchmarks/plot_results.py`` charts them).
 """
 
@@ -38,8 +38,8 @@ MULTITURN = (
     "sessions:n=30,rate=2,turns=4,think_s=exp:2,prompt=uniform:2000:8000,user=uniform:100:600,"
     "output=uniform:16:64"
 )
-AZURE = "azure:start_s=1845,duration_s={duration}"
-"""The trace's busiest 30 s (271 requests) starts at about 1860 s."""
+AZURE = "azure:start_s=1866,duration_s={duration}"
+"""The trace's busiest 90 s of prompt tokens (737 requests, 12.2k prompt tokens/s) start at 1866 s."""
 POLICIES = ("pd", "pd_cache_aware", "threshold", "ppd_deflect")
 
 
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--multiturn", default=MULTITURN, help="the multi-turn workload spec")
-    ap.add_argument("--azure-duration-s", type=float, default=15.0, help="trace window (modelled seconds)")
-    ap.add_argument("--azure-rate-scale", type=float, default=8.0)
+    ap.add_argument("--azure-duration-s", type=float, default=90.0, help="trace window (trace seconds)")
+    ap.add_argument("--azure-rate-scale", type=float, default=6.0)
     ap.add_argument("--azure-max-output", type=int, default=32)
     ap.add_argument("--azure-time-scale", type=float, default=4.0)
     ap.add_argument("--out-dir", default=str(RESULTS))
@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": {"sim": sim_config().model_dump(), "live": "launch emulated 2P2D, page_size 16"},
         "command": "python benchmarks/live_compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(),
-        "workloads": {},
     }
     for name in args.workloads.split(","):
         if name == "multiturn":
@@ -174,15 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         md = markdown(rows, multiturn=name == "multiturn")
         print(md, flush=True)
-        report["workloads"][name] = {
-            "spec": spec,
-            "time_scale": time_scale,
-            "num_requests": len(workload),
-            "rows": rows,
-            "markdown": md,
-        }
-        write_result_json(out_dir / "live_compare.json", report)
-    print(f"wrote {out_dir / 'live_compare.json'}")
+        path = write_result_json(
+            out_dir / f"live_compare_{name}.json",
+            {**report, "workload": name, "spec": spec, "time_scale": time_scale,
+             "num_requests": len(workload), "rows": rows, "markdown": md},
+        )  # fmt: skip
+        print(f"wrote {path}", flush=True)
     return 0
 
 
