@@ -131,3 +131,36 @@ def test_router_sees_telemetry_no_fresher_than_the_publish_period() -> None:
     assert any(w.age_ms is None for w in _Fixed.seen[0].workers)  # nothing published at t=0 yet
     late = _Fixed.seen[-1]
     assert sum(w.num_inflight for w in late.workers) > 0
+
+
+class _LocalSecondTurn(_Fixed):
+    needs_decode_cache: ClassVar[bool] = True
+
+    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
+        if req.turn == 2:
+            assert req.cached_len.get("d0", 0) == 1005  # turn 1's prompt + output, exact
+            return Route(RouteKind.LOCAL, "d0", reason="local")
+        return Route(RouteKind.PD, "d0", prefill_worker="p0", reason="pd")
+
+
+def test_local_append_by_hand() -> None:
+    specs = [
+        TurnSpec("s", 1, input_len=1000, output_len=5, history_len=0, arrival_s=0.0),
+        TurnSpec("s", 2, input_len=1200, output_len=3, history_len=1005, arrival_s=None, think_time_s=2.0),
+    ]
+    cluster = SimCluster.build(SimConfig(), PROFILE, decode_cache=True, tbt_budget_ms=100.0, seed=0)
+    sim = Simulation(specs, _LocalSecondTurn(PolicyParams(), PROFILE), Slo(), cluster, check_invariants=True)
+    rec = {r.request_id: r for r in sim.run().records}["s#2"]
+    assert rec.route == "local" and rec.cached_len == 1005 and rec.kv_bytes_transferred == 0
+    assert rec.ttft_ms == pytest.approx(PROFILE.iteration_ms([(195, 1005)], 0, 0))  # idle D: one chunk
+    assert rec.e2e_ms == pytest.approx(
+        rec.ttft_ms + sum(PROFILE.iteration_ms([], 1, 1201 + j) for j in range(2))
+    )
+
+
+def test_link_is_fifo_so_simultaneous_transfers_queue() -> None:
+    specs = [TurnSpec(f"s{i}", 1, 4000, 2, 0, arrival_s=0.0) for i in range(2)]
+    out = _sim(specs, link_gbytes_per_s=1.0).run()  # slow link: transfer >> prefill
+    t1, t2 = sorted(r.ttft_ms or 0.0 for r in out.records)
+    one_transfer_ms = 1000.0 * 4000 * PROFILE.kv_bytes_per_token / 1e9
+    assert t2 - t1 == pytest.approx(one_transfer_ms, rel=0.05)
