@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from sglang_ppd_policies import NoRouteError
@@ -90,3 +91,31 @@ def test_routes_respect_health_freshness_and_capability(name: str) -> None:
             or d.worker_id in req.approx_workers
         )
     assert RouteKind.PD in seen
+
+
+@pytest.mark.parametrize("name", ["ppd", "deflect", "ppd_deflect"])
+def test_a_longer_prefill_queue_never_moves_a_request_back_to_pd(name: str) -> None:
+    # Only the PD path's cost depends on P's queue, and it grows with it: once a request leaves
+    # the PD path as the queue grows, it must not come back.
+    rng = random.Random(11)
+    pol = policy(name)
+    queues = [0, 1000, 4000, 16_000, 64_000, 256_000, 1_000_000]
+    flips = 0
+    for _ in range(150):
+        req, snap = random_case(rng)
+        if not any(w.role is Role.PREFILL and w.healthy for w in snap.workers):
+            continue
+        off_pd = []
+        for q in queues:
+            workers = tuple(
+                replace(w, queued_prefill_tokens=q, age_ms=5.0) if w.role is Role.PREFILL else w
+                for w in snap.workers
+            )
+            try:
+                route = pol.decide(req, replace(snap, workers=workers), SLO)
+            except NoRouteError:
+                break
+            off_pd.append(route.kind is not RouteKind.PD)
+        assert off_pd == sorted(off_pd), off_pd
+        flips += any(off_pd) and not all(off_pd)
+    assert flips > 0  # the property was exercised, not vacuously true
