@@ -1,0 +1,179 @@
+"""R4 (issue 7): a bounded soak. The router runs for ``--duration-s`` (default 30 min) at ``--load``
+(default 80 %) of the emulated cluster's measured capacity; its RSS must grow by < 5 % and no request
+may be stuck. Not run by the tests.
+
+    python benchmarks/soak.py [--duration-s 1800] [--load 0.8] [--capacity-rps R] [--seed 0]
+
+- Cluster: emulated 1P2D (``sglang-ppd emulate``, real time, ``h100-llama31-8b``) and the router
+  as its own process (``sglang-ppd router --policy ppd_deflect``), so its RSS is the router's alone.
+- Capacity: unless ``--capacity-rps`` is given, measured first: closed-loop sessions with
+  ``--calib-concurrency`` in flight for ``--calib-s``; capacity = completed requests per second.
+  On a 2-core machine this includes the CPU cost of the emulators, router and client.
+- Soak: multi-turn sessions (4 turns) arriving at ``load * capacity / 4`` sessions per second.
+- RSS: ``VmRSS`` of the router every ``--sample-s``; growth = median of the last three samples over
+  the median of the first three after ``--warmup-s`` (start-up allocations are not a leak).
+- Stuck: after the load stops, the router must reach 0 in flight and 0 queued within ``--drain-s``;
+  client requests that time out (``--request-timeout-s``) are counted as stuck too.
+
+Writes ``benchmarks/results/reliability_soak.json`` (or ``--out``) with the RSS series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from reliability_cluster import free_port, spawn_worker, stop_worker
+
+from sglang_ppd.bench.runner import BenchOptions, Replay
+from sglang_ppd.metrics.result import machine_info, write_result_json
+from sglang_ppd.workload import load_workload
+
+RESULT = Path(__file__).parent / "results" / "reliability_soak.json"
+TURNS = 4
+SESSIONS = (
+    "sessions:n={n},rate={rate},turns=4,think_s=exp:1,prompt=uniform:500:2000,user=uniform:50:200,"
+    "output=uniform:16:64"
+)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def _stats(s: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with s.get(f"{url}/stats") as r:
+        data: dict[str, Any] = await r.json()
+        return data
+
+
+async def calibrate(url: str, args: argparse.Namespace) -> float:
+    """Completed requests per second with ``calib_concurrency`` sessions always in flight."""
+    n = args.calib_concurrency
+    spec = SESSIONS.format(n=n * 50, rate=1000).replace("think_s=exp:1", "think_s=0")
+    workload = load_workload(spec=spec, seed=args.seed + 1)
+    replay = Replay(BenchOptions(url=url, seed=args.seed + 1, duration_s=args.calib_s, max_connections=n))
+    result = await replay.run(workload)
+    ok = [r for r in result.records if r.ok]
+    return len(ok) / args.calib_s
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    workers = list(await asyncio.gather(*(spawn_worker(r, 1.0) for r in ("prefill", "decode", "decode"))))
+    port = free_port()
+    flags = []
+    for w in workers:
+        flags += ["--prefill", w.url, str(w.bootstrap_port)] if w.role == "prefill" else ["--decode", w.url]
+    router = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sglang_ppd.cli", "router", *flags, "--port", str(port),
+        "--policy", "ppd_deflect", "--log-level", "warning",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    samples: list[tuple[float, int, int, int]] = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            for _ in range(300):
+                try:
+                    async with s.get(f"{url}/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            capacity = args.capacity_rps or await calibrate(url, args)
+            session_rate = args.load * capacity / TURNS
+            n = int(session_rate * args.duration_s) + 10
+            workload = load_workload(spec=SESSIONS.format(n=n, rate=session_rate), seed=args.seed)
+            opts = BenchOptions(url=url, seed=args.seed, duration_s=args.duration_s,
+                                request_timeout_s=args.request_timeout_s)  # fmt: skip
+            print(f"capacity {capacity:.2f} req/s; soaking {args.duration_s:.0f} s at "
+                  f"{session_rate:.3f} sessions/s", flush=True)  # fmt: skip
+            t0 = time.monotonic()
+            run = asyncio.create_task(Replay(opts).run(workload))
+            while not run.done():
+                st = await _stats(s, url)
+                samples.append((time.monotonic() - t0, rss_kib(router.pid), st["requests"]["inflight"],
+                                st["requests"]["queued"]))  # fmt: skip
+                await asyncio.wait({run}, timeout=args.sample_s)
+            result = run.result()
+            drained_after_s = None
+            for i in range(int(args.drain_s * 10)):
+                st = await _stats(s, url)
+                if st["requests"]["inflight"] == 0 and st["requests"]["queued"] == 0:
+                    drained_after_s = i / 10
+                    break
+                await asyncio.sleep(0.1)
+            final_stats = await _stats(s, url)
+    finally:
+        router.terminate()
+        await router.wait()
+        await asyncio.gather(*(stop_worker(w) for w in workers))
+    steady = [rss for t, rss, _, _ in samples if t >= args.warmup_s]
+    growth = None
+    if len(steady) >= 6:
+        growth = statistics.median(steady[-3:]) / statistics.median(steady[:3]) - 1
+    records = result.records
+    timeouts = sum(1 for r in records if r.error is not None and "timeout" in r.error.lower())
+    errors: dict[str, int] = {}
+    for r in records:
+        if r.error is not None:
+            errors[r.error[:80]] = errors.get(r.error[:80], 0) + 1
+    return {
+        "benchmark": "soak (issue 7, R4)",
+        "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
+        "seed": args.seed,
+        "cluster": "emulated 1P2D, time scale 1, profile h100-llama31-8b; router process, policy ppd_deflect",
+        "duration_s": args.duration_s,
+        "load": args.load,
+        "capacity_rps": capacity,
+        "capacity_measured": args.capacity_rps is None,
+        "num_requests": len(records),
+        "num_ok": sum(r.ok for r in records),
+        "errors": errors,
+        "num_stuck": timeouts + (0 if drained_after_s is not None else 1),
+        "drained_after_s": drained_after_s,
+        "rss_growth": growth,
+        "rss_growth_ok": growth is not None and growth < 0.05,
+        "rss_kib_first_last": [steady[0], steady[-1]] if steady else None,
+        "rss_series": [
+            {"t_s": round(t, 1), "rss_kib": rss, "inflight": i, "queued": q} for t, rss, i, q in samples
+        ],
+        "router_final": {"requests": final_stats["requests"], "reliability": final_stats.get("reliability")},
+        "machine": machine_info(),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration-s", type=float, default=1800.0)
+    p.add_argument("--load", type=float, default=0.8, help="fraction of the measured capacity")
+    p.add_argument("--capacity-rps", type=float, default=None, help="skip calibration")
+    p.add_argument("--calib-s", type=float, default=30.0)
+    p.add_argument("--calib-concurrency", type=int, default=32)
+    p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument("--warmup-s", type=float, default=60.0)
+    p.add_argument("--drain-s", type=float, default=60.0)
+    p.add_argument("--request-timeout-s", type=float, default=120.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULT)
+    args = p.parse_args()
+    summary = asyncio.run(soak(args))
+    write_result_json(args.out, summary)
+    keys = ("num_requests", "num_ok", "num_stuck", "rss_growth", "rss_growth_ok", "drained_after_s")
+    print({k: summary[k] for k in keys}, f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
