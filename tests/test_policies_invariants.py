@@ -119,3 +119,23 @@ def test_a_longer_prefill_queue_never_moves_a_request_back_to_pd(name: str) -> N
         assert off_pd == sorted(off_pd), off_pd
         flips += any(off_pd) and not all(off_pd)
     assert flips > 0  # the property was exercised, not vacuously true
+
+
+@pytest.mark.parametrize("name", ["ppd", "ppd_deflect"])
+def test_a_higher_tpot_weight_never_moves_a_request_off_pd(name: str) -> None:
+    rng = random.Random(13)
+    pol = policy(name)
+    weights = [0.0, 0.5, 1.0, 4.0, 16.0, 64.0]
+    flips = 0
+    for _ in range(200):
+        req, snap = random_case(rng)
+        off_pd = []
+        for w in weights:
+            try:
+                route = pol.decide(req, snap, replace(SLO, w_tpot=w))
+            except NoRouteError:
+                break
+            off_pd.append(route.kind is not RouteKind.PD and route.reason != "no_prefill")
+        assert off_pd == sorted(off_pd, reverse=True), off_pd
+        flips += any(off_pd) and not all(off_pd)
+    assert flips > 0
