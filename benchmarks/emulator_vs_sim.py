@@ -5,7 +5,9 @@
 For each policy: simulate the workload; then launch the same cluster emulated (workers paced in
 real time by the simulator's own batch scheduler, the router in front), replay the workload through
 the router with ``sglang-ppd bench``'s replayer, and compare TTFT / TPOT (mean and p50) for Turn 1
-and Turn 2+. Writes ``benchmarks/results/emulator_vs_sim.json`` (machine, date, seed included).
+and Turn 2+. A last replay at ``time_scale: 0`` (no modelled compute) measures the software floor of
+the emulated path (client -> router -> workers -> router -> client, on this host). Writes
+``benchmarks/results/emulator_vs_sim.json`` (machine, date, seed, load average included).
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ def free_ports(n: int) -> int:
             return base
 
 
-def run_emulated(workload: Any, policy: str, seed: int, page_size: int, slo: Slo) -> dict[str, Any]:
+def run_emulated(
+    workload: Any, policy: str, seed: int, page_size: int, slo: Slo, time_scale: float = 1.0
+) -> dict[str, Any]:
     base = free_ports(4)
     cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": page_size,
-           "monitor": False, "router": {"port": base + 3, "policy": policy,
+           "monitor": False, "emulator": {"time_scale": time_scale},
+           "router": {"port": base + 3, "policy": policy,
                                         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms}}}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
@@ -127,6 +132,13 @@ def main() -> int:
             nums = (fmt(r["sim"]), fmt(r["emulated"]), fmt(r["abs_diff_ms"]), d)
             cells = (r["group"], r["metric"], r["stat"], *nums)
             print("{:<10} {:<8} {:<5} {:>9} {:>9} {:>8} {:>7}".format(*cells))
+    # The same replay with no modelled compute: what the HTTP/router/emulator stack itself costs here.
+    floor = run_emulated(workload, "pd", args.seed, args.page_size, slo, time_scale=0.0)
+    out["overhead_floor_time_scale_0"] = {
+        g: {"ttft_ms": floor[g]["ttft_ms"], "tpot_ms": floor[g]["tpot_ms"]} for g in ("turn1", "turn2plus")
+    }
+    t1, t2 = floor["turn1"]["ttft_ms"]["p50"], floor["turn2plus"]["ttft_ms"]["p50"]
+    print(f"\nsoftware floor (policy pd, time_scale 0): TTFT p50 turn1 {t1:.1f} ms, turn2+ {t2:.1f} ms")
     out["load_avg_after"] = os.getloadavg()
     print(f"\nwrote {write_result_json(args.out, out)}")
     worst = {p: max(abs(r["rel_diff"] or 0) for r in v["rows"]) for p, v in out["policies"].items()}

@@ -11,6 +11,7 @@ captures the pane, and writes ``benchmarks/results/monitor.txt`` (plain text) an
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import subprocess
 import sys
@@ -48,10 +49,10 @@ def wait_ready(url: str, timeout_s: float) -> None:
 
 def to_png(ansi: str, path: Path, cols: int) -> None:
     font = ImageFont.truetype(FONT, 14)
-    cw = int(font.getlength("M"))
-    ch = 18
+    cw = font.getlength("M")  # fractional: rounding it would drift the columns apart
+    ch = 17
     lines = ansi.rstrip("\n").split("\n")
-    img = Image.new("RGB", (cw * cols + 20, ch * len(lines) + 20), (24, 24, 32))
+    img = Image.new("RGB", (math.ceil(cw * cols) + 20, ch * len(lines) + 20), (24, 24, 32))
     draw = ImageDraw.Draw(img)
     for row, line in enumerate(lines):
         text = Text.from_ansi(line)
@@ -91,7 +92,11 @@ def main() -> int:
     ap.add_argument("--base-port", type=int, default=31600)
     ap.add_argument("--cols", type=int, default=160)
     ap.add_argument("--rows", type=int, default=52)
+    ap.add_argument("--from-ansi", help="only redraw monitor.png from a saved monitor_ansi.txt")
     args = ap.parse_args()
+    if args.from_ansi:
+        to_png(Path(args.from_ansi).read_text(), RESULTS / "monitor.png", args.cols)
+        return 0
     url = f"http://127.0.0.1:{args.port}"
     launch = (f"{sys.executable} -m sglang_ppd.launch --config configs/emulated-2p2d.yaml "
               f"--port {args.port} --base-port {args.base_port}")
@@ -114,7 +119,8 @@ def main() -> int:
         time.sleep(5)
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitor.txt").write_text(ANSI.sub("", ansi))
+    (RESULTS / "monitor.txt").write_text(ANSI.sub("", ansi).rstrip() + "\n")
+    (RESULTS / "monitor_ansi.txt").write_text(ansi)
     to_png(ansi, RESULTS / "monitor.png", args.cols)
     print(f"wrote {RESULTS / 'monitor.txt'} and {RESULTS / 'monitor.png'}")
     return 0

@@ -47,7 +47,7 @@ async def info(url: str) -> server_info.ServerInfo:
 
 
 def pd_body(p, room: int, ids: list[int], max_new: int) -> dict[str, Any]:
-    return {"input_ids": ids, "sampling_params": {"max_new_tokens": max_new},
+    return {"input_ids": ids, "sampling_params": {"max_new_tokens": max_new}, "return_logprob": True,
             "bootstrap_host": "127.0.0.1", "bootstrap_port": p.bootstrap_port, "bootstrap_room": room}
 
 
@@ -68,6 +68,9 @@ async def test_pd_pairs_by_room_and_streams_like_sglang(pd_pair):
         assert last["output_ids"] == tokens.output_tokens(ids, n)
         assert last["meta_info"]["finish_reason"] == {"type": "length", "length": n}
         assert last["meta_info"]["prompt_tokens"] == len(ids)
+        # Logprobs: the prompt's on P (where it was prefilled), the output's on D.
+        assert len(p_out["meta_info"]["input_token_logprobs"]) == len(ids)
+        assert [x[1] for x in last["meta_info"]["output_token_logprobs"]] == last["output_ids"]
 
 
 async def test_local_prefill_hits_history_and_publishes_kv_events(pd_pair):

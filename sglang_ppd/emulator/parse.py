@@ -87,6 +87,7 @@ def generate_input(body: dict[str, Any], role: str, ppd: bool) -> GenerateInput:
         mode=mode,
         bootstrap=bootstrap,
         chunk_len=chunk_len,
+        return_logprob=body.get("return_logprob") is True,
     )
 
 

@@ -34,6 +34,7 @@ class GenerateInput:
     mode: Mode
     bootstrap: Bootstrap | None = None
     chunk_len: int | None = None
+    return_logprob: bool = False
 
 
 class RequestError(Exception):
@@ -86,4 +87,10 @@ class RequestHandle:
         }
         if self.error is not None:
             meta["finish_reason"] = {"type": "abort", "message": self.error}
+        if self.inp.return_logprob:
+            # Deterministic tokens have probability 1. SGLang's shape: [logprob, token id, text].
+            if self.inp.mode is not Mode.PD_DECODE:  # only where the prompt was prefilled
+                ids = self.inp.input_ids
+                meta["input_token_logprobs"] = [[None if i == 0 else 0.0, t, None] for i, t in enumerate(ids)]
+            meta["output_token_logprobs"] = [[0.0, t, None] for t in self.output_ids]
         return meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for child in (*plan.workers, plan.router):
             env = " ".join(f"{k}={v}" for k, v in child.env.items())
-            say(f"{child.name}: {env + ' ' if env else ''}{' '.join(child.argv)}")
+            say(f"{child.name}: {env + ' ' if env else ''}{shlex.join(child.argv)}")
         say(yaml.safe_dump(plan.router_config, sort_keys=False))
         return 0
     busy = busy_ports(cfg.host, plan.ports)
