@@ -253,3 +253,22 @@ async def test_garbage_and_oversized_telemetry_is_dropped_and_the_router_keeps_g
         ctx.destroy(linger=0)
         await p.stop()
         await d.stop()
+
+
+async def test_queued_request_waits_a_bounded_time_then_gets_503_with_retry_after() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode", hang=True).start()
+    router, runner, url = await start_router([p, d], max_inflight=1, max_queued=4, max_queue_wait_s=0.3)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+            first = asyncio.create_task(s.post(f"{url}/generate", json={"text": "a"}))
+            await wait_for(lambda: router.num_inflight == 1)
+            async with s.post(f"{url}/generate", json={"text": "b"}) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+            assert router.num_queued == 0 and router.metrics.rejected["queue_timeout"] == 1
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
