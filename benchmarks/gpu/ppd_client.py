@@ -32,8 +32,10 @@ def rand_ids(rng: random.Random, n: int) -> list[int]:
 
 
 def prefill_lines(log_path: str) -> int:
+    """P's prefill batches, without SGLang's own 1-token health-check generations."""
     try:
-        return sum(1 for line in open(log_path, errors="replace") if "Prefill batch" in line)
+        with open(log_path, errors="replace") as f:
+            return sum(1 for line in f if "Prefill batch" in line and "#new-token: 1," not in line)
     except FileNotFoundError:
         return -1
 
