@@ -152,10 +152,9 @@ def test_local_append_by_hand() -> None:
     sim = Simulation(specs, _LocalSecondTurn(PolicyParams(), PROFILE), Slo(), cluster, check_invariants=True)
     rec = {r.request_id: r for r in sim.run().records}["s#2"]
     assert rec.route == "local" and rec.cached_len == 1005 and rec.kv_bytes_transferred == 0
-    assert rec.ttft_ms == pytest.approx(PROFILE.iteration_ms([(195, 1005)], 0, 0))  # idle D: one chunk
-    assert rec.e2e_ms == pytest.approx(
-        rec.ttft_ms + sum(PROFILE.iteration_ms([], 1, 1201 + j) for j in range(2))
-    )
+    ttft = PROFILE.iteration_ms([(195, 1005)], 0, 0)  # idle D: one chunk
+    assert rec.ttft_ms == pytest.approx(ttft)
+    assert rec.e2e_ms == pytest.approx(ttft + sum(PROFILE.iteration_ms([], 1, 1201 + j) for j in range(2)))
 
 
 def test_link_is_fifo_so_simultaneous_transfers_queue() -> None:
