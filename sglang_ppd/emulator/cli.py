@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-replay-port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--load-port", type=int, default=0, help="LoadStat PUB port; 0 picks a free port")
     p.add_argument("--telemetry-port", type=int, default=0, help="WorkerTelemetry PUB port; 0 picks one")
-    p.add_argument("--telemetry-period-ms", type=float, default=50.0)
+    p.add_argument("--telemetry-period-ms", type=float, default=100.0,
+                   help="LoadStat + WorkerTelemetry period (the simulator and worker extension default)")
     p.add_argument("--transfer-timeout-s", type=float, default=60.0)
     return p
 
