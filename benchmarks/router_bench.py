@@ -19,6 +19,12 @@ load drift on a shared machine hits all of them alike; each figure is the median
    phases divided by the requests served: the figure least disturbed by other load on the machine.
 
 The reference floor is the decode null worker called directly (no router, no P hop).
+
+Then (``--live-sessions`` > 0) a live phase: ``ppd_deflect`` in front of an emulated 2P2D cluster
+(``sglang-ppd emulate --time-scale 0``, page size 1, KV events and telemetry live), driven by
+closed-loop multi-turn sessions (``--live-prompt-len`` byte first turns, ``--live-turns`` turns,
+each appending the answer and a new user message), so decisions see real hit lengths and fresh
+snapshots; its decision and prefix-lookup times and route mix come from the router's ``/stats``.
 Decision time is read from the live sglang_ppd router itself: ``/stats`` (exact p50/p99 over its
 last 2048 decisions) and the ``sglang_ppd_decision_seconds`` histogram on ``/metrics``.
 Everything shares this machine's cores (load generator included): compare rows, not absolutes.
@@ -280,6 +286,80 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return rows
 
 
+async def live_decisions(args: argparse.Namespace) -> dict[str, Any]:
+    """ppd_deflect in front of an emulated 2P2D cluster (time scale 0, page size 1, KV events and
+    telemetry live) under a multi-turn workload: decision and prefix-lookup time as the router
+    itself reports them, with real hit lengths and fresh snapshots."""
+    py = sys.executable
+    procs: list[asyncio.subprocess.Process] = []
+    workers: list[str] = []
+    try:
+        for role in ("prefill", "prefill", "decode", "decode"):
+            port = free_port()
+            extra = ["--bootstrap-port", str(free_port())] if role == "prefill" else ["--ppd"]
+            proc = await spawn(
+                py,
+                "-m",
+                "sglang_ppd.cli",
+                "emulate",
+                "--role",
+                role,
+                "--port",
+                str(port),
+                "--time-scale",
+                "0",
+                *extra,
+            )
+            procs.append(proc)
+            workers += (
+                ["--prefill", f"http://127.0.0.1:{port}"]
+                if role == "prefill"
+                else ["--decode", f"http://127.0.0.1:{port}"]
+            )
+            await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        rport = free_port()
+        router = await spawn(
+            py,
+            "-m",
+            "sglang_ppd.cli",
+            "router",
+            *workers,
+            "--port",
+            str(rport),
+            "--policy",
+            "ppd_deflect",
+            "--log-level",
+            "warning",
+        )
+        procs.append(router)
+        url = f"http://127.0.0.1:{rport}"
+        await wait_healthy(url, router)
+        await asyncio.sleep(1.0)  # first telemetry and KV-event subscriptions
+
+        async def session(k: int) -> None:
+            rng = random.Random(args.seed * 7919 + k)
+            history = "".join(rng.choice("abcdefghij ") for _ in range(args.live_prompt_len))
+            async with aiohttp.ClientSession() as s:
+                for turn in range(1, args.live_turns + 1):
+                    history += f" user turn {turn}: " + "".join(rng.choice("klmnop ") for _ in range(64))
+                    headers = {"x-ppd-session-id": f"s{k}", "x-ppd-turn": str(turn)}
+                    body = {"text": history, "stream": True, "sampling_params": {"max_new_tokens": 32}}
+                    async with s.post(f"{url}/generate", json=body, headers=headers) as r:
+                        last = b""
+                        async for line in r.content:
+                            if line.startswith(b"data: {"):
+                                last = line
+                    history += json.loads(last[6:])["text"]
+
+        await asyncio.gather(*(session(k) for k in range(args.live_sessions)))
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/stats") as r:
+            stats = await r.json()
+        return {k: stats[k] for k in ("decision_ms", "prefix_lookup_ms", "routes", "top_reasons", "latency")}
+    finally:
+        for proc in procs:
+            await stop(proc)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
@@ -287,6 +367,9 @@ def main() -> int:
     ap.add_argument("--duration-s", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--live-sessions", type=int, default=16, help="0 skips the emulated 2P2D phase")
+    ap.add_argument("--live-turns", type=int, default=4)
+    ap.add_argument("--live-prompt-len", type=int, default=2000, help="first-turn prompt bytes (= tokens)")
     ap.add_argument("--rust-router-python", default=None)
     ap.add_argument("--null-worker", nargs=2, metavar=("ROLE", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -295,6 +378,7 @@ def main() -> int:
         return 0
     load_before = os.getloadavg()
     rows = asyncio.run(run(args))
+    live = asyncio.run(live_decisions(args)) if args.live_sessions > 0 else None
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -315,6 +399,7 @@ def main() -> int:
         "loadavg_after": os.getloadavg(),
         "args": vars(args),
         "rows": rows,
+        "live_2p2d_ppd_deflect": live,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
@@ -326,6 +411,12 @@ def main() -> int:
             f"{name:44s} cpu {row['cpu_ms_per_request']:5.2f} ms/req  "
             f"p50 {lat['p50_ms']:6.2f} ms  p99 {lat['p99_ms']:6.2f} ms  "
             f"{thr['rps']:7.1f} req/s ({thr['errors']} errors){extra}"
+        )
+    if live is not None:
+        dec, look = live["decision_ms"], live["prefix_lookup_ms"]
+        print(
+            f"live 2P2D ppd_deflect: decision p50 {dec['p50']:.3f} ms p99 {dec['p99']:.3f} ms; prefix lookup "
+            f"p50 {look['p50']:.3f} ms p99 {look['p99']:.3f} ms; routes {live['routes']}"
         )
     print(f"wrote {RESULTS}")
     return 0
