@@ -86,11 +86,13 @@ python3 -m sglang.launch_server $BASE --mem-fraction-static $P_MEM --port 30100 
   --disable-cuda-graph --kv-events-config '{"publisher":"zmq","endpoint":"tcp://*:5558"}' > $LOGS/P.log 2>&1 &
 PIDS+=($!); log "launched P"
 wait_health http://127.0.0.1:30100 240 P ${PIDS[0]} || exit 1
-python3 -m sglang_ppd.worker $BASE --mem-fraction-static $D_MEM --port 30200 --disaggregation-mode decode \
-  --kv-events-config '{"publisher":"zmq","endpoint":"tcp://*:5557"}' --cuda-graph-max-bs 48 \
-  --ppd-tbt-slo-ms $SLO --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 $PRIOR \
-  --ppd-iter-log $LOGS/iter.jsonl > $LOGS/D.log 2>&1 &
-PIDS+=($!); log "launched D (sglang_ppd.worker)"
+launch_d() {  # $1: log name; the environment carries anything extra (SGLANG_TEST_RETRACT)
+  python3 -m sglang_ppd.worker $BASE --mem-fraction-static $D_MEM --port 30200 --disaggregation-mode decode \
+    --kv-events-config '{"publisher":"zmq","endpoint":"tcp://*:5557"}' --cuda-graph-max-bs 48 \
+    --ppd-tbt-slo-ms $SLO --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 $PRIOR \
+    --ppd-iter-log $LOGS/iter.jsonl > $LOGS/$1.log 2>&1 &
+  PIDS+=($!); log "launched $1 (sglang_ppd.worker)"; }
+launch_d D
 D_TO=$(( $(left) - 90 )); (( D_TO > 180 )) && D_TO=180
 wait_health http://127.0.0.1:30200 $D_TO D ${PIDS[1]} || exit 1
 python3 -m sglang_ppd.cli router --prefill http://127.0.0.1:30100 8998 --decode http://127.0.0.1:30200 \
@@ -125,6 +127,14 @@ log "server_info/telemetry: $(python3 -c "import json;d=json.load(open('$OUT/ext
 timeout $(( $(left) - 25 )) python3 benchmarks/gpu/ppd_client.py --router http://127.0.0.1:30000 --decode http://127.0.0.1:30200 \
   --p-log $LOGS/P.log --out $OUT/results.json --phases ${PPD_PHASES:-abcde} --decode-len $DLEN
 log "client rc=$?"
+if [ "${PPD_ROBUST:-0}" = 1 ]; then  # correctness checks: benchmarks/gpu/ppd_robust.py
+  RB="--router http://127.0.0.1:30000 --decode http://127.0.0.1:30200 --telemetry tcp://127.0.0.1:30300 --out $OUT/robust.json"
+  timeout 150 python3 benchmarks/gpu/ppd_robust.py $RB --phase equal_abort
+  kill -- -${PIDS[1]} 2>/dev/null; sleep 4; kill -9 -- -${PIDS[1]} 2>/dev/null; sleep 2
+  SGLANG_TEST_RETRACT=1 SGLANG_TEST_RETRACT_INTERVAL=5 launch_d D2
+  wait_health http://127.0.0.1:30200 150 D2 ${PIDS[-1]} && sleep 8 && timeout 150 python3 benchmarks/gpu/ppd_robust.py $RB --phase retract
+  grep -c "Testing retraction" $LOGS/D2.log | xargs echo "D2 forced retractions logged:"
+fi
 python3 - <<'PY' >> $OUT/extras.json.tmp 2>/dev/null
 import json, urllib.request
 print(json.dumps(json.loads(urllib.request.urlopen("http://127.0.0.1:30000/stats", timeout=5).read())))
