@@ -4,7 +4,6 @@ replay, LoadStat and telemetry, SGLang SSE and OpenAI shapes. Real subprocesses 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -94,32 +93,33 @@ async def test_local_prefill_hits_history_and_publishes_kv_events(pd_pair):
         status, out2 = await post(f"{d.url}/generate", turn2)
         # Everything but the last output token was cached, in whole pages.
         assert out2["meta_info"]["cached_tokens"] == (len(history) - 1) // PAGE * PAGE
-        stored: list[int] = []
-        deadline = time.monotonic() + 5
         seqs = []
-        while time.monotonic() < deadline and len(stored) < (len(history) - 1) // PAGE:
-            if await sub.poll(500):
-                topic, seq, payload = await sub.recv_multipart()
-                seqs.append(kv_events.seq_from_bytes(seq))
-                for ev in kv_events.decode_batch(payload).events:
-                    if isinstance(ev, kv_events.BlockStored):
-                        stored += ev.block_hashes
-        assert stored[: (len(history) - 1) // PAGE] == full_page_hashes(history[:-1], PAGE)
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        # The replay socket returns the buffered batches from seq 0, then the end marker.
+        while await sub.poll(1000):
+            _, seq, payload = await sub.recv_multipart()
+            seqs.append(kv_events.seq_from_bytes(seq))
+            kv_events.decode_batch(payload)
+        assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        # The replay socket returns every buffered batch from seq 0 (whatever the SUB missed while
+        # connecting), then the end marker.
         assert di.kv_events.replay_endpoints
         dealer = ctx.socket(zmq.DEALER)
         dealer.connect(di.kv_events.replay_endpoints[0])
         await dealer.send_multipart([b"", kv_events.seq_to_bytes(0)])
         replayed = []
+        parent: dict[int, int | None] = {}
         while True:
             assert await dealer.poll(5000)
             _, seq, payload = await dealer.recv_multipart()
             if kv_events.seq_from_bytes(seq) == kv_events.END_SEQ:
                 break
             replayed.append(kv_events.seq_from_bytes(seq))
-            kv_events.decode_batch(payload)
+            for ev in kv_events.decode_batch(payload).events:
+                if isinstance(ev, kv_events.BlockStored):
+                    parent.update(dict.fromkeys(ev.block_hashes, ev.parent_block_hash))
         assert replayed[0] == 0 and replayed == sorted(replayed) and replayed[-1] >= seqs[-1]
+        # The cached conversation is one chain of SGLang page hashes, each page naming its parent.
+        chain = full_page_hashes(history[:-1], PAGE)
+        assert [parent[h] for h in chain] == [None, *chain[:-1]]
         dealer.close(0)
     finally:
         sub.close(0)
