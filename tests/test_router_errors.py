@@ -195,3 +195,28 @@ async def test_overload_gets_429_with_retry_after() -> None:
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+async def test_client_leaving_mid_stream_aborts_upstream() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode", chunk_delay_s=0.05).start()
+    router, runner, url = await start_router([p, d])
+    try:
+        async with aiohttp.ClientSession() as s:
+            resp = await s.post(
+                f"{url}/generate",
+                json={
+                    "text": "abc",
+                    "rid": "leaver",
+                    "stream": True,
+                    "sampling_params": {"max_new_tokens": 500},
+                },
+            )
+            assert (await resp.content.readline()).startswith(b"data: ")
+            resp.close()  # the client goes away after its first token
+        await wait_for(lambda: "leaver" in d.aborted)
+        await wait_for(lambda: router.num_inflight == 0)
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()

@@ -35,6 +35,8 @@ class FakeWorker:
     """Streaming: drop the connection after this many chunks."""
     hang: bool = False
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    """Streaming: pause between chunks (a slow decode)."""
     """Wait this long before answering /generate (a decode side waiting for its KV)."""
     healthy: bool = True
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -127,7 +129,7 @@ class FakeWorker:
                 request.transport.close()
                 return resp
             await resp.write(b"data: " + orjson.dumps(self._reply(ids, i if n else 0, i >= n)) + b"\n\n")
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.chunk_delay_s)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 

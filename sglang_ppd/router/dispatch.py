@@ -241,7 +241,9 @@ class Attempt:
             log.debug("prefill side of %s failed: %s", self.rid, task.exception())
 
     async def fail(self) -> None:
-        """Abandon this attempt: abort both sides upstream and release every resource."""
+        """Abandon this attempt: abort both sides upstream and release every resource (once)."""
+        if self._closed:
+            return
         abort(self.router, self.urls(), self.rid)
         await self.close(cancel_prefill=True)
 
