@@ -200,3 +200,22 @@ async def test_openai_endpoints(pd_pair):
     assert lines[-1] == b"data: [DONE]" and chunks[-1]["usage"]["completion_tokens"] == 4
     text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
     assert text == tokens.decode(tokens.output_tokens([5, 6, 7], 4))
+
+
+async def test_abort_request_ends_the_stream(pd_pair):
+    _, d = pd_pair
+    body = {"input_ids": list(range(300, 340)), "rid": "to-abort", "do_local_prefill": True, "stream": True,
+            "sampling_params": {"max_new_tokens": 100_000 // 40}}
+    async with aiohttp.ClientSession() as s, s.post(f"{d.url}/generate", json=body) as r:
+        lines = []
+        async for line in r.content:
+            if not line.strip():
+                continue
+            lines.append(line.rstrip(b"\n"))
+            if len(lines) == 1:
+                status, _ = await post(f"{d.url}/abort_request", {"rid": "to-abort"})
+                assert status == 200
+    assert lines[-1] == b"data: [DONE]"
+    last = orjson.loads(lines[-2][len(b"data: ") :])
+    assert last["meta_info"]["finish_reason"]["type"] == "abort"
+    assert last["meta_info"]["completion_tokens"] < body["sampling_params"]["max_new_tokens"]
