@@ -258,3 +258,19 @@ async def test_router_logs_hold_no_secret() -> None:
     assert "127.0.0.1" in text and "***" in text  # it did log about the worker, masked
     for secret in (api_key, admin_key, password):
         assert secret not in text, secret
+
+
+async def test_client_rid_that_could_forge_log_lines_is_refused() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode").start()
+    _, runner, url = await start_router([p, d])
+    try:
+        async with aiohttp.ClientSession() as s:
+            for rid, status in (("ok-rid-1", 200), ("x\nINFO forged line", 400), ("r" * 257, 400)):
+                async with s.post(f"{url}/generate", json={"text": "a", "rid": rid}) as r:
+                    assert r.status == status, rid
+        assert [b["rid"] for b in d.received] == ["ok-rid-1"]
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()

@@ -1,4 +1,5 @@
-"""Secrets: API keys from the environment (not the process list), and no secret in any log line.
+"""Secrets: API keys from the environment (not the process list), no secret in any log line, and no
+client-chosen string that could forge one (``rid``).
 
 ``SGLANG_PPD_API_KEY`` / ``SGLANG_PPD_ADMIN_KEY`` stand in for ``--api-key`` / ``--admin-key`` (a
 flag or the YAML wins), so keys need not sit in ``ps`` output or shell history. Every log record
@@ -16,9 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.requests import BadRequest
 
 ENV_KEYS = {"api_key": "SGLANG_PPD_API_KEY", "admin_key": "SGLANG_PPD_ADMIN_KEY"}
 MASK = "***"
+MAX_RID_LEN = 256
+
+
+def check_rid(rid: str) -> None:
+    """A client's ``rid`` reaches upstream bodies and log lines: bounded, printable, one line."""
+    if len(rid) > MAX_RID_LEN or not rid.isprintable():
+        raise BadRequest(f"rid must be at most {MAX_RID_LEN} printable characters")
 
 
 def keys_from_env(data: dict[str, Any], env: Mapping[str, str] = os.environ) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from sglang_ppd.router.httpio import (
     json_response,
 )
 from sglang_ppd.router.requests import BadRequest, Prepared
+from sglang_ppd.router.security import check_rid
 from sglang_ppd.router.service import Router
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ async def serve(
     rid = prep.body.get("rid")
     if not isinstance(rid, str) or not rid:
         rid = uuid.uuid4().hex
+    check_rid(rid)
     session, turn, turn_class = _turn(request, router)
     arrival = time.monotonic()
     feats = router.features(rid, prep.input_ids, prep.max_new_tokens, session, turn)
