@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +71,7 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.num_iterations = 0
+        self.failure: str | None = None
         self.publish_events: Callable[[list[KVEvent]], None] = lambda events: None
         """Where each iteration's KV events go (the ZMQ publisher, once the server wires it)."""
 
@@ -76,9 +79,20 @@ class Engine:
     def start(self) -> None:
         self._session = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(self._loop_died)
+
+    def _loop_died(self, task: asyncio.Task[None]) -> None:
+        """A bug in the loop must not leave clients hanging: fail every request, and /health."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.failure = f"engine loop failed: {exc!r}"
+        traceback.print_exception(exc, file=sys.stderr)
+        for a in self._active.values():
+            a.handle.finish(self.failure)
 
     async def close(self) -> None:
-        if self._task is not None:
+        if self._task is not None and not self._task.done():  # a dead loop was reported already
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -91,6 +105,8 @@ class Engine:
 
     # ---- admission ---------------------------------------------------------------------------------
     def submit(self, inp: GenerateInput) -> RequestHandle:
+        if self.failure is not None:
+            raise RequestError(self.failure, 503)
         if inp.rid in self._active:
             raise RequestError(f"request id {inp.rid!r} is already running", 409)
         mode = inp.mode

@@ -56,7 +56,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.Response(status=200)
+    failure = request.app[ENGINE_KEY].failure
+    return web.Response(status=200) if failure is None else web.Response(status=503, text=failure)
 
 
 async def server_info(request: web.Request) -> web.Response:
