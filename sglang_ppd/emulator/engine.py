@@ -118,6 +118,10 @@ class Engine:
                     f"this emulated {self.role} server runs disaggregated: send bootstrap_host, "
                     "bootstrap_port and bootstrap_room (or do_local_prefill to a --ppd decode server)"
                 )
+        if mode is Mode.PD_PREFILL and inp.bootstrap is not None:
+            taken = self.rooms.peek(inp.bootstrap.room)
+            if taken is not None and taken.rid is not None:
+                raise RequestError(f"bootstrap_room {inp.bootstrap.room} is already in use here", 409)
         prompt_len, out_len = len(inp.input_ids), inp.max_new_tokens
         need = prompt_len + (out_len if self.cfg.role is Role.DECODE else 0)
         if need > self.sched.capacity:
@@ -136,9 +140,6 @@ class Engine:
         if mode is Mode.PD_PREFILL:
             assert inp.bootstrap is not None
             room = self.rooms.get(inp.bootstrap.room)
-            if room.rid is not None:
-                self.radix.unlock(locked)
-                raise RequestError(f"bootstrap_room {inp.bootstrap.room} is already in use here", 409)
             room.rid, a.room = rid, inp.bootstrap.room
             self.sched.add_prefill(rid, rid, prompt_len)
         elif mode is Mode.PD_DECODE:
