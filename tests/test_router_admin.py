@@ -135,3 +135,13 @@ async def test_metrics_and_stats_report_routes_latency_and_kv_bytes() -> None:
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+def test_decision_reasons_are_a_bounded_label_set() -> None:
+    from sglang_ppd.router.metrics import MAX_REASONS, RouterMetrics
+
+    m = RouterMetrics()
+    for i in range(MAX_REASONS + 10):
+        m.count_decision("local", f"hit {i} tokens")
+    assert len(m.route_decisions) == MAX_REASONS + 1 and m.route_decisions[("local", "other")] == 10
+    assert 'reason="other"' in m.render([])

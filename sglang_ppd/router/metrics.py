@@ -34,6 +34,7 @@ LATENCY_BUCKETS_S = (
 TPOT_BUCKETS_S = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 DECISION_BUCKETS_S = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
 WINDOW = 2048
+MAX_REASONS = 256
 
 
 class Histogram:
@@ -89,6 +90,14 @@ class RouterMetrics:
         self.slo_tpot_ok = 0
         self.slo_both_ok = 0
         self.slo_tpot_total = 0
+
+    def count_decision(self, route: str, reason: str) -> None:
+        """Reasons are a label: a plugin policy that puts numbers in them must not grow /metrics
+        without bound, so past ``MAX_REASONS`` distinct pairs new ones are counted as "other"."""
+        key = (route, reason)
+        if key not in self.route_decisions and len(self.route_decisions) >= MAX_REASONS:
+            key = (route, "other")
+        self.route_decisions[key] += 1
 
     def record_finish(
         self,

@@ -69,7 +69,7 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
         pw = reg.get(route.prefill_worker or "")
         if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
             raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
-    router.metrics.route_decisions[(route.kind.value, route.reason or "unspecified")] += 1
+    router.metrics.count_decision(route.kind.value, route.reason or "unspecified")
     urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
     router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None)
     return route
