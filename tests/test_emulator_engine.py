@@ -13,6 +13,7 @@ from sglang_ppd.emulator.engine import Engine
 from sglang_ppd.emulator.pages import PageChain
 from sglang_ppd.emulator.radix import RadixCache
 from sglang_ppd.emulator.request import GenerateInput, Mode, RequestError
+from sglang_ppd.emulator.tokens import output_tokens
 from sglang_ppd.protocol.block_hash import full_page_hashes
 from sglang_ppd.protocol.kv_events import BlockRemoved, BlockStored
 
@@ -62,5 +63,21 @@ async def test_a_failing_loop_fails_requests_instead_of_hanging() -> None:
         with pytest.raises(RequestError) as err:
             engine.submit(GenerateInput("r2", (1, 2, 3), 4, Mode.LOCAL))
         assert err.value.status == 503
+    finally:
+        await engine.close()
+
+
+async def test_time_scale_zero_leaps_but_emits_every_token() -> None:
+    engine = Engine(EngineConfig(role=Role.DECODE, profile=load_profile("h100-llama31-8b"),
+                                 model_name="m", ppd=True, time_scale=0.0))
+    engine.start()
+    try:
+        inputs = [GenerateInput(f"r{k}", (k, 2, 3), n, Mode.LOCAL) for k, n in ((1, 200), (2, 7))]
+        handles = [engine.submit(inp) for inp in inputs]
+        for h in handles:
+            await asyncio.wait_for(h.wait_finished(), 10)
+            assert h.error is None
+            assert h.output_ids == output_tokens(list(h.inp.input_ids), h.inp.max_new_tokens)
+        assert engine.num_iterations < 50  # 200 decode steps took a handful of leaps
     finally:
         await engine.close()

@@ -32,6 +32,9 @@ from sglang_ppd.emulator.request import GenerateInput, Mode, RequestError, Reque
 from sglang_ppd.protocol.kv_events import KVEvent
 from sglang_ppd.sim.scheduler import BatchScheduler, Iteration, Outcome
 
+LEAP_STEPS = 64
+"""Decode steps one iteration may cover when ``time_scale`` is 0."""
+
 
 @dataclass(slots=True)
 class Active:
@@ -226,7 +229,9 @@ class Engine:
     async def _run(self) -> None:
         deadline: float | None = None
         while True:
-            it = self.sched.next_iteration(1)
+            # Real time streams every decode step; with no modelled time, leaps over decode-only
+            # steps save the CPU that a benchmark of the router in front needs.
+            it = self.sched.next_iteration(1 if self.cfg.time_scale > 0 else LEAP_STEPS)
             self._decoding |= self._joining
             self._joining.clear()
             if it is None:
@@ -242,16 +247,17 @@ class Engine:
             self._apply(it, self.sched.complete(it), deadline)
             self.num_iterations += 1
 
-    def _emit(self, rid: str) -> None:
+    def _emit(self, rid: str, num_tokens: int = 1) -> None:
         a = self._active.get(rid)
         if a is not None and not a.aborted:
             h = a.handle
-            h.emit([tokens.output_token(a.digest, len(h.output_ids))])
+            n = len(h.output_ids)
+            h.emit([tokens.output_token(a.digest, n + i) for i in range(num_tokens)])
 
     def _apply(self, it: Iteration, out: Outcome, ended_at: float) -> None:
         if it.num_decodes:
             for rid in self._decoding:
-                self._emit(rid)
+                self._emit(rid, it.num_steps)  # a leap ends at the batch's first finish
         finished = set(out.finished)
         for rid in out.first_token:
             if rid not in self._decoding:
