@@ -152,3 +152,12 @@ def test_load_workload_requires_one_source() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         load_workload(trace=str(AZURE), spec="azure:")
     assert len(load_workload(trace=str(AZURE), limit=5)) == 5
+
+
+def test_mooncake_limit_keeps_the_full_runs_arrivals() -> None:
+    """The first 10 rows all share timestamp 0; they are still spread over its 3-s bucket, exactly as
+    in a run over the whole file."""
+    short, full = load_trace(MOONCAKE, limit=10, seed=5), load_trace(MOONCAKE, seed=5)
+    arrivals = {t.request_id: t.arrival_s for t in full}
+    assert len(short) == 10 and 1.0 < max(t.arrival_s or 0.0 for t in short) < 3.0
+    assert all(t.arrival_s == arrivals[t.request_id] for t in short if t.turn == 1)

@@ -8,6 +8,9 @@ private, i.e. appears in at most ``private_max_count`` requests of the file: a p
 requests share is a system prompt, not a conversation. Among the candidates the longest match
 wins. This is the rule of ``shared/traces/tools/mooncake_sessions.py``.
 
+Block popularity is counted over the rows read (``limit``), so a prefix of a file can infer a few
+more continuations than the whole file does.
+
 A second continuation of the same P (a regenerated or edited reply) forks the conversation. A
 :class:`TurnSpec` session is one linear chain, so a fork starts a new session at turn 1: only the
 first continuation keeps P's decode-side history.
@@ -45,11 +48,9 @@ class Inferred:
     parent: int | None
 
 
-def parse_rows(lines: list[str], source: str, limit: int | None) -> list[MooncakeRow]:
+def parse_rows(lines: list[str], source: str) -> list[MooncakeRow]:
     rows: list[MooncakeRow] = []
     for lineno, line in enumerate(lines, start=1):
-        if limit is not None and len(rows) >= limit:
-            break
         if not line.strip():
             continue
         try:
@@ -122,9 +123,12 @@ def parse_mooncake(
     seed: int,
     private_max_count: int = PRIVATE_MAX_COUNT,
 ) -> Workload:
-    rows = parse_rows(lines, source, limit)
+    # Arrivals come from the whole file, so that the first N rows arrive as they do in a full run
+    # (and a short prefix inside one timestamp bucket is still spread over it).
+    all_rows = parse_rows(lines, source)
+    rows = all_rows[:limit]
     inferred = infer_sessions(rows, private_max_count)
-    arrivals = arrivals_s(rows, seed) / rate_scale
+    arrivals = arrivals_s(all_rows, seed)[: len(rows)] / rate_scale
     common = Counter(r.hash_ids[0] for r in rows if r.hash_ids).most_common(1)
     shared_block = common[0][0] if common and common[0][1] > len(rows) / 2 else None
     turns: list[TurnSpec] = []
