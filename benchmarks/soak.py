@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 from reliability_cluster import free_port, spawn_worker, stop_worker
 
-from sglang_ppd.bench.runner import BenchOptions, Replay
+from sglang_ppd.bench.runner import BenchOptions, Replay, sessions_of
 from sglang_ppd.metrics.result import machine_info, write_result_json
 from sglang_ppd.workload import load_workload
 
@@ -58,14 +58,23 @@ async def _stats(s: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 
 async def calibrate(url: str, args: argparse.Namespace) -> float:
-    """Completed requests per second with ``calib_concurrency`` sessions always in flight."""
-    n = args.calib_concurrency
-    spec = SESSIONS.format(n=n * 50, rate=1000).replace("think_s=exp:1", "think_s=0")
-    workload = load_workload(spec=spec, seed=args.seed + 1)
-    replay = Replay(BenchOptions(url=url, seed=args.seed + 1, duration_s=args.calib_s, max_connections=n))
-    result = await replay.run(workload)
-    ok = [r for r in result.records if r.ok]
-    return len(ok) / args.calib_s
+    """Completed requests per second with ``calib_concurrency`` users, each running the soak's
+    sessions back to back without think time (so exactly that many requests are in flight)."""
+    spec = SESSIONS.format(n=100 * args.calib_concurrency, rate=1000).replace("think_s=exp:1", "think_s=0")
+    sessions = iter(sessions_of(load_workload(spec=spec, seed=args.seed + 1)))
+    replay = Replay(BenchOptions(url=url, seed=args.seed + 1, duration_s=args.calib_s))
+
+    async def user(s: aiohttp.ClientSession) -> None:
+        for turns in sessions:
+            if not replay.can_send():
+                return
+            await replay.run_session(s, turns)
+
+    replay.t0 = time.perf_counter()
+    async with aiohttp.ClientSession(read_bufsize=1 << 22) as s:
+        await asyncio.gather(*(user(s) for _ in range(args.calib_concurrency)))
+    wall_s = time.perf_counter() - replay.t0
+    return sum(r.ok for r in replay.result.records) / wall_s
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def main() -> int:
     p.add_argument("--load", type=float, default=0.8, help="fraction of the measured capacity")
     p.add_argument("--capacity-rps", type=float, default=None, help="skip calibration")
     p.add_argument("--calib-s", type=float, default=30.0)
-    p.add_argument("--calib-concurrency", type=int, default=32)
+    p.add_argument("--calib-concurrency", type=int, default=16)
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--warmup-s", type=float, default=60.0)
     p.add_argument("--drain-s", type=float, default=60.0)
