@@ -27,8 +27,6 @@ from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
 
 log = logging.getLogger(__name__)
-_pending_aborts: set[asyncio.Task[None]] = set()
-_background: set[asyncio.Task[Any]] = set()
 
 
 class UpstreamFailure(Exception):
@@ -73,8 +71,7 @@ def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
 
     for url in urls:
         task = asyncio.create_task(one(url))
-        _pending_aborts.add(task)
-        task.add_done_callback(_pending_aborts.discard)
+        router.keep(task)
 
 
 async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientResponse:
@@ -270,8 +267,7 @@ class Attempt:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             else:
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+                self.router.keep(task)
 
     async def prefill_json(self) -> dict[str, Any] | None:
         if self.prefill_task is None:

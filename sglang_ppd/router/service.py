@@ -49,6 +49,7 @@ class Router:
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
         self._block_tables: dict[int, BlockTable] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
         self.num_inflight = 0
@@ -68,7 +69,17 @@ class Router:
             await self.add_worker(spec)
         self._health_task = asyncio.create_task(self._health_loop())
 
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a fire-and-forget task (an abort, a prefill reply finishing) until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
+        if self._background:  # let in-flight aborts reach the workers, briefly
+            await asyncio.wait(set(self._background), timeout=1.0)
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._health_task is not None:
             self._health_task.cancel()
         self.reliability.close()
