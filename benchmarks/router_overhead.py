@@ -18,9 +18,11 @@ non-streaming ``/generate`` (unique prompts, so every policy routes PD).
 2. Max sustained req/s: open-loop Poisson arrivals at each of ``--rates`` for ``--step-s`` seconds per
    target (interleaved per rate). A rate is sustained when nothing failed, every request finished
    within the step plus 5 s, and P99 minus the direct path's P99 at the same offered load (same
-   round) is <= 50 ms. The max is the highest sustained rate below the first unsustained one; the
-   direct path, held against its own unloaded P99, gives the ceiling of the workers + load
-   generator here.
+   round) is <= 50 ms; a failed step is run once more (``--retries``). The max is the highest
+   sustained rate below the first unsustained one; the direct path, held against its own unloaded
+   P99, gives the ceiling of the workers + load generator here.
+   Also, robust to a noisy shared machine: closed-loop saturation throughput, ``--concurrency``
+   clients back to back for ``--saturation-s``, ``--saturation-rounds`` interleaved rounds (median).
 3. Router CPU per request: user+system time of the router process (all its threads, from
    ``/proc/PID/stat``) over each step, divided by the requests completed in that step.
 
@@ -87,6 +89,7 @@ class Target:
     steps: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     routes: Counter[str] = field(default_factory=Counter)
+    saturation: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Cluster:
@@ -293,6 +296,37 @@ class Client:
             await asyncio.gather(self._post(p_url, pd), self._post(d_url, pd))
         return 1000 * (time.perf_counter() - t0)
 
+    async def saturate(self, target: Target, concurrency: int, duration_s: float) -> dict[str, Any]:
+        """Closed loop: ``concurrency`` clients send back to back for ``duration_s``."""
+        # Fresh prompts: a repeated one would hit a decode worker's cache and change the route.
+        bodies = [self.body() for _ in range(int(duration_s * 800))]
+        ok = errors = 0
+        pid = target.proc.pid if target.proc is not None else None
+        c0 = cpu_s(pid) if pid is not None else None
+        t0 = time.perf_counter()
+        end = t0 + duration_s
+
+        async def loop(k: int) -> None:
+            nonlocal ok, errors
+            n = k
+            while time.perf_counter() < end:
+                try:
+                    await self.once(target, bodies[n % len(bodies)])
+                    ok += 1
+                except Exception:  # noqa: BLE001 (every failure is counted, whatever it is)
+                    errors += 1
+                n += concurrency
+
+        await asyncio.gather(*(loop(k) for k in range(concurrency)))
+        wall_s = time.perf_counter() - t0
+        c1 = cpu_s(pid) if pid is not None else None
+        return {
+            "rps": ok / wall_s,
+            "ok": ok,
+            "errors": errors,
+            "router_cpu_ms_per_req": None if c0 is None or c1 is None or not ok else 1000 * (c1 - c0) / ok,
+        }
+
     async def step(self, target: Target, rate: float, duration_s: float, seed: int) -> dict[str, Any]:
         """Open-loop Poisson arrivals at ``rate`` for ``duration_s``."""
         rng = random.Random(seed)
@@ -376,6 +410,17 @@ async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
             for k in order:
                 targets[k].latency_ms.append(await client.once(targets[k], client.body()))
         direct_p99 = pct(targets[0].latency_ms, 99)
+        for _ in range(args.saturation_rounds):
+            rng.shuffle(order)
+            for k in order:
+                sat = await client.saturate(targets[k], args.concurrency, args.saturation_s)
+                targets[k].saturation.append(sat)
+                print(
+                    f" {targets[k].name:40s} closed loop x{args.concurrency}: {sat['rps']:6.1f} req/s, "
+                    f"{sat['errors']} err, cpu/req {sat['router_cpu_ms_per_req'] or 0:.3f} ms",
+                    flush=True,
+                )
+                await asyncio.sleep(0.5)
         stopped: set[str] = set()
         for i, rate in enumerate(args.rates):
             rng.shuffle(order)
@@ -393,11 +438,13 @@ async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
                 # The direct path itself is held against its own unloaded P99: its max is the ceiling
                 # of the workers + load generator on this machine.
                 own_ref = direct_p99 if k == 0 else ref
-                s["reference_p99_ms"] = own_ref
-                s["added_p99_ms"] = s["p99_ms"] - own_ref
-                s["sustained"] = (
-                    s["errors"] == 0 and s["unfinished"] == 0 and s["added_p99_ms"] <= ADDED_P99_LIMIT_MS
-                )
+                judge(s, own_ref)
+                if not s["sustained"] and args.retries:
+                    # One transient stall (other users of a shared machine) must not end a target.
+                    again = await client.step(t, rate, args.step_s, args.seed * 1000 + i + 500)
+                    judge(again, own_ref)
+                    again["first_attempt"] = s
+                    s = again
                 t.steps.append(s)
                 print(
                     f" {t.name:40s} {rate:5.0f}/s: p50 {s['p50_ms']:7.2f} p99 {s['p99_ms']:8.2f} ms, "
@@ -410,6 +457,12 @@ async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
             if len(stopped) == len(targets):
                 break
     return summarize(targets)
+
+
+def judge(s: dict[str, Any], ref_p99_ms: float) -> None:
+    s["reference_p99_ms"] = ref_p99_ms
+    s["added_p99_ms"] = s["p99_ms"] - ref_p99_ms
+    s["sustained"] = s["errors"] == 0 and s["unfinished"] == 0 and s["added_p99_ms"] <= ADDED_P99_LIMIT_MS
 
 
 def summarize(targets: list[Target]) -> dict[str, Any]:
@@ -433,9 +486,22 @@ def summarize(targets: list[Target]) -> dict[str, Any]:
             "max_sustained_rps": max_rps,
             "router_cpu_ms_per_req_at_max": None if best is None else best["router_cpu_ms_per_req"],
             "routes": dict(t.routes),
+            "saturation_rps": median([x["rps"] for x in t.saturation]),
+            "saturation_cpu_ms_per_req": median(
+                [x["router_cpu_ms_per_req"] for x in t.saturation if x["router_cpu_ms_per_req"] is not None]
+            ),
+            "saturation_runs": t.saturation,
             "steps": t.steps,
         }
     return rows
+
+
+def median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
 
 
 def ratios(rows: dict[str, Any]) -> dict[str, Any]:
@@ -451,6 +517,10 @@ def ratios(rows: dict[str, Any]) -> dict[str, Any]:
             else None,
             "max_rps_ratio_vs_rust": (
                 r["max_sustained_rps"] / rust["max_sustained_rps"] if rust["max_sustained_rps"] > 0 else None
+            ),
+            "saturation_rps_ratio_vs_rust": _ratio(r["saturation_rps"], rust["saturation_rps"]),
+            "saturation_cpu_ratio_vs_rust": _ratio(
+                r["saturation_cpu_ms_per_req"], rust["saturation_cpu_ms_per_req"]
             ),
             "cpu_per_req_ratio_vs_rust": (
                 r["router_cpu_ms_per_req_at_max"] / rust["router_cpu_ms_per_req_at_max"]
@@ -472,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         help="offered req/s steps (comma-separated, increasing)",
     )
     ap.add_argument("--step-s", type=float, default=4.0)
+    ap.add_argument("--concurrency", type=int, default=32, help="closed-loop clients (saturation phase)")
+    ap.add_argument("--saturation-s", type=float, default=5.0)
+    ap.add_argument("--saturation-rounds", type=int, default=3, help="interleaved rounds; the median is kept")
+    ap.add_argument("--retries", type=int, default=1, choices=(0, 1), help="re-run a failed step once")
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=8)
     ap.add_argument(
@@ -522,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
             "latency_requests": args.latency_requests,
             "rates": args.rates,
             "step_s": args.step_s,
+            "retries": args.retries,
+            "concurrency": args.concurrency,
+            "saturation_s": args.saturation_s,
+            "saturation_rounds": args.saturation_rounds,
             "pinned": cluster.pin,
             "router_cpus": cluster.router_cpus if cluster.pin else None,
             "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
@@ -535,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     if "pd" in r:
         result["added_p50_ratio_vs_rust"] = r["pd"]["added_p50_ratio_vs_rust"]
         result["max_rps_ratio_vs_rust"] = r["pd"]["max_rps_ratio_vs_rust"]
+        result["saturation_rps_ratio_vs_rust"] = r["pd"]["saturation_rps_ratio_vs_rust"]
     path = write_result_json(args.out, result)
     for name, row in rows.items():
         cpu = row["router_cpu_ms_per_req_at_max"]
