@@ -305,8 +305,12 @@ class Router:
             self.sessions.popitem(last=False)
 
     def remember_prompt(self, urls: Collection[str], input_ids: list[int]) -> None:
-        """Feed the approximate index of workers without KV events."""
+        """Feed the approximate index of workers without KV events (hashing once per page size)."""
+        hashes: dict[int, list[int]] = {}
         for url in urls:
             w = self.registry.get(url)
             if w is not None and w.approx_index is not None:
-                w.approx_index.insert(block_hash.full_page_hashes(input_ids, w.approx_index.page_size))
+                size = w.approx_index.page_size
+                if size not in hashes:
+                    hashes[size] = block_hash.full_page_hashes(input_ids, size)
+                w.approx_index.insert(hashes[size])
