@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sglang_ppd.workload import build_workload
 from sglang_ppd.workload.arrivals import arrival_times_s
@@ -109,3 +111,36 @@ def test_file_key_reads_your_own_trace(tmp_path: Path) -> None:
     assert build_workload(f"azure:file={azure_file},n=3") == build_workload("azure:n=3")
     with pytest.raises(ValueError, match="no such file"):
         build_workload(f"azure:file={tmp_path / 'nope.csv'}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 8),
+    turns=st.sampled_from(["1", "3", "geometric:3", "uniform:1:6", "sharegpt"]),
+    prompt=st.sampled_from(["1", "700", "exp:300", "lognormal:200:1.5", "sharegpt"]),
+    output=st.sampled_from(["1", "64", "uniform:1:900", "sharegpt"]),
+    system=st.integers(0, 600),
+    max_context=st.integers(1500, 20000),
+    cv=st.sampled_from(["0.5", "1", "4"]),
+)
+def test_any_sessions_spec_gives_valid_chains(
+    seed: int, n: int, turns: str, prompt: str, output: str, system: int, max_context: int, cv: str
+) -> None:
+    spec = f"sessions:n={n},turns={turns},prompt={prompt},output={output},system={system}"
+    spec += f",max_context={max_context},cv={cv},rate=3"
+    try:
+        w = build_workload(spec, seed=seed)
+    except ValueError as exc:
+        assert "yields no requests" in str(exc)
+        return
+    prev = None
+    for t in w:
+        assert t.input_len + t.output_len <= max_context and t.shared_prefix_len == system
+        if prev is not None and prev.session_id == t.session_id:
+            assert t.turn == prev.turn + 1 and t.history_len == prev.input_len + prev.output_len
+            assert t.arrival_s is None and t.think_time_s >= 0
+        else:
+            assert t.turn == 1 and t.history_len == 0 and t.arrival_s is not None and t.arrival_s >= 0
+            assert t.input_len > system
+        prev = t
