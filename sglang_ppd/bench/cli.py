@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers > 1:
             source = {"trace": args.trace, "spec": args.workload, "seed": args.seed}
             source |= {"rate_scale": args.rate_scale, "limit": args.limit}
-            result, interrupted = run_parallel(args.workers, source, workload, opts, on_done=done)
+            try:
+                result, interrupted = run_parallel(args.workers, source, workload, opts, on_done=done)
+            except RuntimeError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                return 1
         else:
             replay = Replay(opts, on_done=done)
             try:
