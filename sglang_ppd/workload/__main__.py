@@ -1,0 +1,3 @@
+from sglang_ppd.workload.describe import main
+
+raise SystemExit(main())
