@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy.optimize import nnls
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from nnls import nnls  # noqa: E402
 from sim_check import (  # noqa: E402
     fit_transfer,
     premise,

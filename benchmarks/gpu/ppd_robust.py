@@ -67,6 +67,20 @@ def local(prompt: list[int], max_new: int, route: str = "local", chunk: int | No
     return body(prompt, max_new, **extra)
 
 
+async def pd_direct(s: aiohttp.ClientSession, a: argparse.Namespace, prompt: list[int], max_new: int) -> Any:
+    """The PD path without the router (as mini_lb does): the same body, with bootstrap fields, to P and D.
+    Through the router the request could be routed local: D's KV events carry no ``extra_key``."""
+    b = body(
+        prompt,
+        max_new,
+        bootstrap_host="127.0.0.1",
+        bootstrap_port=a.bootstrap_port,
+        bootstrap_room=random.getrandbits(63),
+    )
+    _, d = await asyncio.gather(gen(s, a.prefill, b), gen(s, a.decode, b))
+    return d
+
+
 async def equal(s: aiohttp.ClientSession, a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"pairs": []}
     for k in range(3):
@@ -74,7 +88,7 @@ async def equal(s: aiohttp.ClientSession, a: argparse.Namespace) -> dict[str, An
         # The local prefill first, in its own radix namespace (extra_key), chunked; then the same
         # prompt through the router on the PD path, which therefore cannot reuse the local KV.
         lo = await gen(s, a.decode, local(p, 24, route="deflect", chunk=256) | {"extra_key": f"eq{k}"})
-        pd = await gen(s, a.router, body(p, 24), {"x-ppd-session-id": f"eq{k}", "x-ppd-turn": "1"})
+        pd = await pd_direct(s, a, p, 24)
         out["pairs"].append(
             {
                 "pd": pd["output_ids"],
@@ -145,10 +159,7 @@ async def abort(s: aiohttp.ClientSession, a: argparse.Namespace) -> dict[str, An
 async def retract(s: aiohttp.ClientSession, a: argparse.Namespace, ref: dict[str, Any]) -> dict[str, Any]:
     prompts = [ids(100 + k, 1500) for k in range(3)]
     tasks = [gen(s, a.decode, local(p, 24, route="deflect", chunk=256)) for p in prompts]
-    tasks += [
-        gen(s, a.router, body(p, 24), {"x-ppd-session-id": f"rt{k}", "x-ppd-turn": "1"})
-        for k, p in enumerate(prompts)
-    ]
+    tasks += [pd_direct(s, a, p, 24) for p in prompts]
     tasks += [gen(s, a.decode, local(ids(600 + k, 800), 64)) for k in range(16)]
     t0 = time.time()
     outs = await asyncio.gather(*tasks)
@@ -169,6 +180,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--router", required=True)
     ap.add_argument("--decode", required=True)
+    ap.add_argument("--prefill", default="http://127.0.0.1:30100")
+    ap.add_argument("--bootstrap-port", type=int, default=8998)
     ap.add_argument("--telemetry", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--phase", choices=["equal_abort", "retract"], required=True)

@@ -11,7 +11,7 @@ import statistics as st
 from typing import Any
 
 import numpy as np
-from scipy.optimize import nnls
+from nnls import nnls
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.types import Slo
