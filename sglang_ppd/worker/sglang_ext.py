@@ -33,6 +33,7 @@ from typing import Any
 
 from sglang_ppd.worker import versions
 from sglang_ppd.worker.admission import LocalEntry, LocalQueue
+from sglang_ppd.worker.batch_view import describe_batch, remaining_prefill_len, telemetry_fields
 from sglang_ppd.worker.budget import BudgetPolicy, IterationClock, IterationModel, IterationSample
 from sglang_ppd.worker.carrier import decode_tag
 from sglang_ppd.worker.options import ENV_VAR, PpdOptions
@@ -213,16 +214,11 @@ def _is_fully_idle(self: Any, *args: Any, **kwargs: Any) -> bool:
 # --------------------------------------------------------------------------------------- KV accounting
 
 
-def _remaining_prefill_len(req: Any) -> int:
-    done = req.extend_range.end if getattr(req, "extend_range", None) is not None else len(req.prefix_indices)
-    return max(len(req.origin_input_ids) - done, 0)
-
-
 def _allocatable_token_budgets(self: Any, *args: Any, **kwargs: Any) -> int:
     budget: int = _ORIG["_allocatable_token_budgets"](self, *args, **kwargs)
     st = getattr(self.scheduler, "_ppd_state", None)
     if st is not None:
-        budget -= st.queue.reserved_tokens(_remaining_prefill_len)
+        budget -= st.queue.reserved_tokens(remaining_prefill_len)
     return budget
 
 
@@ -272,7 +268,7 @@ def _local_step(self: Any, st: PpdState, running_batch: Any) -> Any:
     if self.chunked_req is None and len(st.queue):
         allocatable = _ORIG["_allocatable_token_budgets"](self.disagg_decode_prealloc_queue)
         admitted = st.queue.admit(
-            allocatable - st.queue.reserved_tokens(_remaining_prefill_len),
+            allocatable - st.queue.reserved_tokens(remaining_prefill_len),
             self.get_num_allocatable_reqs(len(running_batch.reqs)),
             _uncached_len(self.tree_cache),
             max_reqs=self.max_running_requests,
@@ -295,57 +291,12 @@ def _local_step(self: Any, st: PpdState, running_batch: Any) -> Any:
     return plan
 
 
-def _describe(batch: Any, log: bool) -> tuple[int, int, dict[str, Any] | None]:
-    mode = batch.forward_mode
-    if mode.is_decode():
-        if not log:
-            return 0, len(batch.reqs), None
-        ctx = sum(r.seqlen for r in batch.reqs)
-        n = len(batch.reqs)
-        return 0, n, {"t": round(time.time(), 4), "kind": "decode", "num_decodes": n, "ctx_tokens": ctx}
-    if mode.is_extend():
-        num_dec = len(batch.decoding_reqs or ())
-        num_pf = len(batch.reqs) - num_dec
-        pf = zip(batch.extend_lens[:num_pf], batch.prefix_lens[:num_pf], strict=True)
-        chunks = [[int(n), int(k)] for n, k in pf]
-        new = sum(c[0] for c in chunks)
-        ctx = int(sum(batch.prefix_lens[num_pf:])) + num_dec
-        info = {"t": round(time.time(), 4), "kind": "mixed" if num_dec else "extend", "num_decodes": num_dec,
-                "ctx_tokens": ctx, "chunks": chunks, "rids": [r.rid for r in batch.reqs[:num_pf]]}
-        return new, num_dec, info
-    return 0, 0, {"kind": str(mode)}
-
-
 def _publish(self: Any, st: PpdState, plan: Any) -> None:
     now = time.monotonic()
     if st.pub is None or now - st.last_pub_s < 0.005:
         return
     st.last_pub_s = now
-    running = list(plan.running_batch.reqs)
-    batch = plan.batch_to_run
-    if batch is not None and batch is not plan.running_batch and batch.decoding_reqs:
-        running += batch.decoding_reqs
-    prealloc = self.disagg_decode_prealloc_queue
-    capacity = int(self.max_total_num_tokens)
-    free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
-    chunked = self.chunked_req
-    chunk_left = _remaining_prefill_len(chunked) if chunked is not None else 0
-    local_tokens = st.queue.queued_tokens() + chunk_left
-    r2 = lambda x: None if x is None else round(x, 2)  # noqa: E731 - fewer spurious "changes"
-    st.pub.update(
-        num_running=len(running),
-        num_waiting=len(prealloc.queue) + len(prealloc.retracted_queue)
-        + len(self.disagg_decode_transfer_queue.queue) + len(self.waiting_queue) + len(st.queue),
-        queued_prefill_tokens=local_tokens,
-        kv_used_tokens=max(capacity - int(free), 0),
-        kv_capacity_tokens=capacity,
-        running_context_tokens=sum(r.seqlen for r in running),
-        num_local_prefills=len(st.queue) + len(st.queue.inflight),
-        queued_local_prefill_tokens=local_tokens,
-        decode_iter_ms=r2(st.model.decode_ms),
-        mixed_iter_ms=r2(st.model.mixed_ms),
-        tbt_headroom_ms=r2(st.policy.headroom_ms(st.model)),
-    )
+    st.pub.update(**telemetry_fields(self, st.queue, st.model, st.policy, plan))
 
 
 def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
@@ -363,7 +314,7 @@ def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
     if batch is None:
         st.clock.idle()
     else:
-        new, num_dec, info = _describe(batch, st.log is not None)
+        new, num_dec, info = describe_batch(batch, st.log is not None)
         st.clock.launched(new, num_dec, info)
         st.next_info = info
     if st.log is not None:
