@@ -83,6 +83,7 @@ def test_router_overhead_tiny(tmp_path: Path) -> None:
     out = tmp_path / "ro.json"
     logs = str(tmp_path / "logs")
     run("router_overhead.py", "--latency-requests", "5", "--warmup", "1", "--rates", "20", "--step-s", "0.5",
+        "--saturation-s", "0.3", "--saturation-rounds", "1", "--concurrency", "2",
         "--prompt-len", "32", "--rust-python", "", "--out", str(out), "--log-dir", logs)  # fmt: skip
     data = json.loads(out.read_text())
     assert data["seed"] == 0 and data["machine"]["cores"]
@@ -93,4 +94,6 @@ def test_router_overhead_tiny(tmp_path: Path) -> None:
         (step,) = row["steps"]
         assert step["offered_rps"] == 20 and step["errors"] == 0
         assert (step["router_cpu_s"] is None) == name.startswith("direct")
+        assert row["saturation_rps"] > 0 and len(row["saturation_runs"]) == 1
+        assert sum(row["routes"].values()) > 0 or name.startswith("direct")
     assert data["ratios"] == {}  # no Rust router measured
