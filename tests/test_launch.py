@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import yaml
 from sglang_ppd.core.config import ConfigError, validate
 from sglang_ppd.launch.config import LaunchConfig
 from sglang_ppd.launch.plan import make_plan
-from tests.test_emulator_support import free_port
+from sglang_ppd.launch.procs import busy_ports
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -96,10 +97,19 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _free_block(n: int) -> int:
+    """The first of ``n`` consecutive free ports (tests and benchmarks run side by side)."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 60000)
+        if not busy_ports("127.0.0.1", tuple(range(base, base + n))):
+            return base
+
+
 def _launch(tmp_path: Path, extra: dict[str, object]) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    # Workers take consecutive ports from base_port: a free port's neighbours are very likely free.
-    cfg = {"num_prefill": 1, "num_decode": 1, "base_port": free_port(), "page_size": 16,
+    base = _free_block(4)
+    port = base + 3  # workers take base .. base+2
+    cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": 16,
            "emulator": {"time_scale": 0.1}, "router": {"port": port}, "startup_timeout_s": 30, **extra}
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(cfg))
