@@ -136,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        import uvloop  # optional: less per-hop overhead, as in the router
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
         asyncio.run(serve(args, cfg))
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
