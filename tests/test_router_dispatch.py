@@ -153,3 +153,18 @@ async def test_openai_completions_whole_and_streamed(cluster: tuple) -> None:
     assert text == whole["choices"][0]["text"]
     assert d.received[0]["input_ids"] == d.received[1]["input_ids"] == [97, 98, 99]
     assert d.received[0]["sampling_params"]["max_new_tokens"] == 5
+
+
+async def test_pd_whole_reply_merges_prefill_logprobs(cluster: tuple) -> None:
+    _, _, _, url = cluster
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/generate",
+            json={"input_ids": [7, 8], "sampling_params": {"max_new_tokens": 2}, "return_logprob": True},
+        ) as r,
+    ):
+        assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+        body = await r.json()
+    assert body["meta_info"]["input_token_logprobs"] == [[-0.5, 7, None], [-0.5, 8, None]]
+    assert body["meta_info"]["completion_tokens"] == 2
