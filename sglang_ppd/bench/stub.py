@@ -29,7 +29,8 @@ class StubConfig:
     hang_len: int | None = None
     """Requests for exactly this many new tokens never answer."""
     log: list[tuple[list[int], list[int]]] | None = field(default_factory=list)
-    """(prompt ids, output ids) of every answered request, in arrival order; ``None``: no log."""
+    """(prompt ids, output ids) of every request streamed in full (logged just before its end
+    marker), in order of completion; ``None``: no log."""
     turns: list[int] | None = field(default_factory=list)
     """The ``x-ppd-turn`` header of every ``/generate`` request that had one; ``None``: no log."""
 
@@ -59,14 +60,15 @@ def build_app(cfg: StubConfig) -> web.Application:
         if num == cfg.hang_len:
             await asyncio.Event().wait()
         out = stub_output(prompt, num)
-        if cfg.log is not None:
-            cfg.log.append((prompt, out))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-ppd-route": "pd"})
         await resp.prepare(request)
         for i in range(1, num + 1):
             delay_ms = cfg.ttft_ms if i == 1 else cfg.itl_ms
             await asyncio.sleep(delay_ms / 1000.0)
             await resp.write(b"data: " + orjson.dumps(chunk(out, i)) + b"\n\n")
+        # Logged before the end marker, so a client that saw the end finds its request in the log.
+        if cfg.log is not None:
+            cfg.log.append((prompt, out))
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
