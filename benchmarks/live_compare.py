@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim_vs_live import RESULTS, run_live, run_sim, sim_config
+from sim_vs_live import RESULTS, run_live, run_sim, sim_config, slow_motion
 
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics.result import machine_info, write_result_json
@@ -46,20 +46,6 @@ POLICIES = ("pd", "pd_cache_aware", "threshold", "ppd_deflect")
 def azure_workload(duration_s: float, rate_scale: float, max_output: int, seed: int) -> Workload:
     w = load_workload(spec=AZURE.format(duration=duration_s), seed=seed, rate_scale=rate_scale)
     return tuple(dataclasses.replace(t, output_len=min(t.output_len, max_output)) for t in w)
-
-
-def slow_motion(workload: Workload, time_scale: float) -> Workload:
-    """The same workload with arrivals and think times stretched by ``time_scale``."""
-    if time_scale == 1:
-        return workload
-    return tuple(
-        dataclasses.replace(
-            t,
-            arrival_s=None if t.arrival_s is None else t.arrival_s * time_scale,
-            think_time_s=t.think_time_s * time_scale,
-        )
-        for t in workload
-    )
 
 
 def row(res: dict[str, Any]) -> dict[str, Any]:

@@ -180,6 +180,20 @@ def run_live(
     )  # fmt: skip
 
 
+def slow_motion(workload: Workload, time_scale: float) -> Workload:
+    """The same workload with arrivals and think times stretched by ``time_scale``."""
+    if time_scale == 1:
+        return workload
+    return tuple(
+        dataclasses.replace(
+            t,
+            arrival_s=None if t.arrival_s is None else t.arrival_s * time_scale,
+            think_time_s=t.think_time_s * time_scale,
+        )
+        for t in workload
+    )
+
+
 def modelled(r: RequestRecord, time_scale: float) -> RequestRecord:
     """A live record on the modelled clock: wall times divided by the emulator's time scale."""
     if time_scale == 1:
@@ -249,8 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=20, help="sessions per run (3 turns each)")
     ap.add_argument("--workload", default=WORKLOAD, help="spec template with {n} and {rate}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="live slow motion: wall s per modelled s (arrivals and think times stretched alike)",
+    )
     ap.add_argument("--out-dir", default=str(RESULTS))
     args = ap.parse_args(argv)
+    ts = args.time_scale
+    tag = "" if ts == 1 else f"_ts{ts:g}"
     slo = Slo()
     out_dir = Path(args.out_dir)
     table = []
@@ -259,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             spec = args.workload.format(n=args.sessions, rate=rate)
             workload = load_workload(spec=spec, seed=args.seed)
             sim = run_sim(workload, policy, slo, args.seed, source=spec, rate_scale=1.0, load=rate)
-            live = run_live(workload, policy, slo, args.seed, source=spec, rate_scale=1.0, load=rate)
+            live = run_live(slow_motion(workload, ts), policy, slo, args.seed, time_scale=ts, source=spec,
+                            rate_scale=1.0, load=rate)  # fmt: skip
             for kind, res in (("sim", sim), ("live", live)):
-                write_result_json(out_dir / "sim_vs_live" / f"{kind}_{policy}_{rate:g}.json", res)
+                write_result_json(out_dir / "sim_vs_live" / f"{kind}_{policy}_{rate:g}{tag}.json", res)
             rows = compare(sim, live)
             table.append(
                 {
@@ -284,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(table)
     print(md)
     path = write_result_json(
-        out_dir / "sim_vs_live.json",
+        out_dir / f"sim_vs_live{tag}.json",
         {
             "benchmark": "sim_vs_live",
             "seed": args.seed,
@@ -293,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms},
             "cluster": {
                 "sim": sim_config().model_dump(),
-                "live": f"launch emulated 2P2D, time_scale 1, page_size {PAGE_SIZE}",
+                "live": f"launch emulated 2P2D, time_scale {ts:g}, page_size {PAGE_SIZE}",
             },
             "command": "python benchmarks/sim_vs_live.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine_info(),
