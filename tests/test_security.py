@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from test_reliability_support import spawn_emulator
-from test_router_support import FakeWorker, free_port, start_router
+from test_router_support import FakeWorker, free_port, start_router, wait_for
 
 from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.security import RedactingFilter, keys_from_env, secrets_of
@@ -270,6 +270,28 @@ async def test_client_rid_that_could_forge_log_lines_is_refused() -> None:
                 async with s.post(f"{url}/generate", json={"text": "a", "rid": rid}) as r:
                     assert r.status == status, rid
         assert [b["rid"] for b in d.received] == ["ok-rid-1"]
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+
+
+async def test_a_rid_already_in_flight_is_refused() -> None:
+    """Workers key a request's state and its abort by rid: two at once would corrupt both."""
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode", delay_s=0.5).start()
+    router, runner, url = await start_router([p, d])
+    try:
+        async with aiohttp.ClientSession() as s:
+            first = asyncio.create_task(s.post(f"{url}/generate", json={"text": "a", "rid": "same"}))
+            await wait_for(lambda: "same" in router.reliability.inflight_rids)
+            async with s.post(f"{url}/generate", json={"text": "b", "rid": "same"}) as r:
+                assert r.status == 409 and "already in flight" in await r.text()
+            async with await first as r:
+                assert r.status == 200
+            async with s.post(f"{url}/generate", json={"text": "c", "rid": "same"}) as r:
+                assert r.status == 200
+        assert [b["rid"] for b in d.received] == ["same", "same"] and not router.reliability.inflight_rids
     finally:
         await runner.cleanup()
         await p.stop()

@@ -44,6 +44,8 @@ class Reliability:
         self.router = router
         self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown_s)
         self._probes: dict[str, asyncio.Task[None]] = {}
+        self.inflight_rids: set[str] = set()
+        """Client request ids being served (at most ``max_inflight``)."""
         self.num_local_overridden = 0
         """Local/deflected routes the policy chose onto a decode worker of unknown state (made PD)."""
         self.num_local_unknown_dispatched = 0

@@ -144,11 +144,26 @@ def _completion_tokens(obj: dict[str, Any] | None) -> int | None:
 async def serve(
     request: web.Request, prep: Prepared, api: str, include_usage: bool = False
 ) -> web.StreamResponse:
+    """Serve one request under its ``rid``; a client ``rid`` already in flight gets 409, since
+    workers key a request's state (and ``/abort_request``) by it."""
     router = request.app[ROUTER]
     rid = prep.body.get("rid")
     if not isinstance(rid, str) or not rid:
         rid = uuid.uuid4().hex
     check_rid(rid)
+    inflight = router.reliability.inflight_rids
+    if rid in inflight:
+        raise BadRequest(f"a request with rid {rid!r} is already in flight", status=409)
+    inflight.add(rid)
+    try:
+        return await _serve(request, router, prep, api, include_usage, rid)
+    finally:
+        inflight.discard(rid)
+
+
+async def _serve(
+    request: web.Request, router: Router, prep: Prepared, api: str, include_usage: bool, rid: str
+) -> web.StreamResponse:
     session, turn, turn_class = _turn(request, router)
     arrival = time.monotonic()
     feats = router.features(rid, prep.input_ids, prep.max_new_tokens, session, turn)
