@@ -51,16 +51,6 @@ class Dist:
             return rng.integers(lo, hi + 1, size).clip(min=1)
         return np.maximum(np.rint(self.sample(rng, size)), 1).astype(np.int64)
 
-    def mean(self) -> float:
-        p = self.params
-        if self.kind in ("fixed", "exp", "geometric"):
-            return p[0]
-        if self.kind == "uniform":
-            return (p[0] + p[1]) / 2
-        if self.kind == "lognormal":
-            return float(p[0] * np.exp(p[1] ** 2 / 2))
-        return float(np.mean(self.values))
-
 
 def parse_dist(text: str, key: str, empirical: Callable[[], tuple[int, ...]] | None = None) -> Dist:
     """Parse one distribution string; ``empirical`` supplies the ``sharegpt`` sample for ``key``."""
