@@ -11,11 +11,13 @@ import aiohttp
 import pytest
 import zmq
 import zmq.asyncio
+from aiohttp import web
 from test_reliability_support import WaitingDecode
 from test_router_support import FakeKvPublisher, FakeWorker, ScriptedPolicy, free_port, start_router, wait_for
 
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import kv_events, telemetry
+from sglang_ppd.router import dispatch
 from sglang_ppd.router.breaker import Breaker, BreakerState
 from sglang_ppd.router.health import UNKNOWN_STATE_REASON
 
@@ -272,3 +274,55 @@ async def test_queued_request_waits_a_bounded_time_then_gets_503_with_retry_afte
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+async def _broken_decode(mode: str) -> tuple[web.AppRunner, str]:
+    """A decode worker whose /generate reply is cut mid-body ("cut", HTTP 500) or is huge ("huge")."""
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if mode == "huge":
+            return web.json_response({"text": "x" * 5000, "meta_info": {"completion_tokens": 1}})
+        resp = web.StreamResponse(status=500, headers={"Content-Length": "1000"})
+        await resp.prepare(request)
+        await resp.write(b'{"error": ')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async def info(_: web.Request) -> web.Response:
+        return web.json_response({"disaggregation_mode": "decode"})
+
+    app = web.Application()
+    app.router.add_get("/server_info", info)
+    app.router.add_get("/health", info)
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/abort_request", info)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def test_cut_or_oversized_upstream_replies_are_clean_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "MAX_REPLY_BYTES", 1000)
+    p = await FakeWorker("prefill").start()
+    cut_runner, cut_url = await _broken_decode("cut")
+    huge_runner, huge_url = await _broken_decode("huge")
+    good = await FakeWorker("decode").start()
+    cut, huge = FakeWorker("decode", url=cut_url), FakeWorker("decode", url=huge_url)
+    router, runner, url = await start_router([p, cut, good])
+    try:
+        status, _, _ = await _post(f"{url}/generate", {"text": "abc"})
+        assert status == 200 and len(good.received) == 1  # the cut 500 was retried elsewhere
+        await runner.cleanup()
+        router, runner, url = await start_router([p, huge])
+        status, body, _ = await _post(f"{url}/generate", {"text": "abc"})
+        assert status == 502 and b"exceeds 1000 bytes" in body
+    finally:
+        await runner.cleanup()
+        await cut_runner.cleanup()
+        await huge_runner.cleanup()
+        await p.stop()
+        await good.stop()

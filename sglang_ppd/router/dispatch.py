@@ -27,6 +27,8 @@ from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
 
 log = logging.getLogger(__name__)
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""Largest whole (non-streamed) upstream reply held in memory; streamed lines are capped apart."""
 
 
 class UpstreamFailure(Exception):
@@ -74,6 +76,22 @@ def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
         router.keep(task)
 
 
+async def read_capped(resp: aiohttp.ClientResponse, url: str) -> bytes:
+    """A whole upstream reply, at most ``MAX_REPLY_BYTES``; any failure is an UpstreamFailure."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
+                raise UpstreamFailure(msg, (url,), retryable=False)
+            chunks.append(chunk)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise UpstreamFailure(f"reading the reply of {url} failed: {exc!r}", (url,)) from None
+    return b"".join(chunks)
+
+
 async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientResponse:
     try:
         resp = await router.http(url).post(
@@ -87,8 +105,10 @@ async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientRespo
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
     if resp.status != 200:
-        body = await resp.read()
-        resp.release()
+        try:
+            body = await read_capped(resp, url)
+        finally:
+            resp.release()
         raise UpstreamFailure(
             f"{url} answered HTTP {resp.status}",
             (url,),
@@ -156,7 +176,7 @@ class Attempt:
                     pass
                 data = first[5:].strip() if first else b""
                 return orjson.loads(data) if self.prep.return_logprob and data and data != b"[DONE]" else None
-            raw = await resp.read()
+            raw = await read_capped(resp, self.prefill_url)
             return orjson.loads(raw) if self.prep.return_logprob else None
         finally:
             resp.release()
@@ -282,11 +302,11 @@ class Attempt:
         """The decode reply body (raw), and its parsed form when it had to be parsed (logprob merge)."""
         assert self.decode_resp is not None
         try:
-            raw = await self.decode_resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._abandoned or UpstreamFailure(
-                f"reading the reply of {self.decode_url} failed: {exc!r}", (self.decode_url,)
-            ) from None
+            raw = await read_capped(self.decode_resp, self.decode_url)
+        except UpstreamFailure:
+            if self._abandoned is not None:
+                raise self._abandoned from None
+            raise
         self._got_first_token()
         if self.prep.return_logprob and self.prefill_task is not None:
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
