@@ -68,8 +68,8 @@ def test_live_compare_tiny(tmp_path: Path) -> None:
     run("live_compare.py", "--workloads", "azure", "--policies", "pd", "--azure-duration-s", "1",
         "--azure-rate-scale", "1", "--azure-time-scale", "2", "--azure-max-output", "4",
         "--out-dir", str(tmp_path))  # fmt: skip
-    out = json.loads((tmp_path / "live_compare.json").read_text())
-    wl = out["workloads"]["azure"]
+    wl = json.loads((tmp_path / "live_compare_azure.json").read_text())
+    assert wl["workload"] == "azure" and wl["seed"] == 0 and wl["machine"]["hostname"]
     assert wl["time_scale"] == 2 and "| pd | live |" in wl["markdown"]
     modes = {r["mode"]: r for r in wl["rows"]}
     assert modes.keys() == {"sim", "live"}
