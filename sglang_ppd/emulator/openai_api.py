@@ -78,7 +78,7 @@ async def _serve(
             engine.abort(inp.rid)
     if handle.error is not None:
         return error_response(handle.error, 500)
-    text = tokens.decode(handle.output_ids)
+    text = handle.text
     choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(handle), "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}

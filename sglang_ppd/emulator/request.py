@@ -7,6 +7,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from sglang_ppd.emulator import tokens
+
 
 class Mode(str, enum.Enum):
     PD_PREFILL = "pd_prefill"
@@ -52,6 +54,8 @@ class RequestHandle:
     inp: GenerateInput
     arrival_s: float = field(default_factory=time.perf_counter)
     output_ids: list[int] = field(default_factory=list)
+    _text: bytearray = field(default_factory=bytearray)
+    """The output's text, kept incrementally: a stream sends the whole text in every chunk."""
     cached_tokens: int = 0
     finished: bool = False
     error: str | None = None
@@ -59,7 +63,12 @@ class RequestHandle:
 
     def emit(self, token_ids: list[int]) -> None:
         self.output_ids.extend(token_ids)
+        self._text += tokens.text_bytes(token_ids)
         self.changed.set()
+
+    @property
+    def text(self) -> str:
+        return self._text.decode("ascii")
 
     def finish(self, error: str | None = None) -> None:
         if not self.finished:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sglang_ppd.emulator import openai_api, parse, reports, tokens
+from sglang_ppd.emulator import openai_api, parse, reports
 from sglang_ppd.emulator.engine import Engine
 from sglang_ppd.emulator.httpio import (
     ENGINE_KEY,
@@ -33,7 +33,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def sglang_output(handle: RequestHandle) -> dict[str, Any]:
     return {
-        "text": tokens.decode(handle.output_ids),
+        "text": handle.text,
         "output_ids": list(handle.output_ids),
         "meta_info": handle.meta_info(),
     }

@@ -21,9 +21,13 @@ def encode(text: str) -> list[int]:
     return list(text.encode("utf-8"))
 
 
-def decode(ids: Sequence[int]) -> str:
+def text_bytes(ids: Sequence[int]) -> bytes:
     # Ids from a real model tokenizer can exceed a byte; fold them into printable ASCII.
-    return bytes(i if i < 128 else 32 + i % 95 for i in ids).decode("ascii", errors="replace")
+    return bytes(i if i < 128 else 32 + i % 95 for i in ids)
+
+
+def decode(ids: Sequence[int]) -> str:
+    return text_bytes(ids).decode("ascii")
 
 
 def prompt_digest(input_ids: Sequence[int]) -> bytes:
