@@ -167,3 +167,11 @@ def test_launch_refuses_ports_in_use(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and f"{port}" in out.stderr and "already in use" in out.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_shipped_cluster_configs_plan(path: Path) -> None:
+    from sglang_ppd.core.config import load_yaml
+
+    plan = make_plan(load_yaml(LaunchConfig, path))
+    assert plan.workers and plan.router_url.startswith("http://")
