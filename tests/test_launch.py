@@ -169,7 +169,11 @@ def test_launch_refuses_ports_in_use(tmp_path: Path) -> None:
     assert out.returncode == 2 and f"{port}" in out.stderr and "already in use" in out.stderr
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+# configs/sim-*.yaml are the simulator's (SimConfig); the launch configs are these.
+@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("emulated-*.yaml"), *CONFIGS.glob("sglang-*.yaml")]))
 def test_shipped_cluster_configs_plan(path: Path) -> None:
     from sglang_ppd.core.config import load_yaml
 
