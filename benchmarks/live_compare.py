@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--multiturn", default=MULTITURN, help="the multi-turn workload spec")
+    ap.add_argument(
+        "--multiturn-time-scale", type=float, default=1.0, help="live slow motion (1 = real time)"
+    )
+    ap.add_argument("--tag", default="", help="suffix of the output names (keeps another run's files)")
     ap.add_argument("--azure-duration-s", type=float, default=90.0, help="trace window (trace seconds)")
     ap.add_argument("--azure-rate-scale", type=float, default=6.0)
     ap.add_argument("--azure-max-output", type=int, default=32)
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             spec, workload, time_scale = (
                 args.multiturn,
                 load_workload(spec=args.multiturn, seed=args.seed),
-                1.0,
+                args.multiturn_time_scale,
             )
         elif name == "azure":
             spec = (
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 slow_motion(workload, time_scale), policy, slo, args.seed, time_scale=time_scale, **extra
             )
             for kind, res in (("sim", sim), ("live", live)):
-                write_result_json(out_dir / "live_compare" / f"{name}_{kind}_{policy}.json", res)
+                write_result_json(out_dir / "live_compare" / f"{name}_{kind}_{policy}{args.tag}.json", res)
             rows += [row(sim), row(live)]
             print(
                 f"{name} {policy}: live {live['num_requests']} req ({live['num_failed']} failed) "
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         md = markdown(rows, multiturn=name == "multiturn")
         print(md, flush=True)
         path = write_result_json(
-            out_dir / f"live_compare_{name}.json",
+            out_dir / f"live_compare_{name}{args.tag}.json",
             {**report, "workload": name, "spec": spec, "time_scale": time_scale,
              "num_requests": len(workload), "rows": rows, "markdown": md},
         )  # fmt: skip

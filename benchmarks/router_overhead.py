@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -65,14 +66,23 @@ _taken: set[int] = set()
 
 
 def free_port() -> int:
-    """A free port not handed out before in this run (the kernel may offer one twice)."""
+    """A free port below the kernel's ephemeral range (no outgoing connection can take it before
+    its server binds), not handed out before in this run."""
+    low = 32768  # Linux's default
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
     while True:
+        port = rng.randrange(20000, max(low, 20001))
+        if port in _taken:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _taken:
-            _taken.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
 
 
 def cpu_s(pid: int) -> float:

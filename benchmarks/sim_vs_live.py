@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import random
 import signal
 import socket
 import subprocess
@@ -67,19 +68,19 @@ def sim_config() -> SimConfig:
 
 
 def free_block(n: int) -> int:
-    """The first port of ``n`` consecutive free ports (launch allocates worker ports upwards)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65000:
-            continue
+    """The first of ``n`` consecutive free ports (launch allocates worker ports upwards), below the
+    kernel's ephemeral range, so that no outgoing connection can take one before its server binds."""
+    low, high = ephemeral_range()
+    span = (20000, low - n) if low - n > 20000 else (high + 1, 65000 - n)
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(*span)
         socks = []
         try:
-            for p in range(base, base + n):
+            for port in range(base, base + n):
                 sock = socket.socket()
                 socks.append(sock)
-                sock.bind(("127.0.0.1", p))
+                sock.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
@@ -87,6 +88,14 @@ def free_block(n: int) -> int:
             for sock in socks:
                 sock.close()
     raise RuntimeError(f"no block of {n} free ports found")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def launch_config(policy: str, slo: Slo, time_scale: float) -> dict[str, Any]:
