@@ -32,6 +32,8 @@ class Task:
     params: tuple[tuple[str, Any], ...] = ()
     slo: tuple[float, float] = (Slo().ttft_ms, Slo().tpot_ms)
     label: str = ""
+    config: tuple[tuple[str, Any], ...] = ()
+    """SimConfig overrides (default: the simulator's default cluster)."""
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -68,7 +70,12 @@ def run_task(task: Task) -> dict[str, Any]:
     workload = load_workload(spec=task.spec, seed=task.seed, rate_scale=task.rate_scale)
     slo = Slo(ttft_ms=task.slo[0], tpot_ms=task.slo[1])
     result, _ = simulate(
-        workload, task.policy, params=dict(task.params), slo=slo, config=SimConfig(), seed=task.seed
+        workload,
+        task.policy,
+        params=dict(task.params),
+        slo=slo,
+        config=SimConfig(**dict(task.config)),
+        seed=task.seed,
     )
     out = compact(result)
     out.update(
@@ -76,6 +83,7 @@ def run_task(task: Task) -> dict[str, Any]:
         rate_scale=task.rate_scale,
         params=dict(task.params),
         slo={"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms},
+        config=dict(task.config),
         label=task.label or task.policy,
         **task.extra,
     )

@@ -48,10 +48,21 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=2000)
     ap.add_argument("--rates", default="0.15,0.2,0.25,0.3,0.4,0.5,0.75,1")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--max-new-tokens", type=int, default=None,
+        help="max_new_tokens the router sees (default: the true output length); writes *_mnt<N> files",
+    )  # fmt: skip
     args = ap.parse_args()
+    config = (("max_new_tokens", args.max_new_tokens),) if args.max_new_tokens else ()
+    name = "sim_multiturn" + (f"_mnt{args.max_new_tokens}" if args.max_new_tokens else "")
     rates = [float(x) for x in args.rates.split(",")]
     spec = f"sharegpt:n={args.sessions},rate=1"
-    tasks = [Task(spec, rate, p, seed) for rate in rates for p in POLICIES for seed in range(args.seeds)]
+    tasks = [
+        Task(spec, rate, p, seed, config=config)
+        for rate in rates
+        for p in POLICIES
+        for seed in range(args.seeds)
+    ]
     runs = parallel_map(run_task, tasks)
     table = aggregate(runs, rates)
     slo = Slo()
@@ -91,13 +102,14 @@ def main() -> None:
     axes[0].legend()
     fig.suptitle(f"ShareGPT sessions ({spec}, x rate), 2P2D h100-llama31-8b, {args.seeds} seeds")
     fig.tight_layout()
-    fig.savefig(RESULTS / "sim_multiturn.png", dpi=110)
-    write_result_json(RESULTS / "sim_multiturn.json", {
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    write_result_json(RESULTS / f"{name}.json", {
         "figure": "multiturn", "workload": spec, "rates": rates, "seeds": list(range(args.seeds)),
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms}, "cluster": "2P2D default SimConfig",
+        "config_overrides": dict(config),
         "table": table, "claims": claims, "runs": runs,
         "command": f"python benchmarks/sim_multiturn.py --sessions {args.sessions} --rates {args.rates} "
-                   f"--seeds {args.seeds}",
+                   f"--seeds {args.seeds}" + (f" --max-new-tokens {m}" if (m := args.max_new_tokens) else ""),
     })  # fmt: skip
 
 

@@ -40,6 +40,12 @@ class SimConfig(StrictModel):
     kv_capacity_tokens: int | None = Field(
         default=None, gt=0, description="override the profile KV pool per worker"
     )
+    max_new_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="max_new_tokens the router sees; None: each request's true output length "
+        "(a client that sets max_tokens exactly; traces carry no max_tokens)",
+    )
     chunked_prefill_size: int | None = Field(
         default=None, gt=0, description="override the profile's chunk budget"
     )

@@ -129,7 +129,7 @@ class Simulation:
         return RequestFeatures(
             spec.request_id,
             spec.input_len,
-            spec.output_len,
+            self.cluster.config.max_new_tokens or spec.output_len,
             cached,
             session_id=spec.session_id,
             turn=spec.turn,
