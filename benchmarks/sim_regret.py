@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from sim_common import RESULTS, Task, mean, parallel_map, run_task
 
 from sglang_ppd.metrics.result import write_result_json
 
-WORKLOADS = {
+WORKLOADS: dict[str, tuple[str, tuple[float, ...]]] = {
     "sharegpt": ("sharegpt:n=1000,rate=1", (0.2, 0.3, 0.5)),
     "azure": ("azure:", (6.0, 10.0, 12.0)),
 }
@@ -36,9 +38,9 @@ POLICIES = ("pd", "pd_cache_aware", "always_local", "ppd", "deflect", "ppd_defle
 THRESHOLDS = (64, 128, 256, 512, 1024, 2048, 4096)
 
 
-def tasks(seeds: int) -> list[Task]:
+def tasks(seeds: int, workloads: dict[str, tuple[str, tuple[float, ...]]]) -> list[Task]:
     out = []
-    for wname, (spec, loads) in WORKLOADS.items():
+    for wname, (spec, loads) in workloads.items():
         for load in loads:
             for sname, slo in SLOS.items():
                 cell = {"workload": wname, "load": load, "slo_profile": sname}
@@ -60,7 +62,9 @@ METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
 }
 
 
-def regret_table(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+def regret_table(
+    runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], float], workloads: list[str]
+) -> dict[str, Any]:
     cells: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         key = f"{r['workload']}@{r['load']:g}/{r['slo_profile']}"
@@ -79,7 +83,7 @@ def regret_table(runs: list[dict[str, Any]], metric: Callable[[dict[str, Any]], 
     worst = {lbl: max(c["regret"][lbl] for c in table.values()) for lbl in everything}
     worst_by_workload = {
         w: {lbl: max(c["regret"][lbl] for k, c in table.items() if k.startswith(w)) for lbl in everything}
-        for w in WORKLOADS
+        for w in workloads
     }
     best_single = min((f"threshold_T{t}" for t in THRESHOLDS), key=lambda lbl: worst[lbl])
     claims = {
@@ -100,13 +104,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--reuse", help="recompute the tables from the runs saved in this result JSON")
+    ap.add_argument(
+        "--sharegpt-loads", help="override the ShareGPT session rates (comma-separated; empty: skip)"
+    )
+    ap.add_argument("--azure-loads", help="override the Azure rate scales (comma-separated; empty: skip)")
+    ap.add_argument("--name", default="sim_regret", help="result file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
+    workloads = dict(WORKLOADS)
+    for key, text in (("sharegpt", args.sharegpt_loads), ("azure", args.azure_loads)):
+        if text is not None:
+            loads = tuple(float(x) for x in text.split(",") if x.strip())
+            if loads:
+                workloads[key] = (WORKLOADS[key][0], loads)
+            else:
+                del workloads[key]
     if args.reuse:
         saved = json.loads(Path(args.reuse).read_text())
         runs, seeds = saved["runs"], saved["seeds"]
     else:
-        runs, seeds = parallel_map(run_task, tasks(args.seeds)), list(range(args.seeds))
-    out = {name: regret_table(runs, fn) for name, fn in METRICS.items()}
+        runs, seeds = parallel_map(run_task, tasks(args.seeds, workloads)), list(range(args.seeds))
+    out = {name: regret_table(runs, fn, list(workloads)) for name, fn in METRICS.items()}
     head = ["pd", "pd_cache_aware", "always_local", "ppd", "deflect", "ppd_deflect", "threshold_oracle"]
     for name, res in out.items():
         print(f"\nregret on {name}")
@@ -116,13 +133,14 @@ def main() -> None:
         for w, worst in res["worst_by_workload"].items():
             print(f"worst on {w}:", {k: round(100 * v, 1) for k, v in worst.items()})
         print(res["claims"])
-    write_result_json(RESULTS / "sim_regret.json", {
+    command = " ".join(["python benchmarks/sim_regret.py", *(shlex.quote(x) for x in sys.argv[1:])])
+    write_result_json(RESULTS / f"{args.name}.json", {
         "figure": "regret",
-        "workloads": {k: {"spec": s, "loads": list(v)} for k, (s, v) in WORKLOADS.items()},
+        "workloads": {k: {"spec": s, "loads": list(v)} for k, (s, v) in workloads.items()},
         "slo_profiles": {k: {"ttft_ms": a, "tpot_ms": b} for k, (a, b) in SLOS.items()},
         "thresholds": list(THRESHOLDS), "seeds": seeds, "cluster": "2P2D default SimConfig",
         "metrics": out, "runs": runs,
-        "command": f"python benchmarks/sim_regret.py --seeds {len(seeds)}",
+        "command": command,
     })  # fmt: skip
 
 
