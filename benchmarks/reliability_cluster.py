@@ -42,9 +42,19 @@ class Worker:
     bootstrap_port: int | None
 
 
-async def spawn_worker(role: str, time_scale: float) -> Worker:
+async def spawn_worker(role: str, time_scale: float, *extra: str) -> Worker:
     port = free_port()
-    args = ["--role", role, "--port", str(port), "--time-scale", str(time_scale), "--profile", PROFILE]
+    args = [
+        "--role",
+        role,
+        "--port",
+        str(port),
+        "--time-scale",
+        str(time_scale),
+        "--profile",
+        PROFILE,
+        *extra,
+    ]
     bport = None
     if role == "prefill":
         bport = free_port()

@@ -78,7 +78,10 @@ async def calibrate(url: str, args: argparse.Namespace) -> float:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    workers = list(await asyncio.gather(*(spawn_worker(r, 1.0) for r in ("prefill", "decode", "decode"))))
+    kv = ("--kv-capacity-tokens", str(args.kv_capacity_tokens))
+    workers = list(
+        await asyncio.gather(*(spawn_worker(r, 1.0, *kv) for r in ("prefill", "decode", "decode")))
+    )
     port = free_port()
     flags = []
     for w in workers:
@@ -143,6 +146,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
         "cluster": "emulated 1P2D, time scale 1, profile h100-llama31-8b; router process, policy ppd_deflect",
+        "kv_capacity_tokens_per_worker": args.kv_capacity_tokens,
         "duration_s": args.duration_s,
         "load": args.load,
         "capacity_rps": capacity,
@@ -174,6 +178,13 @@ def main() -> int:
     p.add_argument("--warmup-s", type=float, default=60.0)
     p.add_argument("--drain-s", type=float, default=60.0)
     p.add_argument("--request-timeout-s", type=float, default=120.0)
+    p.add_argument(
+        "--kv-capacity-tokens",
+        type=int,
+        default=100_000,
+        help="per emulated worker; the router mirrors every worker's cache (KV events), so its memory "
+        "settles only once the caches are full and evicting: a smaller cache gets there within the warm-up",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()

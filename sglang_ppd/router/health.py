@@ -66,8 +66,8 @@ class Reliability:
             and age <= self.router.slo.max_telemetry_age_ms
         )
 
-    def on_dispatch(self, urls: Iterable[str], local_to: WorkerState | None) -> None:
-        if local_to is not None and not self.state_known(local_to):
+    def on_dispatch(self, urls: Iterable[str], local_to: WorkerState | None, now_s: float) -> None:
+        if local_to is not None and not self.state_known(local_to, now_s):
             self.num_local_unknown_dispatched += 1
         for url in urls:
             self.breakers.get(url).on_dispatch()

@@ -56,7 +56,8 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
     # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
-    known = d.supports_local_prefill and router.reliability.state_known(d)
+    now_s = time.monotonic()  # one instant for the guard and its audit (an age may cross the limit)
+    known = d.supports_local_prefill and router.reliability.state_known(d, now_s)
     if route.kind is not RouteKind.PD and not known:
         prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
         if not prefills:
@@ -71,7 +72,7 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
             raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
     router.metrics.count_decision(route.kind.value, route.reason or "unspecified")
     urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
-    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None)
+    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None, now_s)
     return route
 
 
