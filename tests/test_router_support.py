@@ -177,7 +177,7 @@ async def start_router(
     return router, runner, f"http://127.0.0.1:{port}"
 
 
-async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+async def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
     """Poll a condition (bounded): KV events and telemetry arrive asynchronously."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -256,7 +256,7 @@ class FakeKvPublisher:
             await self.pub.send_multipart([b"", kv_events.seq_to_bytes(seq), payload])
         return seq
 
-    async def resend_first_until(self, predicate: Any, timeout_s: float = 5.0) -> None:
+    async def resend_first_until(self, predicate: Any, timeout_s: float = 15.0) -> None:
         """Beat ZMQ's slow-joiner: re-send batch 0 (a duplicate to the router) until it is seen."""
         from sglang_ppd.protocol import kv_events
 
