@@ -39,6 +39,8 @@ class SimWorker:
     started_s: float = 0.0
     version: int = 0
     num_inflight: int = 0
+    num_local_inflight: int = 0
+    """LOCAL/DEFLECT routes sent here whose first token the router has not seen yet."""
 
     def observe(self, now_s: float) -> None:
         """Capture the state for the last publish tick at or before ``now_s`` (call before a change)."""
@@ -75,7 +77,12 @@ class SimWorker:
         local = self.role is Role.DECODE
         if s is None:
             return WorkerSnapshot(
-                self.worker_id, self.role, None, self.num_inflight, supports_local_prefill=local
+                self.worker_id,
+                self.role,
+                None,
+                self.num_inflight,
+                supports_local_prefill=local,
+                num_local_inflight=self.num_local_inflight,
             )
         return WorkerSnapshot(
             self.worker_id, self.role, age, self.num_inflight,
@@ -84,7 +91,7 @@ class SimWorker:
             kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=s.kv_capacity_tokens,
             decode_iter_ms=s.decode_iter_ms, mixed_iter_ms=s.mixed_iter_ms,
             running_context_tokens=s.running_context_tokens, num_local_prefills=s.num_local_prefills,
-            supports_local_prefill=local,
+            supports_local_prefill=local, num_local_inflight=self.num_local_inflight,
         )  # fmt: skip
 
 

@@ -158,6 +158,7 @@ class Simulation:
         self.flights[spec.request_id] = f
         decode.num_inflight += 1
         if prefill is None:
+            decode.num_local_inflight += 1
             return self._kick(decode, now)
         prefill.num_inflight += 1
         return self._allocated(now, allocated)
@@ -205,6 +206,7 @@ class Simulation:
             f = self.flights[rid]
             f.first_token_s = first_s
             if f.prefill is None:
+                w.num_local_inflight -= 1
                 f.cached_len = w.sched.request_hit_len(rid) if rid not in out.finished else f.cached_len
         for rid in out.prefill_done:
             f = self.flights[rid]
