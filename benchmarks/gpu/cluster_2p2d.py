@@ -1,0 +1,401 @@
+"""Measured runs on a running 2P2D cluster (real SGLang on 4 GPUs, or emulated), then the simulator.
+
+    # on the device, from benchmarks/gpu/cluster_2p2d.sh (the servers are already up):
+    python3 benchmarks/gpu/cluster_2p2d.py run --out DIR --deadline-epoch T [--plan ...]
+    # here, on the returned results:
+    python benchmarks/gpu/cluster_2p2d.py collect DIR [--profile ...] [--out benchmarks/results/gpu_2p2d.json]
+
+``run``: for each (workload, load, router) of the plan, in order, while the deadline allows: flush
+every server's radix cache (SGLang ``/flush_cache``), start the router (``sglang-ppd router --policy
+P``, or the Rust ``sglang_router`` in PD mode), send a few warm-up requests, replay the workload
+through it with ``sglang-ppd bench`` (``--api sglang``, input_ids, open loop for Azure, closed-loop
+sessions for ShareGPT, ``--duration-s`` of load), read the router's ``/metrics`` (KV bytes moved),
+stop the router. Each run's result JSON and a line of ``runs.jsonl`` are written as soon as it ends.
+
+``collect``: the simulator on the same workloads and loads (2P2D, the fitted profile, the cluster's
+measured KV capacity, the single-GPU Mooncake TCP bandwidth), restricted like the live run to requests
+that arrived inside the load window; the table of live vs sim and the relative error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+PREFILL = [("http://127.0.0.1:30100", 8998), ("http://127.0.0.1:31300", 8999)]
+DECODE = ["http://127.0.0.1:32500", "http://127.0.0.1:33700"]
+"""As in cluster_2p2d.sh (ports far apart: SGLang picks its NCCL port in [port+100, port+1000])."""
+ROUTER_PORT = 30000
+WORKLOADS = {
+    # the bursty Azure conversation trace, its busiest stretch (open loop, single turn)
+    "azure": "azure:start_s=1866,duration_s={dur}",
+    # closed-loop multi-turn sessions sampled from the shipped ShareGPT table
+    "sharegpt": "sharegpt:n=400,rate=1,think_s=exp:2,max_context=32768",
+}
+LOADS = {"azure": (1.0, 2.0, 0.5), "sharegpt": (1.0, 2.0, 0.5)}
+"""Rate scales; the first is the main load, the others run only if time is left."""
+ROUTERS = ("ppd_deflect", "pd", "rust", "pd_cache_aware", "threshold")
+
+
+def default_plan() -> list[tuple[str, float, str]]:
+    """Most important first: the main load, the three key routers on both workloads, then the other
+    two policies, then the other loads (a deadline cuts the tail)."""
+    plan: list[tuple[str, float, str]] = []
+    for group in (ROUTERS[:3], ROUTERS[3:]):
+        plan += [(wl, LOADS[wl][0], r) for wl in ("azure", "sharegpt") for r in group]
+    for load_i in (1, 2):
+        plan += [(wl, LOADS[wl][load_i], r) for wl in ("azure", "sharegpt") for r in ROUTERS[:3]]
+    return plan
+
+
+def http(url: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except Exception as e:  # noqa: BLE001 - a probe: report, never raise
+        return -1, repr(e).encode()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def start_router(name: str, logdir: Path) -> subprocess.Popen[bytes]:
+    workers: list[str] = []
+    for url, boot in PREFILL:
+        workers += ["--prefill", url, str(boot)]
+    for url in DECODE:
+        workers += ["--decode", url]
+    env = dict(os.environ)
+    if name == "rust":
+        env["PYTHONPATH"] = (
+            os.environ.get("RUST_ROUTER_PATH", "/tmp/rustrouter") + ":" + env.get("PYTHONPATH", "")
+        )
+        argv = [sys.executable, "-m", "sglang_router.launch_router", "--pd-disaggregation", *workers,
+                "--host", "127.0.0.1", "--port", str(ROUTER_PORT), "--prometheus-port", "29990",
+                "--log-level", "warn"]  # fmt: skip
+    else:
+        argv = [sys.executable, "-m", "sglang_ppd.cli", "router", *workers, "--host", "127.0.0.1",
+                "--port", str(ROUTER_PORT), "--policy", name, "--log-level", "warning"]  # fmt: skip
+    with open(logdir / f"router_{name}.log", "ab") as f:  # the child keeps its own copy of the fd
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_router(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    url = f"http://127.0.0.1:{ROUTER_PORT}"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        if http(url + "/health", timeout=2)[0] == 200:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def warmup(n: int = 4) -> list[int]:
+    """A few short PD requests through the router (also the check that the data path works)."""
+    rng = random.Random(12345)
+    codes = []
+    for i in range(n):
+        ids = [rng.randrange(100, 30000) for _ in range(200 + 100 * i)]
+        body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 4, "ignore_eos": True}}
+        codes.append(http(f"http://127.0.0.1:{ROUTER_PORT}/generate", body, timeout=30)[0])
+    return codes
+
+
+def flush_caches() -> dict[str, int]:
+    return {u: http(u + "/flush_cache", {}, timeout=10)[0] for u in [p for p, _ in PREFILL] + DECODE}
+
+
+def metrics_kv() -> dict[str, float]:
+    code, text = http(f"http://127.0.0.1:{ROUTER_PORT}/metrics", timeout=5)
+    out: dict[str, float] = {}
+    if code != 200:
+        return out
+    for line in text.decode(errors="replace").splitlines():
+        if line.startswith(("sglang_ppd_kv_bytes", "sglang_ppd_route")) and not line.startswith("#"):
+            key, _, val = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = float(val)
+    return out
+
+
+def spec_of(wl: str, duration: float) -> str:
+    return WORKLOADS[wl].format(dur=int(duration + 5))
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    out = Path(a.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    logdir = out / "logs"
+    logdir.mkdir(exist_ok=True)
+    plan = default_plan()
+    if a.only:
+        keep = set(a.only.split(","))
+        plan = [p for p in plan if p[2] in keep]
+    if a.max_runs:
+        plan = plan[: a.max_runs]
+    log(
+        f"plan: {len(plan)} runs, {a.duration_s:g} s of load each, "
+        f"deadline in {a.deadline_epoch - time.time():.0f} s"
+    )
+    for wl, load, rname in plan:
+        left = a.deadline_epoch - time.time()
+        need = a.duration_s + a.drain_s + 12
+        if left < need:
+            log(f"skip {wl} x{load:g} {rname}: {left:.0f} s left < {need:.0f}")
+            continue
+        tag = f"{wl}_x{load:g}_{rname}"
+        flushed = flush_caches()
+        proc = start_router(rname, logdir)
+        ok = wait_router(proc, 40)
+        warm = warmup() if ok else []
+        rec: dict[str, Any] = {"tag": tag, "workload": wl, "load": load, "router": rname,
+                               "spec": spec_of(wl, a.duration_s), "duration_s": a.duration_s,
+                               "flush": flushed, "router_ok": ok, "warmup_codes": warm,
+                               "t_start": time.time()}  # fmt: skip
+        if ok:
+            argv = [sys.executable, "-m", "sglang_ppd.bench", "--url", f"http://127.0.0.1:{ROUTER_PORT}",
+                    "--workload", rec["spec"], "--api", "sglang", "--seed", str(a.seed),
+                    "--rate-scale", str(load), "--duration-s", str(a.duration_s),
+                    "--request-timeout-s", str(a.drain_s + a.duration_s), "--workers", str(a.workers),
+                    "--label", rname, "--no-progress",
+                    "--json", str(out / "runs" / f"{tag}.json")]  # fmt: skip
+            t0 = time.monotonic()
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True,
+                                   timeout=min(a.duration_s + a.drain_s + 10,
+                                               max(5.0, left - 5)))  # fmt: skip
+                rec["bench_rc"] = r.returncode
+                rec["bench_tail"] = (r.stdout + r.stderr)[-1500:]
+            except subprocess.TimeoutExpired:
+                rec["bench_rc"] = "timeout"
+            rec["bench_wall_s"] = time.monotonic() - t0
+            rec["metrics"] = metrics_kv()
+            rec["stats"] = (
+                json.loads(http(f"http://127.0.0.1:{ROUTER_PORT}/stats")[1] or b"null")
+                if rname != "rust"
+                else None
+            )
+        stop(proc)
+        with open(out / "runs.jsonl", "a") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+        res = out / "runs" / f"{tag}.json"
+        summ = ""
+        if res.exists():
+            d = json.loads(res.read_text())
+            summ = (f"{d['num_requests']} req ({d['num_failed']} failed), TTFT p50/p95 "
+                    f"{d['overall']['ttft_ms']['p50']}/{d['overall']['ttft_ms']['p95']} ms, "
+                    f"routes {d.get('routes')}")  # fmt: skip
+        log(
+            f"done {tag}: router_ok {ok} warm {warm} rc {rec.get('bench_rc')} {summ} "
+            f"kv {rec.get('metrics', {}).get('sglang_ppd_kv_bytes_transferred_total')}"
+        )
+        if a.after_each:
+            subprocess.run(a.after_each, shell=True, check=False)
+    return 0
+
+
+# ---------------------------------------------------------------- collect (here, on CPU)
+
+
+def sim_for(rec: dict[str, Any], profile: str, kv_capacity: int | None, link_gbs: float, seed: int,
+            tbt_ms: float) -> dict[str, Any]:  # fmt: skip
+    from sglang_ppd.core.types import Slo
+    from sglang_ppd.metrics.summary import summarize
+    from sglang_ppd.sim.config import SimConfig
+    from sglang_ppd.sim.run import simulate
+    from sglang_ppd.workload import load_workload
+
+    cfg: dict[str, Any] = {
+        "num_prefill": 2,
+        "num_decode": 2,
+        "profile": profile,
+        "link_gbytes_per_s": link_gbs,
+        "tbt_budget_ms": tbt_ms,
+        "min_chunk_len": 128,
+        "kv_capacity_tokens": kv_capacity,
+        "decode_cache": True,
+    }  # the live D servers kept their radix cache in every run
+    config = SimConfig.model_validate(cfg)
+    workload = load_workload(spec=rec["spec"], seed=seed, rate_scale=rec["load"])
+    policy = "pd_cache_aware" if rec["router"] == "rust" else rec["router"]
+    slo = Slo()
+    _, outcome = simulate(workload, policy, slo=slo, config=config, seed=seed)
+    window = [r for r in outcome.records if r.arrival_s < rec["duration_s"]]
+    span = max((r.finish_s or r.arrival_s for r in window), default=0.0)
+    kv_per_token = 2 * 32 * 8 * 128 * 2  # Llama-3.1-8B shape, bf16: 128 KiB of K+V per token
+    prompt_bytes = sum(r.input_len for r in window) * kv_per_token
+    return summarize(
+        window,
+        slo=slo,
+        wall_s=span,
+        policy=policy,
+        seed=seed,
+        mode="sim",
+        link_bytes_all=outcome.link_bytes,
+        prompt_kv_bytes_window=prompt_bytes,
+    )
+
+
+def cmd_collect(a: argparse.Namespace) -> int:
+    from sglang_ppd.metrics.result import machine_info, write_result_json
+
+    src = Path(a.dir)
+    recs = [json.loads(x) for x in (src / "runs.jsonl").read_text().splitlines() if x.strip()]
+    extras = json.loads((src / "extras.json").read_text()) if (src / "extras.json").exists() else {}
+    kv_cap = a.kv_capacity or extras.get("kv_capacity_tokens")
+    rows = []
+    for rec in recs:
+        path = src / "runs" / f"{rec['tag']}.json"
+        if not path.exists():
+            err = f"no result (router_ok {rec.get('router_ok')}, rc {rec.get('bench_rc')})"
+            rows.append({"tag": rec["tag"], "router": rec["router"], "workload": rec["workload"],
+                         "load": rec["load"], "error": err})  # fmt: skip
+            continue
+        live = json.loads(path.read_text())
+        sim = sim_for(rec, a.profile, kv_cap, a.link_gbs, a.seed, a.tbt_ms)
+        write_result_json(Path(a.out_dir) / f"sim_{rec['tag']}.json", sim)
+
+        def g(res: dict[str, Any], grp: str, m: str, s: str) -> float | None:
+            v: float | None = res.get(grp, {}).get(m, {}).get(s)
+            return v
+
+        m = rec.get("metrics") or {}
+        kv_moved = m.get("sglang_ppd_kv_bytes_transferred_total")
+        kv_note = "router /metrics"
+        if kv_moved is None and rec["router"] == "rust":
+            # every request of the Rust router is P->D, and it served the same requests as the `pd`
+            # run (same spec and seed): the pd router's count of the full prompts' KV is the estimate
+            pd_rec = next((x for x in recs if x["router"] == "pd" and x["workload"] == rec["workload"]
+                           and x["load"] == rec["load"]), None)  # fmt: skip
+            kv_moved = (pd_rec or {}).get("metrics", {}).get("sglang_ppd_kv_bytes_transferred_total")
+            kv_note = "estimate: the pd run's count (same requests, all P->D)"
+        row: dict[str, Any] = {"tag": rec["tag"], "router": rec["router"], "workload": rec["workload"],
+               "load": rec["load"], "num_requests": live["num_requests"], "num_failed": live["num_failed"],
+               "routes": live.get("routes"), "kv_bytes_moved": kv_moved, "kv_bytes_source": kv_note,
+               "kv_bytes_avoided": m.get("sglang_ppd_kv_bytes_avoided_total"),
+               "slo_attainment": live.get("slo_attainment"), "sim_slo_attainment": sim.get("slo_attainment"),
+               "sim_num_requests": sim["num_requests"], "sim_kv_bytes_moved": sim.get("kv_bytes_transferred"),
+               "sim_routes": sim.get("routes"), "by_route_live": live.get("by_route"),
+               "cached_prompt_fraction": live.get("cached_prompt_fraction")}  # fmt: skip
+        for grp, name in (("turn1", "t1"), ("turn2plus", "t2"), ("overall", "all")):
+            for stat in ("p50", "p95"):
+                lv, sv = g(live, grp, "ttft_ms", stat), g(sim, grp, "ttft_ms", stat)
+                row[f"{name}_ttft_{stat}"] = lv
+                row[f"sim_{name}_ttft_{stat}"] = sv
+                row[f"err_{name}_ttft_{stat}"] = None if lv is None or not sv else (lv - sv) / sv
+        lv, sv = g(live, "overall", "tpot_ms", "p95"), g(sim, "overall", "tpot_ms", "p95")
+        row.update(
+            tpot_p95=lv, sim_tpot_p95=sv, err_tpot_p95=None if lv is None or not sv else (lv - sv) / sv
+        )
+        rows.append(row)
+    md = markdown(rows)
+    print(md)
+    write_result_json(Path(a.out), {
+        "benchmark": "gpu_2p2d", "device": extras.get("device"), "date": extras.get("date"),
+        "seed": a.seed, "sim": {"profile": a.profile, "kv_capacity_tokens": kv_cap,
+                                "link_gbytes_per_s": a.link_gbs,
+                                "cluster": "2P2D", "rust_simulated_as": "pd_cache_aware"},
+        "extras": extras, "rows": rows, "markdown": md, "collected_on": machine_info(),
+        "command": "python benchmarks/gpu/cluster_2p2d.py " + " ".join(sys.argv[1:]),
+    })  # fmt: skip
+    return 0
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if pct:
+        return f"{v:+.0%}"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
+
+
+def _att(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _gb(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1e9:.2f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = ("| workload | load | router | req (failed) | T1 TTFT P50 / P95 | T2+ TTFT P50 / P95 | TPOT P95 "
+            "| SLO att. | KV moved GB (sim) | sim T1 P50 / P95 | sim T2+ P50 / P95 | sim TPOT P95 | sim SLO "
+            "| err T1 P95 | err T2+ P95 | err TPOT P95 |")  # fmt: skip
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['workload']} | x{r['load']:g} | {r['router']} | {r['error']} |")
+            continue
+        kv = r["kv_bytes_moved"]
+        out.append(
+            f"| {r['workload']} | x{r['load']:g} | {r['router']} | {r['num_requests']} ({r['num_failed']}) | "
+            f"{_f(r['t1_ttft_p50'])} / {_f(r['t1_ttft_p95'])} | "
+            f"{_f(r['t2_ttft_p50'])} / {_f(r['t2_ttft_p95'])} | "
+            f"{_f(r['tpot_p95'])} | {_att(r['slo_attainment'])} | "
+            f"{_gb(kv)} ({_gb(r['sim_kv_bytes_moved'])}) | "
+            f"{_f(r['sim_t1_ttft_p50'])} / {_f(r['sim_t1_ttft_p95'])} | "
+            f"{_f(r['sim_t2_ttft_p50'])} / {_f(r['sim_t2_ttft_p95'])} | {_f(r['sim_tpot_p95'])} | "
+            f"{_att(r['sim_slo_attainment'])} | "
+            f"{_f(r['err_t1_ttft_p95'], True)} | {_f(r['err_t2_ttft_p95'], True)} | "
+            f"{_f(r['err_tpot_p95'], True)} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", required=True)
+    r.add_argument("--deadline-epoch", type=float, required=True)
+    r.add_argument("--duration-s", type=float, default=30.0)
+    r.add_argument("--drain-s", type=float, default=20.0)
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", help="comma list of routers to keep")
+    r.add_argument("--max-runs", type=int)
+    r.add_argument("--after-each", help="shell command after each run (pack results into $OUT)")
+    c = sub.add_parser("collect")
+    c.add_argument("dir")
+    c.add_argument("--profile", default="configs/profiles/h100-llama31-8b-ppd-fit.yaml")
+    c.add_argument("--kv-capacity", type=int)
+    c.add_argument(
+        "--link-gbs", type=float, default=1.474, help="Mooncake TCP, measured in benchmarks/gpu.md"
+    )
+    c.add_argument("--tbt-ms", type=float, default=30.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="benchmarks/results/gpu_2p2d.json")
+    c.add_argument("--out-dir", default="benchmarks/results/gpu_2p2d")
+    a = ap.parse_args()
+    return cmd_run(a) if a.cmd == "run" else cmd_collect(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
