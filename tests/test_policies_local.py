@@ -121,7 +121,7 @@ def test_ppd_turn1_is_cache_aware_pd() -> None:
 @pytest.mark.parametrize(
     ("p_queue", "kind", "reason"),
     [
-        (0, RouteKind.PD, "p_faster"),
+        (0, RouteKind.PD, "p_idle"),
         (1000, RouteKind.PD, "p_faster"),
         (32_000, RouteKind.DEFLECT, "p_queue_deflect"),
     ],
@@ -230,3 +230,13 @@ def test_deflect_cap_counts_the_routers_own_local_routes() -> None:
     s = snap(pw("p0", queued=200_000), dw("d0", 8, num_local_inflight=2))
     assert policy("deflect").decide(req(4000), s, SLO).reason == "deflect_cap"
     assert policy("deflect", max_inflight=3).decide(req(4000), s, SLO).reason == "p_queue_deflect"
+
+
+@pytest.mark.parametrize("name", ["deflect", "ppd_deflect"])
+def test_idle_prefill_is_never_deflected_even_when_d_would_be_faster(name: str) -> None:
+    # A short prompt on an idle cluster: D saves the transfer and a decode step, so TTFT_D < TTFT_P,
+    # but nothing is queued on P, so deflecting would only cost the residents TBT.
+    s = snap(pw("p0", queued=0), pw("p1", queued=0), dw("d0", 0), dw("d1", 0))
+    assert policy(name).decide(req(16), s, SLO).kind is RouteKind.PD
+    loaded = snap(pw("p0", queued=32_000), pw("p1", queued=32_000), dw("d0", 0), dw("d1", 0))
+    assert policy(name).decide(req(16), loaded, SLO).kind is RouteKind.DEFLECT
