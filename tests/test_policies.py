@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sglang_ppd_policies import NoRouteError
 from sglang_ppd_policies.estimate import Estimator
 from test_policies_fixtures import PROFILE, SLO, dw, policy, pw, req, snap
 
 from sglang_ppd.core.config import ConfigError
-from sglang_ppd.core.policy import available_policies
+from sglang_ppd.core.policy import NoRouteError, available_policies
 from sglang_ppd.core.types import Route, RouteKind
 
 ALL = ["pd", "pd_cache_aware", "always_local", "threshold", "ppd", "deflect", "ppd_deflect"]

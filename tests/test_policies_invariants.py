@@ -6,9 +6,9 @@ import random
 from dataclasses import replace
 
 import pytest
-from sglang_ppd_policies import NoRouteError
 from test_policies_fixtures import PROFILE, SLO, policy
 
+from sglang_ppd.core.policy import NoRouteError
 from sglang_ppd.core.types import (
     ClusterSnapshot,
     LinkSnapshot,

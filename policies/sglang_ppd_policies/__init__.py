@@ -2,9 +2,6 @@
 
 Shared pieces: :mod:`.estimate` (step-model latency estimates), :mod:`.balance` (load-balanced and
 cache-aware PD choice), :mod:`.candidates` (local-capable decode workers, PD route and fallbacks),
-:mod:`.reasons` (the route-reason vocabulary) and :class:`.errors.NoRouteError`.
+:mod:`.reasons` (the route-reason vocabulary). A policy with nowhere to route raises
+:class:`sglang_ppd.core.policy.NoRouteError`, as a third-party plugin would.
 """
-
-from sglang_ppd_policies.errors import NoRouteError
-
-__all__ = ["NoRouteError"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from sglang_ppd.core.policy import NoRouteError
 from sglang_ppd.core.types import ChunkPlan, Route, RouteKind, WorkerSnapshot
 from sglang_ppd_policies import reasons
 from sglang_ppd_policies.balance import decode_keys, least_loaded
-from sglang_ppd_policies.errors import NoRouteError
 from sglang_ppd_policies.estimate import Estimator
 from sglang_ppd_policies.view import View
 

@@ -6,8 +6,8 @@ here (plain lists, a set and a dict) keeps a decision on 16 workers within tens 
 
 from __future__ import annotations
 
+from sglang_ppd.core.policy import NoRouteError
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Slo, WorkerSnapshot
-from sglang_ppd_policies.errors import NoRouteError
 
 CLIP_MAX_NEW_TOKENS = 4096
 """SGLang's ``SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION`` default: its schedulers (decode prealloc

@@ -20,6 +20,12 @@ from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, Slo
 ENTRY_POINT_GROUP = "sglang_ppd.policies"
 
 
+class NoRouteError(RuntimeError):
+    """Raised by a policy when there is nowhere to send the request: no healthy decode worker, or no
+    healthy prefill worker and no fresh local-capable decode worker. The router answers 503 and the
+    simulator records a failed request."""
+
+
 class PolicyParams(StrictModel):
     """Base for a policy's parameters. Subclasses add validated fields with documented defaults."""
 
