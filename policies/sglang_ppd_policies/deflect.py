@@ -15,7 +15,8 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
   chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
   local prefill tokens + ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
 - Deflect to the D with the lowest TTFT_D iff the chosen P has queued work (its estimated queue
-  wait exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms; else PD. The route carries ``ChunkPlan(χ, n)``.
+  wait exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms; else PD.
+  The route carries ``ChunkPlan(χ, n)``.
 
 Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
   alpha: deflect only if TTFT_D <= alpha*TTFT_P (0.8). The profile's prefill fit has ~10% rms
