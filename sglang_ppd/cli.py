@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sglang_ppd.sim.cli", "simulate a PD cluster on a trace or workload (and `sim compare`)"),
     "router": ("sglang_ppd.router.cli", "run the sglang_ppd router in front of SGLang P/D workers"),
     "emulate": ("sglang_ppd.emulator.cli", "run one emulated SGLang worker (CPU, cost-model paced)"),
+    "worker": ("sglang_ppd.worker.__main__", "run a real SGLang server with the PPD decode extension"),
     "monitor": ("sglang_ppd.monitor.cli", "live terminal dashboard of a running router"),
     "bench": ("sglang_ppd.bench.cli", "replay a workload against any SGLang/OpenAI endpoint"),
     "launch": ("sglang_ppd.launch", "bring up a whole cluster (emulated or real SGLang) with the router"),
