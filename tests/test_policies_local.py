@@ -240,3 +240,6 @@ def test_idle_prefill_is_never_deflected_even_when_d_would_be_faster(name: str) 
     assert policy(name).decide(req(16), s, SLO).kind is RouteKind.PD
     loaded = snap(pw("p0", queued=32_000), pw("p1", queued=32_000), dw("d0", 0), dw("d1", 0))
     assert policy(name).decide(req(16), loaded, SLO).kind is RouteKind.DEFLECT
+    # An idle P behind a congested KV link (2 s of backlog) is a queued PD path too.
+    congested = snap(pw("p0"), pw("p1"), dw("d0", 0), dw("d1", 0), queued_bytes=int(100e9))
+    assert policy(name).decide(req(16), congested, SLO).kind is RouteKind.DEFLECT

@@ -14,8 +14,9 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
   its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the last
   chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
   local prefill tokens + ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
-- Deflect to the D with the lowest TTFT_D iff the chosen P has queued work (its estimated queue
-  wait exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and TTFT_D <= slo.ttft_ms; else PD.
+- Deflect to the D with the lowest TTFT_D iff the PD path is queued (the chosen P's queue wait plus
+  the KV link's backlog exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and
+  TTFT_D <= slo.ttft_ms; else PD.
   The route carries ``ChunkPlan(χ, n)``.
 
 Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
@@ -24,9 +25,10 @@ Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
     residents TBT headroom, so it must win by more than that.
   beta: fraction of the TPOT target a mixed iteration may take (0.9): the decode fit's ~5% rms error
     at 2 sigma.
-  min_p_queue_ms: deflect only while the chosen P's queue wait exceeds this (0: any queue). The
-    papers' premise is load-aware: an idle P serves a full prefill at no cost to anyone's TBT, while
-    a deflection always costs the D's residents some, so an idle cluster keeps classic PD.
+  min_p_queue_ms: deflect only while the PD path's queueing (P queue wait + KV link backlog)
+    exceeds this (0: any queue). The papers' premise is load-aware: an idle P path serves a full
+    prefill at no cost to anyone's TBT, while a deflection always costs the D's residents some, so
+    an idle cluster keeps classic PD. A congested KV link counts: its wait is PD-only, like P's.
   max_inflight: local/deflected prefills in flight per D (2): SGLang runs one chunked prefill at a
     time, so one running plus one queued keeps the D busy without a backlog the estimate cannot see.
   allow_approx_local, cache_threshold, balance_*: as ``always_local`` / ``pd_cache_aware``.
@@ -64,7 +66,7 @@ class DeflectParams(LocalParams):
     alpha: float = Field(0.8, gt=0.0, description="deflect iff TTFT_D <= alpha * TTFT_P")
     beta: float = Field(0.9, gt=0.0, le=1.0, description="a mixed iteration may take beta * TPOT target")
     max_inflight: int = Field(2, ge=1, description="local/deflected prefills in flight per decode worker")
-    min_p_queue_ms: float = Field(0.0, ge=0.0, description="deflect only if P's queue wait exceeds this")
+    min_p_queue_ms: float = Field(0.0, ge=0.0, description="P queue + link backlog to exceed")
 
 
 class DeflectPolicy(BuiltinPolicy):
@@ -120,7 +122,8 @@ class DeflectPolicy(BuiltinPolicy):
                 best, best_ttft, best_chunk, best_new, best_stall = d, ttft, chunk, new_len, stall
         if best is not None:
             ttft_p = est.pd_ttft_ms(v, p, d_pd)
-            if est.p_queue_ms(p, p.worker_id in fresh, prompt_len) <= self._min_p_queue_ms:
+            queued_ms = est.p_queue_ms(p, p.worker_id in fresh, prompt_len) + est.link_wait_ms(v.link)
+            if queued_ms <= self._min_p_queue_ms:
                 why = reasons.P_IDLE
             elif best_ttft > self._alpha * ttft_p:
                 why = reasons.P_FASTER

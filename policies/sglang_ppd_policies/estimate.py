@@ -113,6 +113,10 @@ class Estimator:
             self.c_pf_ms + self.c_attn_ms * prompt_len / 2
         )
 
+    def link_wait_ms(self, link: LinkSnapshot) -> float:
+        """How long a new transfer waits behind the bytes already queued on the link."""
+        return 1000.0 * link.queued_bytes / link.bandwidth_bytes_per_s
+
     def transfer_ms(self, num_tokens: int, link: LinkSnapshot) -> float:
         """KV of ``num_tokens`` over the P->D link, behind the bytes already queued on it."""
         if num_tokens <= 0:
