@@ -16,7 +16,7 @@ with ``sglang-ppd bench``'s replayer, and simulated:
   time scale, so every number is in modelled milliseconds, like the simulator's.
 
 Writes ``benchmarks/results/live_compare_<workload>.json`` (table, machine, date, seed) and each run's result
-JSON under ``benchmarks/results/live_compare/`` (``benchmarks/plot_results.py`` charts them).
+JSON under ``benchmarks/results/live_compare/`` (``sglang-ppd bench plot`` charts them).
 """
 
 from __future__ import annotations

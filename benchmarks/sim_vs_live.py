@@ -16,7 +16,7 @@ tokens, which cost the emulator nothing in CPU, rather than from streamed tokens
 machine cost the router, the emulator and the client real CPU that the simulator does not model.
 
 Writes ``benchmarks/results/sim_vs_live.json`` (the table, machine, date, seed) and the individual
-result JSONs under ``benchmarks/results/sim_vs_live/`` (plot them with ``benchmarks/plot_results.py``).
+result JSONs under ``benchmarks/results/sim_vs_live/`` (plot them with ``sglang-ppd bench plot``).
 """
 
 from __future__ import annotations

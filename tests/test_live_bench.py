@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sglang_ppd.bench.plot import main as plot_main
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 TINY_SESSIONS = "sessions:n={n},rate={rate},turns=2,think_s=0.1,prompt=uniform:64:256,user=32,output=8"
@@ -50,18 +52,16 @@ def test_sim_vs_live_and_plot(tmp_path: Path) -> None:
         assert is_result(data) and data["mode"] in ("sim", "live") and data["load"] == 4
     for x in ("load", "policy"):
         png = tmp_path / f"chart_{x}.png"
-        run("plot_results.py", *map(str, runs), "--out", str(png), "--x", x, "--group", "turn2plus")
+        metrics = "turn2plus.ttft_ms.p50,turn2plus.ttft_ms.p95,overall.tpot_ms.p95"
+        assert plot_main([*map(str, runs), "--out", str(png), "--x", x, "--metrics", metrics]) == 0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_rejects_non_result(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "plot_results.py"), str(bad), "--out", str(tmp_path / "x.png")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "not a result JSON" in proc.stderr
+    assert plot_main([str(bad), "--out", str(tmp_path / "x.png"), "--x", "policy"]) == 2
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_live_compare_tiny(tmp_path: Path) -> None:
