@@ -37,21 +37,12 @@ from sglang_ppd.core.types import (
     Slo,
     WorkerSnapshot,
 )
+from sglang_ppd.metrics.result import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_PREFILL = 8
 NUM_DECODE = 8
 Cases = list[tuple[RequestFeatures, ClusterSnapshot]]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def age(rng: random.Random) -> float | None:
