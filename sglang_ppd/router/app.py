@@ -33,6 +33,9 @@ from sglang_ppd.router.requests import BadRequest, prepare_generate, prepare_ope
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.serving import serve
 
+CLIENT_CLOSED = 499
+"""The status recorded (nginx's convention) for a request whose client disconnected before its reply."""
+
 
 # --- handlers ----------------------------------------------------------------------------------
 def _admitted(handler: Handler, endpoint: str) -> Handler:
@@ -60,6 +63,10 @@ def _admitted(handler: Handler, endpoint: str) -> Handler:
         except BadRequest as exc:
             status = exc.status
             return error_response(exc.status, str(exc))
+        except (ConnectionError, asyncio.CancelledError):
+            status = CLIENT_CLOSED  # the client went away: not a router or worker failure
+            router.metrics.client_aborts += 1
+            raise
         finally:
             router.num_inflight -= 1
             router._admission.release()

@@ -152,6 +152,7 @@ class Attempt:
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
         self._transfer_counted = False
+        self._local_counted = False
         self._closed = False
         self._deadline_s = time.monotonic() + router.cfg.first_token_timeout_s
         self._timer: asyncio.TimerHandle | None = None
@@ -185,6 +186,8 @@ class Attempt:
         """Dispatch and wait for the decode side's reply headers (and, streaming, its first chunk)."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
         self._inflight(self.decode_url, +1)
+        if self.route.kind is not RouteKind.PD:
+            self._local(+1)
         if self.prefill_url is not None:
             self.router.pd_transfer_bytes_inflight += self.kv_bytes
             self._transfer_counted = True
@@ -245,9 +248,19 @@ class Attempt:
             self.decode_resp.content.set_exception(failure)
             self.decode_resp.close()
 
+    def _local(self, delta: int) -> None:
+        """The decode worker's ``num_local_inflight``: +1 at dispatch, -1 at first token or failure."""
+        if (delta > 0) == self._local_counted:
+            return
+        self._local_counted = delta > 0
+        w = self.router.registry.get(self.decode_url)
+        if w is not None:
+            w.num_local_inflight += delta
+
     def _got_first_token(self) -> None:
         self.first_token_s = time.monotonic()
         self._transfer_done()
+        self._local(-1)
         if self._timer is not None:
             self._timer.cancel()
 
@@ -276,6 +289,7 @@ class Attempt:
             return
         self._closed = True
         self._transfer_done()
+        self._local(-1)
         if self._timer is not None:
             self._timer.cancel()
         self._inflight(self.decode_url, -1)

@@ -13,6 +13,7 @@ from sglang_ppd.router.service import Router
 
 ROUTER: web.AppKey[Router] = web.AppKey("router", Router)
 ROUTE_HEADER = "x-ppd-route"
+REASON_HEADER = "x-ppd-reason"
 SESSION_HEADER = "x-ppd-session-id"
 TURN_HEADER = "x-ppd-turn"
 MAX_NEW_TOKENS_CAP = 1_000_000

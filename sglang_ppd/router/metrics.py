@@ -76,6 +76,8 @@ class RouterMetrics:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.upstream_errors: Counter[str] = Counter()
         self.retries = 0
+        self.client_aborts = 0
+        """Requests whose client went away before the reply ended (not errors; HTTP 499 in ``requests``)."""
         self.rejected: Counter[str] = Counter()
         self.kv_bytes_transferred = 0
         self.kv_bytes_avoided = 0
@@ -146,6 +148,8 @@ class RouterMetrics:
             "sglang_ppd_retries_total", "counter", "Requests retried on another route before a first token."
         )
         out.append(f"sglang_ppd_retries_total {self.retries}")
+        family("sglang_ppd_client_aborts_total", "counter", "Requests whose client disconnected first.")
+        out.append(f"sglang_ppd_client_aborts_total {self.client_aborts}")
         family("sglang_ppd_rejected_total", "counter", "Requests rejected by the router, by reason.")
         for reason, n in sorted(self.rejected.items()):
             out.append(f"sglang_ppd_rejected_total{_labels([('reason', reason)])} {n}")

@@ -25,7 +25,9 @@ def _usage(meta: dict[str, Any], prompt_len: int) -> dict[str, int]:
     }
 
 
-def full_response(gen: dict[str, Any], chat: bool, rid: str, model: str, prompt_len: int) -> dict[str, Any]:
+def full_response(
+    gen: dict[str, Any], chat: bool, rid: str, model: str, prompt_len: int, token_ids: bool = False
+) -> dict[str, Any]:
     meta = gen.get("meta_info") or {}
     text = gen.get("text") or ""
     choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(meta), "logprobs": None}
@@ -33,6 +35,9 @@ def full_response(gen: dict[str, Any], chat: bool, rid: str, model: str, prompt_
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
+    if token_ids:
+        ids = gen.get("output_ids")
+        choice["token_ids"] = ids if isinstance(ids, list) else None
     return {
         "id": rid,
         "object": "chat.completion" if chat else "text_completion",
@@ -47,8 +52,12 @@ class StreamConverter:
     """Turns each upstream chunk into OpenAI SSE frames. SGLang streams cumulative ``text`` by default
     (incremental with ``--incremental-streaming-output``); both are handled."""
 
-    def __init__(self, chat: bool, rid: str, model: str, prompt_len: int, include_usage: bool) -> None:
+    def __init__(
+        self, chat: bool, rid: str, model: str, prompt_len: int, include_usage: bool, token_ids: bool = False
+    ) -> None:
         self.chat, self.rid, self.model, self.prompt_len = chat, rid, model, prompt_len
+        self.token_ids = token_ids
+        self.num_ids = 0
         self.include_usage = include_usage
         self.created = int(time.time())
         self.text = ""
@@ -86,9 +95,26 @@ class StreamConverter:
             choice = {"index": 0, "delta": {"content": delta} if delta else {}, "finish_reason": fr}
         else:
             choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": fr}
-        if delta or fr is not None:
+        new_ids: list[int] = []
+        if self.token_ids:
+            new_ids = self._new_ids(gen, meta)
+            choice["token_ids"] = new_ids
+        if delta or new_ids or fr is not None:
             out += self._frame(choice)
         return out
+
+    def _new_ids(self, gen: dict[str, Any], meta: dict[str, Any]) -> list[int]:
+        """This chunk's new ids: SGLang streams ``output_ids`` cumulatively (their count equals
+        ``completion_tokens``) or, with ``--incremental-streaming-output``, as deltas."""
+        ids = gen.get("output_ids")
+        if not isinstance(ids, list):
+            return []
+        if meta.get("completion_tokens") == len(ids) and len(ids) >= self.num_ids:
+            new = ids[self.num_ids :]
+        else:
+            new = ids
+        self.num_ids += len(new)
+        return new
 
     def done(self) -> bytes:
         out = b""

@@ -40,6 +40,8 @@ class Prepared:
     max_new_tokens: int
     stream: bool
     return_logprob: bool
+    return_token_ids: bool = False
+    """OpenAI requests only: put the generated ids in each choice's ``token_ids``."""
 
 
 def _int_field(obj: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -193,4 +195,12 @@ def prepare_openai(
         "sampling_params": _sampling(body, max_tokens),
         "stream": stream,
     }
-    return Prepared(upstream, ids, max_tokens, stream, False)
+    return Prepared(upstream, ids, max_tokens, stream, False, return_token_ids=_token_ids_wanted(body))
+
+
+def _token_ids_wanted(body: dict[str, Any]) -> bool:
+    """``return_token_ids`` (vLLM/SGLang OpenAI extension): reply with each choice's ``token_ids``."""
+    value = body.get("return_token_ids", False)
+    if not isinstance(value, bool):
+        raise BadRequest("return_token_ids must be a boolean")
+    return value

@@ -18,12 +18,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sglang_ppd.core.policy import NoRouteError
 from sglang_ppd.core.types import Role, Route, RouteKind
 from sglang_ppd.router import openai_format
 from sglang_ppd.router.dispatch import Attempt, UpstreamFailure
 from sglang_ppd.router.health import UNKNOWN_STATE_REASON
 from sglang_ppd.router.httpio import (
     MAX_SESSION_ID_LEN,
+    REASON_HEADER,
     ROUTE_HEADER,
     ROUTER,
     SESSION_HEADER,
@@ -50,8 +52,11 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
         raise NoRoute("no healthy decode worker")
     try:
         route = router.decide(feats, exclude)
-    except Exception as exc:  # a plugin policy's "nowhere to go" (any exception type) is a 503
+    except NoRouteError as exc:  # the policy's "nowhere to go"
         raise NoRoute(f"no route: {exc}") from None
+    except Exception as exc:  # anything else is a bug in the (possibly plugin) policy
+        _policy_error(router, exc)
+        raise NoRoute(f"routing policy {router.policy_name!r} failed: {type(exc).__name__}: {exc}") from None
     d = reg.get(route.decode_worker)
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
@@ -76,6 +81,18 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     return route
 
 
+_logged_policy_errors: set[tuple[int, type]] = set()
+
+
+def _policy_error(router: Router, exc: Exception) -> None:
+    """Count a policy exception (reason ``policy_error``) and log its traceback once per router and type."""
+    router.metrics.count_decision("none", "policy_error")
+    key = (id(router), type(exc))
+    if key not in _logged_policy_errors:
+        _logged_policy_errors.add(key)
+        log.error("policy %r raised (answering 503; logged once per type)", router.policy_name, exc_info=exc)
+
+
 def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None, str]:
     session = request.headers.get(SESSION_HEADER)
     if session is not None and len(session) > MAX_SESSION_ID_LEN:
@@ -89,6 +106,14 @@ def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None,
     else:
         turn_class = "2+" if session is not None and session in router.sessions else "1"
     return session, turn, turn_class
+
+
+def _header_safe(reason: str | None) -> str:
+    """A route reason as a header value: printable ASCII, bounded (a plugin's reason is free text)."""
+    if not reason:
+        return "unspecified"
+    text = reason if reason.isascii() and reason.isprintable() else reason.encode("ascii", "replace").decode()
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
 
 
 class _Finish:
@@ -215,7 +240,7 @@ async def _serve(
     if last_failure is not None:
         return _failure_response(last_failure)
     assert att is not None
-    headers = {ROUTE_HEADER: att.route.kind.value}
+    headers = {ROUTE_HEADER: att.route.kind.value, REASON_HEADER: _header_safe(att.route.reason)}
     if not prep.stream:
         await att.close()
         out_len = _completion_tokens(parsed if parsed is not None else None)
@@ -224,7 +249,9 @@ async def _serve(
             return web.Response(body=raw, content_type="application/json", headers=headers)
         gen = parsed if parsed is not None else orjson.loads(raw)
         return json_response(
-            openai_format.full_response(gen, api == "chat", rid, router.model_name, len(prep.input_ids)),
+            openai_format.full_response(
+                gen, api == "chat", rid, router.model_name, len(prep.input_ids), prep.return_token_ids
+            ),
             headers=headers,
         )
     return await _stream(
@@ -251,7 +278,12 @@ async def _stream(
         None
         if api == "generate"
         else openai_format.StreamConverter(
-            api == "chat", att.rid, router.model_name, len(att.prep.input_ids), include_usage
+            api == "chat",
+            att.rid,
+            router.model_name,
+            len(att.prep.input_ids),
+            include_usage,
+            att.prep.return_token_ids,
         )
     )
     last_obj: bytes = b""

@@ -4,9 +4,10 @@
       "uptime_s": float, "policy": str, "model": str,
       "slo": {"ttft_ms": float, "tpot_ms": float, "max_telemetry_age_ms": float},
       "requests": {"inflight": int, "queued": int, "total": int, "errors": int, "retries": int,
-                   "rejected": int},
+                   "num_client_aborts": int, "rejected": int},
+      (errors: replies >= 500; a client that disconnects is counted in num_client_aborts, not errors)
       "workers": [{"url": str, "role": "prefill"|"decode", "healthy": bool,
-                   "supports_local_prefill": bool, "num_inflight": int,
+                   "supports_local_prefill": bool, "num_inflight": int, "num_local_inflight": int,
                    "num_running": int|null, "num_waiting": int|null,
                    "queued_prefill_tokens": int|null, "kv_used_tokens": int|null,
                    "kv_capacity_tokens": int|null, "kv_usage": float|null (0..1),
@@ -72,6 +73,7 @@ def build_stats(router: Router) -> dict[str, Any]:
                 "healthy": w.healthy,
                 "supports_local_prefill": w.supports_local_prefill,
                 "num_inflight": w.num_inflight,
+                "num_local_inflight": w.num_local_inflight,
                 "num_running": s.num_running,
                 "num_waiting": s.num_waiting,
                 "queued_prefill_tokens": s.queued_prefill_tokens,
@@ -92,7 +94,8 @@ def build_stats(router: Router) -> dict[str, Any]:
         )
     routes = {"pd": 0, "local": 0, "deflect": 0}
     for (route, _), n in m.route_decisions.items():
-        routes[route] = routes.get(route, 0) + n
+        if route != "none":  # a failed decision (reason policy_error) routed nothing
+            routes[route] = routes.get(route, 0) + n
     top = sorted(m.route_decisions.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
     total = sum(m.requests.values())
     errors = sum(n for (_, status), n in m.requests.items() if status >= 500)
@@ -111,6 +114,7 @@ def build_stats(router: Router) -> dict[str, Any]:
             "total": total,
             "errors": errors,
             "retries": m.retries,
+            "num_client_aborts": m.client_aborts,
             "rejected": sum(m.rejected.values()),
         },
         "workers": workers,

@@ -28,6 +28,8 @@ class WorkerState:
     healthy: bool = True
     num_failures: int = 0
     num_inflight: int = 0
+    num_local_inflight: int = 0
+    """LOCAL/DEFLECT routes dispatched here and not yet past their first token (or failed)."""
     telemetry_source: str | None = None
     """"ppd", "loadstat" or "v1/loads": where the last load numbers came from."""
     telemetry_rx_s: float | None = None
@@ -72,6 +74,7 @@ class WorkerState:
             role=self.role,
             age_ms=self.age_ms(now_s),
             num_inflight=self.num_inflight,
+            num_local_inflight=self.num_local_inflight,
             supports_local_prefill=self.supports_local_prefill,
             healthy=self.healthy,
         )
