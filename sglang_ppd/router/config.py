@@ -65,8 +65,13 @@ class RouterConfig(StrictModel):
     """Requests waiting for an in-flight slot; past this the router answers 429."""
     connect_timeout_s: float = Field(5.0, gt=0)
     first_token_timeout_s: float = Field(600.0, gt=0)
+    """Base wait for an attempt's first token (a whole reply when not streaming); before it no
+    shorter read timeout applies, however long the worker's queue keeps it silent."""
+    first_token_timeout_per_ktok_s: float = Field(2.0, ge=0)
+    """Added to ``first_token_timeout_s`` per 1,000 tokens of the prompt plus the prefill queue its
+    prefilling worker last reported (a 100k-token prompt behind 100k queued tokens: +400 s)."""
     read_timeout_s: float = Field(120.0, gt=0)
-    """Longest silence between two streamed chunks from a worker."""
+    """Longest silence between two streamed chunks from a worker once the first token came."""
     request_timeout_s: float = Field(3600.0, gt=0)
     control_timeout_s: float = Field(5.0, gt=0)
     """``/server_info``, ``/health``, ``/v1/loads`` and ``/abort_request`` calls."""

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,10 +26,13 @@ from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import fields
 from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
+from sglang_ppd.router.upstream import Response, UpstreamConnectError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 """Largest whole (non-streamed) upstream reply held in memory; streamed lines are capped apart."""
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Largest streamed SSE line (cumulative ``output_ids`` make long ones)."""
 
 
 class UpstreamFailure(Exception):
@@ -76,37 +80,38 @@ def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
         router.keep(task)
 
 
-async def read_capped(resp: aiohttp.ClientResponse, url: str) -> bytes:
+async def read_capped(resp: Response, url: str, deadline: float | None = None) -> bytes:
     """A whole upstream reply, at most ``MAX_REPLY_BYTES``; any failure is an UpstreamFailure."""
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async for chunk in resp.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > MAX_REPLY_BYTES:
-                msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
-                raise UpstreamFailure(msg, (url,), retryable=False)
-            chunks.append(chunk)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return await resp.read_all(MAX_REPLY_BYTES, deadline)
+    except ValueError:
+        msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
+        raise UpstreamFailure(msg, (url,), retryable=False) from None
+    except UpstreamError as exc:
         raise UpstreamFailure(f"reading the reply of {url} failed: {exc!r}", (url,)) from None
-    return b"".join(chunks)
 
 
-async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientResponse:
+async def _post(
+    router: Router,
+    url: str,
+    payload: bytes,
+    deadline: float | None,
+    attach: Callable[[Response], None] | None = None,
+) -> Response:
     try:
-        resp = await router.http(url).post(
-            f"{url}/generate", data=payload, headers={"Content-Type": "application/json"}
-        )
-    except aiohttp.ClientConnectorError as exc:
+        resp = await router.upstream.post(url, "/generate", payload, deadline, attach)
+    except UpstreamTimeout:
+        raise UpstreamFailure(f"timed out waiting for {url}'s reply", (url,), status=504) from None
+    except UpstreamConnectError as exc:
         w = router.registry.get(url)
         if w is not None:
             router.note_failure(w, hard=True)
-        raise UpstreamFailure(f"cannot connect to {url}: {exc.os_error}", (url,)) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise UpstreamFailure(str(exc), (url,)) from None
+    except UpstreamError as exc:
         raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
     if resp.status != 200:
         try:
-            body = await read_capped(resp, url)
+            body = await read_capped(resp, url, deadline)
         finally:
             resp.release()
         raise UpstreamFailure(
@@ -119,15 +124,31 @@ async def _post(router: Router, url: str, payload: bytes) -> aiohttp.ClientRespo
     return resp
 
 
-async def _read_data_line(resp: aiohttp.ClientResponse) -> bytes | None:
+async def _read_data_line(resp: Response, deadline: float | None) -> bytes | None:
     """The next ``data:`` line of an SSE reply (stripped), or ``None`` at the end."""
     while True:
-        line = await resp.content.readline()
+        line = await resp.readline(deadline, MAX_LINE_BYTES)
         if not line:
             return None
         line = line.strip()
         if line.startswith(b"data:"):
             return line
+
+
+def first_token_timeout_s(router: Router, prep: Prepared, route: CoreRoute) -> float:
+    """How long an attempt may wait for its first token: ``first_token_timeout_s`` plus
+    ``first_token_timeout_per_ktok_s`` per 1,000 tokens of this prompt and of the prefill queue the
+    worker that prefills it last reported (so a long prompt behind a long queue is not cut short)."""
+    cfg = router.cfg
+    w = router.registry.get(route.prefill_worker or route.decode_worker)
+    queued = 0
+    if w is not None:
+        if w.telemetry is not None:
+            queued = w.telemetry.queued_prefill_tokens + w.telemetry.queued_local_prefill_tokens
+        elif w.load is not None:
+            queued = w.load.queued_prefill_tokens or 0
+    ktok = (len(prep.input_ids) + queued) / 1000
+    return cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok
 
 
 def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> dict[str, Any]:
@@ -141,21 +162,26 @@ def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> d
 
 
 class Attempt:
-    """One routed attempt: its upstream responses, in-flight accounting and cleanup."""
+    """One routed attempt: its upstream responses, in-flight accounting and cleanup.
+
+    Deadlines are ``loop.time()`` instants: until the first token the attempt's first-token
+    deadline (:func:`first_token_timeout_s`) bounds every read, with no shorter idle timeout; after it
+    each streamed read may wait ``read_timeout_s``.
+    """
 
     def __init__(self, router: Router, prep: Prepared, route: CoreRoute, rid: str) -> None:
         self.router, self.prep, self.route, self.rid = router, prep, route, rid
         self.decode_url = route.decode_worker
         self.prefill_url = route.prefill_worker
         self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
-        self.decode_resp: aiohttp.ClientResponse | None = None
+        self.decode_resp: Response | None = None
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
         self._transfer_counted = False
         self._local_counted = False
         self._closed = False
-        self._deadline_s = time.monotonic() + router.cfg.first_token_timeout_s
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + first_token_timeout_s(router, prep, route)
         self._abandoned: UpstreamFailure | None = None
 
     def urls(self) -> tuple[str, ...]:
@@ -166,24 +192,36 @@ class Attempt:
         if w is not None:
             w.num_inflight += delta
 
+    def _timeout(self) -> UpstreamFailure:
+        what = "the first token" if self.prep.stream else "the worker's reply"
+        return UpstreamFailure(f"timed out waiting for {what}", self.urls(), status=504)
+
     async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
         """The prefill side: its status, and its first reply object when logprobs are merged."""
         assert self.prefill_url is not None
-        resp = await _post(self.router, self.prefill_url, payload)
+        url = self.prefill_url
+        resp = await _post(self.router, url, payload, self._deadline)
         try:
             if self.prep.stream:
-                first = await _read_data_line(resp)
-                while await resp.content.readany():
-                    pass
+                try:
+                    first = await _read_data_line(resp, self._deadline)
+                    await resp.drain(self._loop.time() + self.router.cfg.request_timeout_s)
+                except (UpstreamError, ValueError) as exc:
+                    raise UpstreamFailure(f"prefill stream from {url} broke: {exc!r}", (url,)) from None
                 data = first[5:].strip() if first else b""
                 return orjson.loads(data) if self.prep.return_logprob and data and data != b"[DONE]" else None
-            raw = await read_capped(resp, self.prefill_url)
+            raw = await read_capped(resp, url, self._deadline)
             return orjson.loads(raw) if self.prep.return_logprob else None
         finally:
             resp.release()
 
+    def _attach(self, resp: Response) -> None:
+        self.decode_resp = resp
+        if self._abandoned is not None:
+            resp.set_exception(self._abandoned)
+
     async def open(self) -> None:
-        """Dispatch and wait for the decode side's reply headers (and, streaming, its first chunk)."""
+        """Dispatch and wait for the decode side's reply headers."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
         self._inflight(self.decode_url, +1)
         if self.route.kind is not RouteKind.PD:
@@ -194,25 +232,17 @@ class Attempt:
             self._inflight(self.prefill_url, +1)
             self.prefill_task = asyncio.create_task(self._prefill(payload))
             self.prefill_task.add_done_callback(self._prefill_done)
-        decode_task = asyncio.create_task(_post(self.router, self.decode_url, payload))
-        waiting: set[asyncio.Task[Any]] = {decode_task}
-        if self.prefill_task is not None:
-            waiting.add(self.prefill_task)
-        self._deadline_s = deadline = time.monotonic() + self.router.cfg.first_token_timeout_s
         try:
-            while decode_task in waiting:
-                done, waiting = await asyncio.wait(
-                    waiting, timeout=max(deadline - time.monotonic(), 0), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    raise UpstreamFailure("timed out waiting for the worker's reply", self.urls(), status=504)
-                failure = self._prefill_failure()
-                if failure is not None:
-                    raise failure
-            self.decode_resp = decode_task.result()
-            self._watch_first_token()
+            try:
+                url, deadline = self.decode_url, self._deadline
+                self.decode_resp = await _post(self.router, url, payload, deadline, self._attach)
+            except UpstreamFailure as f:
+                if self._abandoned is not None:
+                    raise self._abandoned from None
+                if f.status == 504:
+                    raise self._timeout() from None
+                raise
         except BaseException:
-            decode_task.cancel()
             await self.fail()
             raise
 
@@ -227,26 +257,14 @@ class Attempt:
         assert self.prefill_url is not None
         return UpstreamFailure(f"prefill side {self.prefill_url} failed: {exc!r}", (self.prefill_url,))
 
-    def _watch_first_token(self) -> None:
-        """Until the first token: a prefill side that fails, or (streaming) the first-token deadline,
-        cuts the decode reply at once; the pending read then raises the reason. A decode waiting for
-        KV that will never come is abandoned now, not at its own transfer timeout."""
-        if self.prefill_task is not None:
-            self.prefill_task.add_done_callback(lambda _: self._abandon(self._prefill_failure()))
-        if self.prep.stream:
-            loop = asyncio.get_running_loop()
-            failure = UpstreamFailure("timed out waiting for the first token", self.urls(), status=504)
-            delay_s = max(self._deadline_s - time.monotonic(), 0)
-            self._timer = loop.call_later(delay_s, self._abandon, failure)
-
     def _abandon(self, failure: UpstreamFailure | None) -> None:
+        """Until the first token, a prefill side that fails cuts the decode reply at once (a decode
+        waiting for KV that will never come is abandoned now, not at its own transfer timeout)."""
         if failure is None or self.first_token_s is not None or self._closed or self._abandoned:
             return
         self._abandoned = failure
         if self.decode_resp is not None:
-            # Wake the pending read (closing the connection alone does not), then drop the connection.
-            self.decode_resp.content.set_exception(failure)
-            self.decode_resp.close()
+            self.decode_resp.set_exception(failure)
 
     def _local(self, delta: int) -> None:
         """The decode worker's ``num_local_inflight``: +1 at dispatch, -1 at first token or failure."""
@@ -261,14 +279,13 @@ class Attempt:
         self.first_token_s = time.monotonic()
         self._transfer_done()
         self._local(-1)
-        if self._timer is not None:
-            self._timer.cancel()
 
     def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
         assert self.prefill_url is not None
         self._inflight(self.prefill_url, -1)
         if not task.cancelled() and task.exception() is not None:
             log.debug("prefill side of %s failed: %s", self.rid, task.exception())
+            self._abandon(self._prefill_failure())
 
     async def fail(self) -> None:
         """Abandon this attempt: abort both sides upstream and release every resource (once)."""
@@ -290,8 +307,6 @@ class Attempt:
         self._closed = True
         self._transfer_done()
         self._local(-1)
-        if self._timer is not None:
-            self._timer.cancel()
         self._inflight(self.decode_url, -1)
         if self.decode_resp is not None:
             self.decode_resp.release()
@@ -311,16 +326,25 @@ class Attempt:
         except UpstreamFailure:
             return None
 
+    def _read_failure(self, exc: BaseException, what: str) -> UpstreamFailure:
+        if self._abandoned is not None:
+            return self._abandoned
+        if isinstance(exc, UpstreamTimeout) and self.first_token_s is None:
+            return self._timeout()
+        return UpstreamFailure(f"{what} {self.decode_url} broke: {exc!r}", (self.decode_url,))
+
     # --- non-streaming ---------------------------------------------------------------------------
     async def whole(self) -> tuple[bytes, dict[str, Any] | None]:
         """The decode reply body (raw), and its parsed form when it had to be parsed (logprob merge)."""
         assert self.decode_resp is not None
+        deadline = max(self._deadline, self._loop.time() + self.router.cfg.read_timeout_s)
         try:
-            raw = await read_capped(self.decode_resp, self.decode_url)
-        except UpstreamFailure:
-            if self._abandoned is not None:
-                raise self._abandoned from None
-            raise
+            raw = await self.decode_resp.read_all(MAX_REPLY_BYTES, deadline)
+        except ValueError:
+            msg = f"the reply of {self.decode_url} exceeds {MAX_REPLY_BYTES} bytes"
+            raise UpstreamFailure(msg, (self.decode_url,), retryable=False) from None
+        except UpstreamError as exc:
+            raise self._read_failure(exc, "reading the reply of") from None
         self._got_first_token()
         if self.prep.return_logprob and self.prefill_task is not None:
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
@@ -334,12 +358,14 @@ class Attempt:
         Raises :class:`UpstreamFailure` on a broken or silent stream.
         """
         assert self.decode_resp is not None
+        if self.first_token_s is None:
+            deadline = self._deadline
+        else:
+            deadline = self._loop.time() + self.router.cfg.read_timeout_s
         try:
-            line = await _read_data_line(self.decode_resp)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise self._abandoned or UpstreamFailure(
-                f"stream from {self.decode_url} broke: {exc!r}", (self.decode_url,)
-            ) from None
+            line = await _read_data_line(self.decode_resp, deadline)
+        except (UpstreamError, ValueError) as exc:
+            raise self._read_failure(exc, "stream from") from None
         if line is None:
             if self._abandoned is not None:
                 raise self._abandoned

@@ -30,6 +30,7 @@ from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix_index import ApproxPrefixIndex, BlockTable, ExactPrefixIndex
 from sglang_ppd.router.tokenizer import Tokenizer
+from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class Router:
         self._zmq = zmq.asyncio.Context()
         self._sessions_http: dict[str, aiohttp.ClientSession] = {}
         self._control: aiohttp.ClientSession | None = None
+        self.upstream = Pool(cfg.connect_timeout_s)
+        """The data path's pooled keep-alive client (``POST /generate`` to the workers)."""
         self._health_task: asyncio.Task[None] | None = None
         self.reliability = Reliability(self)
 
@@ -87,6 +90,7 @@ class Router:
             w.cancel_tasks()
         for s in [*self._sessions_http.values(), *([self._control] if self._control else [])]:
             await s.close()
+        self.upstream.close()
         self._zmq.destroy(linger=0)
 
     def http(self, url: str) -> aiohttp.ClientSession:
