@@ -50,6 +50,7 @@ class Response(asyncio.Protocol):
         self.buf = bytearray()
         self.complete = False
         self.headers_done = False
+        self.keep_alive = False
         self.exc: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.got_bytes = False
@@ -85,6 +86,7 @@ class Response(asyncio.Protocol):
     # --- httptools callbacks -----------------------------------------------------------------------
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful before the body
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -175,7 +177,7 @@ class Response(asyncio.Protocol):
     # --- lifecycle ---------------------------------------------------------------------------------
     def release(self) -> None:
         """Back to the pool if the reply was read to its end on a keep-alive connection, else close."""
-        if self.complete and self.exc is None and not self.closed and self.parser.should_keep_alive():
+        if self.complete and self.exc is None and not self.closed and self.keep_alive:
             self.pool._put(self)
         else:
             self.close()
@@ -190,7 +192,7 @@ class Response(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.buf.clear()
-        self.complete = self.headers_done = self.got_bytes = False
+        self.complete = self.headers_done = self.got_bytes = self.keep_alive = False
         self.exc = None
 
 
