@@ -109,17 +109,14 @@ async def _post(
         raise UpstreamFailure(str(exc), (url,)) from None
     except UpstreamError as exc:
         raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
-    if resp.status != 200:
+    status = resp.status  # read before release(), which readies the connection for its next reply
+    if status != 200:
         try:
             body = await read_capped(resp, url, deadline)
         finally:
             resp.release()
         raise UpstreamFailure(
-            f"{url} answered HTTP {resp.status}",
-            (url,),
-            status=resp.status,
-            body=body,
-            retryable=resp.status >= 500,
+            f"{url} answered HTTP {status}", (url,), status=status, body=body, retryable=status >= 500
         )
     return resp
 
