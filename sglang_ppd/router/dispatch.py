@@ -172,6 +172,7 @@ class Attempt:
         self.prefill_url = route.prefill_worker
         self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
         self.decode_resp: Response | None = None
+        self._pending: Response | None = None
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
         self._transfer_counted = False
@@ -213,7 +214,7 @@ class Attempt:
             resp.release()
 
     def _attach(self, resp: Response) -> None:
-        self.decode_resp = resp
+        self._pending = resp  # until its headers are in: only to cut it (decode_resp is set after)
         if self._abandoned is not None:
             resp.set_exception(self._abandoned)
 
@@ -233,7 +234,9 @@ class Attempt:
             try:
                 url, deadline = self.decode_url, self._deadline
                 self.decode_resp = await _post(self.router, url, payload, deadline, self._attach)
+                self._pending = None
             except UpstreamFailure as f:
+                self._pending = None
                 if self._abandoned is not None:
                     raise self._abandoned from None
                 if f.status == 504:
@@ -260,8 +263,9 @@ class Attempt:
         if failure is None or self.first_token_s is not None or self._closed or self._abandoned:
             return
         self._abandoned = failure
-        if self.decode_resp is not None:
-            self.decode_resp.set_exception(failure)
+        resp = self.decode_resp or self._pending
+        if resp is not None:
+            resp.set_exception(failure)
 
     def _local(self, delta: int) -> None:
         """The decode worker's ``num_local_inflight``: +1 at dispatch, -1 at first token or failure."""

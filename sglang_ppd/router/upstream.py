@@ -56,6 +56,7 @@ class Response(asyncio.Protocol):
         self.got_bytes = False
         self.paused = False
         self.closed = False
+        self.leased = False
         self.uses = 0
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
@@ -177,6 +178,9 @@ class Response(asyncio.Protocol):
     # --- lifecycle ---------------------------------------------------------------------------------
     def release(self) -> None:
         """Back to the pool if the reply was read to its end on a keep-alive connection, else close."""
+        if not self.leased:
+            return  # released already (a second release must not touch the next request's lease)
+        self.leased = False
         if self.complete and self.exc is None and not self.closed and self.keep_alive:
             self.pool._put(self)
         else:
@@ -253,6 +257,7 @@ class Pool:
             if conn is None:
                 conn = await self._connect(key)
             conn.uses += 1
+            conn.leased = True
             assert conn.transport is not None
             conn.transport.write(data)
             if attach is not None:
