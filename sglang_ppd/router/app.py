@@ -45,15 +45,18 @@ def _admitted(handler: Handler, endpoint: str) -> Handler:
             router.metrics.rejected["overloaded"] += 1
             router.metrics.requests[(endpoint, 429)] += 1
             return error_response(429, "router overloaded; retry later", headers={"Retry-After": "1"})
-        router.num_queued += 1
-        try:
-            await asyncio.wait_for(router._admission.acquire(), router.cfg.max_queue_wait_s)
-        except asyncio.TimeoutError:
-            router.metrics.rejected["queue_timeout"] += 1
-            router.metrics.requests[(endpoint, 503)] += 1
-            return error_response(503, "router busy: queued too long; retry later", {"Retry-After": "1"})
-        finally:
-            router.num_queued -= 1
+        if router._admission.locked():  # a free slot is taken at once (no wait_for task, no timer)
+            router.num_queued += 1
+            try:
+                await asyncio.wait_for(router._admission.acquire(), router.cfg.max_queue_wait_s)
+            except asyncio.TimeoutError:
+                router.metrics.rejected["queue_timeout"] += 1
+                router.metrics.requests[(endpoint, 503)] += 1
+                return error_response(503, "router busy: queued too long; retry later", {"Retry-After": "1"})
+            finally:
+                router.num_queued -= 1
+        else:
+            await router._admission.acquire()
         router.num_inflight += 1
         status = 500
         try:
