@@ -240,7 +240,20 @@ raw_bodies = st.one_of(
     ),
     generate_bodies.map(_json).map(lambda b: b[: len(b) // 2]),
 )
+# Well-formed requests with hostile extras, so the success path is fuzzed too.
+valid_generate = st.fixed_dictionaries(
+    {"text": st.text(min_size=1, max_size=40)},
+    optional={
+        "sampling_params": st.fixed_dictionaries(
+            {}, optional={"max_new_tokens": st.integers(0, 64), "temperature": json_values}
+        ),
+        "stream": st.booleans(),
+        "rid": st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20),
+        "unknown_field": json_values,
+    },
+)
 cases = st.one_of(
+    st.tuples(st.just("/generate"), valid_generate.map(_json), headers),
     st.tuples(st.just("/generate"), generate_bodies.map(_json), headers),
     st.tuples(st.just("/v1/completions"), completions_bodies.map(_json), headers),
     st.tuples(st.just("/v1/chat/completions"), chat_bodies.map(_json), headers),
