@@ -23,26 +23,28 @@ Model, after SGLang 0.5.x:
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
   workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
   PD transfers (SGLang's prealloc queue) and local prefills are admitted in one FCFS order.
-- Decode progress is tracked with a step counter: each request's finish step sits in a heap and the
-  batch's total context is ``sum_off + B*step``, so a step costs O(1) whatever the batch size.
+- Decode progress is a step counter (:class:`~sglang_ppd.sim.decode_batch.DecodeBatch`).
+- :meth:`BatchScheduler.cancel` (SGLang's ``/abort_request``) takes a request out of any state and
+  frees its KV at once; the computed part of its sequence stays cached, as SGLang caches an aborted
+  request's KV. An in-flight iteration may still name it: :meth:`complete` skips it.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.types import Role
+from sglang_ppd.sim.decode_batch import DecodeBatch, steps_reaching
 from sglang_ppd.sim.iteration import Iteration, LoadStats, Outcome
 from sglang_ppd.sim.prefix_cache import PrefixCache
 
 _EWMA = 0.2
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Req:
     rid: str
     session_id: str
@@ -57,14 +59,6 @@ class _Req:
     """Order of arrival on this worker: admission is FCFS across transfers and local prefills."""
     queued_est: int = 0
     """Uncached prompt tokens as estimated when queued (for the queued-prefill telemetry)."""
-
-
-@dataclass(slots=True)
-class _Decode:
-    heap: list[tuple[int, int, str, int]] = field(default_factory=list)
-    """(finish step, tie, request id, context offset)."""
-    sum_off: int = 0
-    step: int = 0
 
 
 class BatchScheduler:
@@ -96,7 +90,7 @@ class BatchScheduler:
         self._ready: list[tuple[str, int, int, bool]] = []
         """(request id, context, decode steps left, whether its first step emits its first token)
         joining the batch at the next iteration."""
-        self._dec = _Decode()
+        self._dec = DecodeBatch()
         self._tie = 0
         self._queued_tokens = 0
         self.busy_ms = 0.0
@@ -209,6 +203,43 @@ class BatchScheduler:
         self._queued_tokens += r.queued_est
         self._waiting.append(r)
 
+    def cancel(self, rid: str) -> bool:
+        """Abort a request in any state, freeing its KV reservation now; False if it is not here
+        (unknown, finished, or cancelled already). The KV it computed (its radix hit, prefilled
+        chunks, decoded tokens) returns to the cache unlocked, as SGLang's abort caches it. On a
+        decode worker the freed KV may admit queued transfers: call :meth:`allocate` next."""
+        r = self._reqs.get(rid)
+        if r is None:
+            return False
+        if r in self._waiting or r in self._prealloc:  # never admitted: nothing reserved or taken
+            if r in self._waiting:
+                self._waiting.remove(r)
+                self._queued_tokens -= r.queued_est
+            else:
+                self._prealloc.remove(r)
+            del self._reqs[rid]
+            return True
+        keep_len = r.prompt_len  # a prefill worker's done prompt, awaiting release
+        if r in self._prefilling:
+            self._prefilling.remove(r)
+            self._queued_tokens -= r.prompt_len - r.done_len
+            keep_len = r.done_len
+        elif rid in self._awaiting_kv:
+            self._awaiting_kv.discard(rid)
+            keep_len = r.hit_len
+        elif (ready := next((x for x in self._ready if x[0] == rid), None)) is not None:
+            self._ready.remove(ready)
+            keep_len = ready[1]
+        elif (ctx := self._dec.remove(rid)) is not None:
+            keep_len = ctx
+        self._free(r, keep_len)
+        return True
+
+    def allocate(self) -> tuple[tuple[str, int], ...]:
+        """Decode worker: preallocate queued transfers that fit now (after :meth:`cancel`), with the
+        tokens to send, as :meth:`add_incoming` returns them."""
+        return tuple(self._drain_prealloc())
+
     def _drain_prealloc(self) -> list[tuple[str, int]]:
         out = []
         while (
@@ -223,7 +254,7 @@ class BatchScheduler:
 
     # ---- iterations ----------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self._ready or self._prefilling or self._dec.heap or self._waiting)
+        return bool(self._ready or self._prefilling or self._dec or self._waiting)
 
     def _admissible(self) -> bool:
         """The oldest waiting local prefill may be admitted: no older transfer waits for KV (a big
@@ -244,14 +275,12 @@ class BatchScheduler:
         dec = self._dec
         joined = []
         for rid, ctx, steps, emits_first in self._ready:
-            self._tie += 1
-            heapq.heappush(dec.heap, (dec.step + steps, self._tie, rid, ctx - dec.step))
-            dec.sum_off += ctx - dec.step
+            dec.join(rid, ctx, steps)
             if emits_first:
                 joined.append(rid)
         self._ready.clear()
-        num_dec = len(dec.heap)
-        ctx = dec.sum_off + num_dec * dec.step
+        num_dec = len(dec)
+        ctx = dec.context_tokens
         chunks = self._plan_chunks(num_dec, ctx)
         if not chunks and not num_dec:
             return None
@@ -259,7 +288,7 @@ class BatchScheduler:
         if chunks:
             dur = p.iteration_ms(((n, k) for _, n, k in chunks), num_dec, ctx)
             return Iteration(1, dur, dur, tuple(chunks), tuple(joined), num_dec, ctx)
-        n = max(min(dec.heap[0][0] - dec.step, max_steps), 1)
+        n = max(min(dec.steps_to_first_finish(), max_steps), 1)
         first = p.iteration_ms((), num_dec, ctx)
         dur = n * first + p.step.c_kv_ms * num_dec * n * (n - 1) / 2
         return Iteration(n, dur, first, (), tuple(joined), num_dec, ctx)
@@ -302,17 +331,7 @@ class BatchScheduler:
         if it.num_steps <= 1 or elapsed_ms >= it.duration_ms:
             return it
         a, d = it.first_step_ms, self.profile.step.c_kv_ms * it.num_decodes
-        # T(k) = k·a + d·k(k-1)/2 is increasing in k; find the least k with T(k) >= elapsed_ms.
-        if d <= 0:
-            k = max(int(elapsed_ms / a), 1)
-        else:
-            b = a - d / 2
-            k = max(int((-b + math.sqrt(b * b + 2 * d * elapsed_ms)) / d), 1)
-        while k > 1 and k * a + d * k * (k - 1) / 2 >= elapsed_ms:
-            k -= 1
-        while k * a + d * k * (k - 1) / 2 < elapsed_ms:
-            k += 1
-        k = min(k, it.num_steps)
+        k = min(steps_reaching(elapsed_ms, a, d), it.num_steps)
         dur = k * a + d * k * (k - 1) / 2
         return Iteration(k, dur, a, it.chunks, it.joined, it.num_decodes, it.context_tokens)
 
@@ -331,20 +350,18 @@ class BatchScheduler:
                 if self.decode_iter_ms is None
                 else ((1 - _EWMA) * self.decode_iter_ms + _EWMA * per_step)
             )
-        first: list[str] = list(it.joined)
+        first = [rid for rid in it.joined if rid in self._reqs]  # cancelled mid-iteration: skip
         finished: list[str] = []
         prefill_done: list[str] = []
-        dec = self._dec
         if it.num_decodes:
-            dec.step += it.num_steps
-            while dec.heap and dec.heap[0][0] <= dec.step:
-                _, _, rid, off = heapq.heappop(dec.heap)
-                dec.sum_off -= off
-                r = self._reqs[rid]
+            for rid in self._dec.advance(it.num_steps):
                 finished.append(rid)
-                self._free(r, r.prompt_len + r.output_len)
+                done = self._reqs[rid]
+                self._free(done, done.prompt_len + done.output_len)
         for rid, n, _ in it.chunks:
-            r = self._reqs[rid]
+            r = self._reqs.get(rid)
+            if r is None or r not in self._prefilling:  # cancelled mid-iteration (its id maybe reused)
+                continue
             r.done_len += n
             self._queued_tokens -= n
             if r.done_len < r.prompt_len:
@@ -364,14 +381,13 @@ class BatchScheduler:
 
     # ---- telemetry -----------------------------------------------------------------------------
     def stats(self) -> LoadStats:
-        dec = self._dec
         return LoadStats(
-            num_running=len(dec.heap) + len(self._prefilling) + len(self._ready),
+            num_running=len(self._dec) + len(self._prefilling) + len(self._ready),
             num_waiting=len(self._waiting) + len(self._prealloc) + len(self._awaiting_kv),
             queued_prefill_tokens=self._queued_tokens,
             kv_used_tokens=self.active_tokens,
             kv_capacity_tokens=self.capacity,
-            running_context_tokens=dec.sum_off + len(dec.heap) * dec.step,
+            running_context_tokens=self._dec.context_tokens,
             num_local_prefills=len(self._prefilling) + len(self._waiting) if self.role is Role.DECODE else 0,
             decode_iter_ms=self.decode_iter_ms,
             mixed_iter_ms=self.mixed_iter_ms,
@@ -385,6 +401,11 @@ class BatchScheduler:
         expect = sum(r.alloc_tokens for r in self._reqs.values())
         if expect != self.active_tokens:
             raise AssertionError(f"KV accounting drift: {self.active_tokens} != {expect}")
+        queued = sum(r.queued_est for r in self._waiting)
+        queued += sum(r.prompt_len - r.done_len for r in self._prefilling)
+        if queued != self._queued_tokens:
+            raise AssertionError(f"queued-prefill drift: {self._queued_tokens} != {queued}")
+        self._dec.audit()
 
 
 __all__ = ["BatchScheduler", "Iteration", "LoadStats", "Outcome"]
