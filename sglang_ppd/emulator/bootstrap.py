@@ -63,6 +63,8 @@ class Room:
     """When the prefill's last iteration ended on the engine's deadline clock (monotonic)."""
     rid: str | None = None
     claimed: bool = False
+    failed: str | None = None
+    """Why P gave the room up (its request was aborted); set along with ``prefilled``."""
 
 
 class Rooms:
@@ -80,14 +82,18 @@ class Rooms:
 
 
 class TransferHandler:
-    """P's bootstrap server. ``on_sent(room)`` frees the KV once it has crossed the link."""
+    """P's bootstrap server. ``on_sent(room)`` frees the KV once it has crossed the link;
+    ``on_gone(room)`` drops the room's request when D hangs up first (needs the app served with
+    ``handler_cancellation=True``, so that a closed connection cancels the handler)."""
 
     def __init__(
-        self, rooms: Rooms, link: Link, on_sent: Callable[[int], None], wait_timeout_s: float
+        self, rooms: Rooms, link: Link, on_sent: Callable[[int], None], wait_timeout_s: float,
+        on_gone: Callable[[int], None] = lambda room: None,
     ) -> None:
         self.rooms = rooms
         self.link = link
         self.on_sent = on_sent
+        self.on_gone = on_gone
         self.wait_timeout_s = wait_timeout_s
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -102,10 +108,16 @@ class TransferHandler:
         room.claimed = True
         try:
             await asyncio.wait_for(room.prefilled.wait(), self.wait_timeout_s)
+            if room.failed is None:
+                ms, done_at = await self.link.transfer(num_tokens, room.prefilled_at)
         except asyncio.TimeoutError:
             self.rooms.pop(room_id)
             return web.json_response({"error": f"room {room_id}: no prefill arrived"}, status=504)
-        ms, done_at = await self.link.transfer(num_tokens, room.prefilled_at)
+        except asyncio.CancelledError:
+            self.on_gone(room_id)
+            raise
+        if room.failed is not None:
+            return web.json_response({"error": f"room {room_id}: {room.failed}"}, status=410)
         self.on_sent(room_id)
         body_out = {"room": room_id, "num_tokens": num_tokens, "transfer_ms": ms, "done_at": done_at}
         return web.json_response(body_out)

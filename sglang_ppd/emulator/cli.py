@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import Any
 
 import zmq.asyncio
 from aiohttp import web
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--load-port", type=int, default=0, help="LoadStat PUB port; 0 picks a free port")
     p.add_argument("--telemetry-port", type=int, default=0, help="WorkerTelemetry PUB port; 0 picks one")
     p.add_argument("--telemetry-period-ms", type=float, default=100.0,
-                   help="LoadStat + WorkerTelemetry period (the simulator and worker extension default)")
+                   help="LoadStat + WorkerTelemetry period in model time, scaled by --time-scale "
+                        "(the simulator and worker extension default)")
     p.add_argument("--transfer-timeout-s", type=float, default=60.0)
     return p
 
@@ -76,6 +78,20 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     )
 
 
+MIN_PUBLISH_PERIOD_S = 0.005
+"""Fast-forward runs (time_scale < 0.05) publish no faster than this, to spare the CPU."""
+
+
+def publish_period_s(period_ms: float, time_scale: float) -> float:
+    """The wall-clock publish period. The period is model time, like the simulator's
+    ``publish_period_ms``: the load a router sees is then as many modelled milliseconds (iterations,
+    arrivals) stale as in the simulator, so policies decide alike at any ``--time-scale`` (slow
+    motion publishes less often in wall time). Time scale 0 has no model clock: the period is wall."""
+    if time_scale <= 0:
+        return period_ms / 1000.0
+    return max(period_ms / 1000.0 * time_scale, MIN_PUBLISH_PERIOD_S)
+
+
 async def _publish_loads(engine: Engine, pub: LoadPublisher, url: str, period_s: float) -> None:
     seq = 0
     while True:
@@ -96,10 +112,14 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
     prefill = cfg.role is Role.PREFILL
     ports = Ports(args.port, args.bootstrap_port if prefill else None, kv_pub.port, kv_pub.replay_port,
                   load_pub.load_port, load_pub.telemetry_port)
-    runners = [web.AppRunner(build_app(engine, ports), access_log=None, shutdown_timeout=SHUTDOWN_S)]
+    # Handler cancellation: a client that hangs up aborts its request (SGLang checks for disconnects
+    # too), and a decode server that hangs up on a room drops the room's request on P.
+    opts: dict[str, Any] = {"access_log": None, "shutdown_timeout": SHUTDOWN_S, "handler_cancellation": True}
+    runners = [web.AppRunner(build_app(engine, ports), **opts)]
     if prefill:
-        handler = TransferHandler(engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s)
-        runners.append(web.AppRunner(handler.app(), access_log=None, shutdown_timeout=SHUTDOWN_S))
+        handler = TransferHandler(engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s,
+                                  on_gone=engine.room_gone)
+        runners.append(web.AppRunner(handler.app(), **opts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,7 +127,8 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
     engine.start()
     kv_pub.start()
     url = f"http://{args.host}:{args.port}"
-    pub_task = asyncio.create_task(_publish_loads(engine, load_pub, url, args.telemetry_period_ms / 1000))
+    period_s = publish_period_s(args.telemetry_period_ms, cfg.time_scale)
+    pub_task = asyncio.create_task(_publish_loads(engine, load_pub, url, period_s))
     try:
         for runner, port in zip(runners, (args.port, args.bootstrap_port), strict=False):
             await runner.setup()

@@ -42,7 +42,6 @@ class Active:
     chain: PageChain
     digest: bytes
     locked: list[int]
-    aborted: bool = False
     allocated: asyncio.Future[int] | None = None
     room: int | None = None
     transfers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -140,6 +139,7 @@ class Engine:
         # Each request is its own scheduler "session", holding exactly its radix hit.
         self.sched.cache.insert(inp.rid, hit)
         rid = inp.rid
+        self._active[rid] = a
         if mode is Mode.PD_PREFILL:
             assert inp.bootstrap is not None
             room = self.rooms.get(inp.bootstrap.room)
@@ -148,14 +148,10 @@ class Engine:
         elif mode is Mode.PD_DECODE:
             a.allocated = asyncio.get_running_loop().create_future()
             # The scheduler may admit older waiting transfers along with this one.
-            for got_rid, num_tokens in self.sched.add_incoming(rid, rid, prompt_len, out_len):
-                got = a if got_rid == rid else self._active.get(got_rid)
-                if got is not None and got.allocated is not None and not got.allocated.done():
-                    got.allocated.set_result(num_tokens)
+            self._allocated(self.sched.add_incoming(rid, rid, prompt_len, out_len))
             a.transfers.append(asyncio.create_task(self._receive_kv(a)))
         else:
             self.sched.add_local(rid, rid, prompt_len, out_len, chunk_len=inp.chunk_len)
-        self._active[rid] = a
         self._poke()
         return handle
 
@@ -170,10 +166,9 @@ class Engine:
             # The KV landed when P's link finished, not when the reply was scheduled here.
             arrived = time.monotonic() - min(max(time.time() - done_at, 0.0), MAX_LAG_S)
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
-            # The scheduler cannot drop a preallocated request: let it decode and discard the output.
-            a.aborted = True
-            a.handle.finish(f"KV transfer failed: {exc}")
-            arrived = time.monotonic()
+            # P failed or went away: free the preallocated KV now instead of decoding into the void.
+            self.abort(inp.rid, f"KV transfer failed: {exc}")
+            return
         self.sched.kv_arrived(inp.rid)
         self._joining.add(inp.rid)
         self._poke(arrived)
@@ -189,22 +184,43 @@ class Engine:
         a.handle.finish(error)
         self._poke()
 
-    def abort(self, rid: str) -> bool:
-        a = self._active.get(rid)
+    def abort(self, rid: str, error: str = "aborted") -> bool:
+        """SGLang's abort: the request leaves the scheduler in whatever state it is in, its KV and
+        batch slot are free at the next iteration, and its PD room (if any) fails at once, so the
+        other side of the hand-off stops waiting for it. False if the request is not here."""
+        a = self._active.pop(rid, None)
         if a is None:
             return False
-        # The scheduler has no cancel: the request runs on, its output discarded (bounded by its length).
-        a.aborted = True
-        a.handle.finish("aborted")
-        self._release_aborted_room(a)
+        self.sched.cancel(rid)
+        self.sched.cache.discard(rid)  # the hit carrier of a request that was never admitted
+        self._decoding.discard(rid)
+        self._joining.discard(rid)
+        self.radix.unlock(a.locked)
+        me = asyncio.current_task()
+        for t in a.transfers:
+            if t is not me:
+                t.cancel()
+        room = self.rooms.pop(a.room) if a.room is not None else None
+        if room is not None:
+            room.failed = error
+            room.prefilled.set()  # wakes a decode server waiting on the room, to fail it
+        a.handle.finish(error)
+        if self.cfg.role is Role.DECODE:
+            self._allocated(self.sched.allocate())
+        self._poke()
         return True
 
-    def _release_aborted_room(self, a: Active) -> None:
-        """P: an aborted request whose prefill is done frees its KV now, as SGLang's abort does,
-        instead of holding it until no decode server comes for the room (issue 7)."""
-        room = self.rooms.peek(a.room) if a.room is not None else None
-        if a.room is not None and room is not None and room.prefilled.is_set() and not room.claimed:
-            self.kv_sent(a.room, error="aborted")
+    def room_gone(self, room_id: int) -> None:
+        """P: the decode server waiting on the room went away (aborted, crashed): drop the request."""
+        room = self.rooms.peek(room_id)
+        if room is not None and room.rid is not None:
+            self.abort(room.rid, "the decode server went away before the KV transfer ended")
+
+    def _allocated(self, allocated: tuple[tuple[str, int], ...]) -> None:
+        for rid, num_tokens in allocated:
+            a = self._active.get(rid)
+            if a is not None and a.allocated is not None and not a.allocated.done():
+                a.allocated.set_result(num_tokens)
 
     def abort_all(self) -> None:
         for rid in list(self._active):
@@ -249,7 +265,7 @@ class Engine:
 
     def _emit(self, rid: str, num_tokens: int = 1) -> None:
         a = self._active.get(rid)
-        if a is not None and not a.aborted:
+        if a is not None:
             h = a.handle
             n = len(h.output_ids)
             h.emit([tokens.output_token(a.digest, n + i) for i in range(num_tokens)])
@@ -266,26 +282,22 @@ class Engine:
                     self._joining.add(rid)
         for rid in out.prefill_done:
             self._prefilled(rid, ended_at)
-        for rid, num_tokens in out.allocated:
-            a = self._active.get(rid)
-            if a is not None and a.allocated is not None and not a.allocated.done():
-                a.allocated.set_result(num_tokens)
+        self._allocated(out.allocated)
         for rid in out.finished:
             self._decoding.discard(rid)
             self._finished(rid)
         self._flush_events()
 
     def _prefilled(self, rid: str, at: float) -> None:
-        a = self._active[rid]
+        a = self._active.get(rid)
+        if a is None:
+            return
         self._cache(a.chain, a.handle.inp.input_ids)
         self._emit(rid)
         if a.room is not None:
             room = self.rooms.get(a.room)
             room.prefilled_at = at
             room.prefilled.set()
-            if a.aborted:
-                self._release_aborted_room(a)
-                return
             asyncio.get_running_loop().call_later(
                 self.cfg.transfer_timeout_s * max(self.cfg.time_scale, 1.0), self._expire_room, a.room
             )

@@ -73,6 +73,12 @@ class PrefixCache:
         self._chains[session_id] = length
         self.chain_tokens += self._chain_size(length)
 
+    def discard(self, session_id: str) -> None:
+        """Forget a session's chain (a driver's per-request hit carrier whose request was cancelled)."""
+        chain = self._chains.pop(session_id, None)
+        if chain is not None:
+            self.chain_tokens -= self._chain_size(chain)
+
     def evict(self, num_tokens: int) -> int:
         """Free at least ``num_tokens`` by trimming LRU chain tails; returns the tokens freed."""
         freed = 0
