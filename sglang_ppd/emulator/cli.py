@@ -86,7 +86,8 @@ def publish_period_s(period_ms: float, time_scale: float) -> float:
     """The wall-clock publish period. The period is model time, like the simulator's
     ``publish_period_ms``: the load a router sees is then as many modelled milliseconds (iterations,
     arrivals) stale as in the simulator, so policies decide alike at any ``--time-scale`` (slow
-    motion publishes less often in wall time). Time scale 0 has no model clock: the period is wall."""
+    motion publishes less often in wall time). A router in front judges ages in wall time, so its
+    ``max_telemetry_age_ms`` must scale alike. Time scale 0 has no model clock: the period is wall."""
     if time_scale <= 0:
         return period_ms / 1000.0
     return max(period_ms / 1000.0 * time_scale, MIN_PUBLISH_PERIOD_S)
