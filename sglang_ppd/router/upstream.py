@@ -250,9 +250,10 @@ class Pool:
             conn = None
             while idle:
                 c = idle.pop()
-                if not c.closed:
+                if not c.closed and not c.got_bytes:  # bytes while idle: not a clean connection
                     conn = c
                     break
+                c.close()
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(key)
