@@ -116,3 +116,18 @@ async def test_policy_errors_are_503_and_counted(caplog: pytest.LogCaptureFixtur
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+async def test_a_long_queue_before_the_first_token_is_not_a_read_timeout() -> None:
+    """Before the first token only the (scaled) first-token deadline applies, not read_timeout_s."""
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode", delay_s=0.6).start()  # queued longer than the read timeout
+    _, runner, url = await start_router([p, d], read_timeout_s=0.2, first_token_timeout_s=10.0)
+    try:
+        for stream in (True, False):
+            status, body, _ = await _post(f"{url}/generate", {"text": "abc", "stream": stream})
+            assert status == 200 and b"error" not in body
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
