@@ -53,6 +53,14 @@ def test_sglang_command_lines() -> None:
     assert plan.router_config["workers"][0]["bootstrap_port"] == 31001
 
 
+@pytest.mark.parametrize(("time_scale", "age_ms"), [(0.0, 500.0), (1.0, 500.0), (4.0, 2000.0)])
+def test_slow_motion_emulation_scales_the_telemetry_age_limit(time_scale: float, age_ms: float) -> None:
+    cfg = validate(LaunchConfig, {"emulator": {"time_scale": time_scale},
+                                  "router": {"slo": {"max_telemetry_age_ms": 500, "ttft_ms": 900}}}, "test")
+    slo = make_plan(cfg, port=30124).router_config["slo"]
+    assert slo["max_telemetry_age_ms"] == age_ms and slo["ttft_ms"] == 900
+
+
 def test_classic_pd_policy_runs_stock_decode_without_radix_cache() -> None:
     plan = sglang_plan(ppd_decode=False, router={"policy": "pd"})
     d = list(plan.workers[1].argv)

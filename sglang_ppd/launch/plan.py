@@ -148,6 +148,11 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
         router_cfg["port"] = port
     if cfg.backend == "sglang" and "tokenizer" not in cfg.router:
         router_cfg["tokenizer"] = sg.model_path
+    if cfg.backend == "emulated" and cfg.emulator.time_scale > 1:
+        # Slow-motion workers publish every period of *model* time, so the router judges staleness
+        # on the same model-time limit; faster-than-real runs keep the wall-clock limit.
+        scaled = slo.max_telemetry_age_ms * cfg.emulator.time_scale
+        router_cfg["slo"] = {**cfg.router.get("slo", {}), "max_telemetry_age_ms": scaled}
     validated = validate(RouterConfig, router_cfg, "the launch config's router section")
     host = validated.host if validated.host not in ("0.0.0.0", "::") else "127.0.0.1"
     router_url = f"http://{host}:{validated.port}"
