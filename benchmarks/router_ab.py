@@ -100,7 +100,9 @@ async def measure(url: str, pid: int, n: int, conc: int, dur: float, rng: random
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     old = Path(tempfile.mkdtemp(prefix="router_ab_"))
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", args.old_commit, "sglang_ppd", "configs"], check=True, capture_output=True
+        ["git", "-C", str(ROOT), "archive", args.old_commit, "sglang_ppd", "configs"],
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     pport, dport, bport = free_port(), free_port(), free_port()
