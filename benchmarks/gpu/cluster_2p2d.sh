@@ -61,6 +61,9 @@ if [ "$BACKEND" = sglang ]; then
   tar xJf gpu_bundle/sglang_router.tar.xz -C /tmp/rustrouter &
   $PY benchmarks/gpu/make_model_8b.py /tmp/model > $LOGS/model.log 2>&1 &
   wait; tail -1 $LOGS/model.log
+  # the router's own wheels the device image lacks (httptools); fetch them here with
+  #   pip download httptools --python-version 3.12 --only-binary=:all: --no-deps -d gpu_bundle/wheels
+  for w in gpu_bundle/wheels/*.whl; do [ -f "$w" ] && $PY -m zipfile -e "$w" /tmp/site; done
   # the project from the carried tree + a dist-info so the policy entry points resolve (validate_ppd.sh)
   $PY - <<'PYEOF'
 import tomllib, pathlib
@@ -74,6 +77,8 @@ PYEOF
   export PYTHONPATH=/tmp/site:$REPO:$REPO/policies:/tmp/ppdmeta
   export SGLANG_IS_FLASHINFER_AVAILABLE=false RUST_ROUTER_PATH=/tmp/rustrouter
   PYTHONPATH=/tmp/rustrouter:$PYTHONPATH $PY -c "import sglang_router, sglang_router.sglang_router_rs; print('sglang_router', sglang_router.__version__ if hasattr(sglang_router, '__version__') else '?')" 2>&1 | tail -1
+  # fail here, not after the servers' start, if the router cannot import on this image
+  $PY -c "import sglang_ppd.router.service" || { log "router does not import: missing wheel?"; exit 1; }
   log "setup done"
   BASE="--model-path /tmp/model --skip-tokenizer-init --host 127.0.0.1 --attention-backend triton --sampling-backend pytorch --grammar-backend none --disaggregation-transfer-backend mooncake"
   # one server per GPU, all four started at once (a decode server needs no prefill server to start)

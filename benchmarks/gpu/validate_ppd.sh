@@ -23,6 +23,8 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 if [ -f $REPO/gpu_bundle/triton.tar.gz ]; then mkdir -p ~/.triton && tar xzf $REPO/gpu_bundle/triton.tar.gz -C ~/.triton; log "triton cache restored"; fi
 if [ ! -f /tmp/site/.ok3 ]; then
   mkdir -p /tmp/site && for t in core pd fi; do tar xJf gpu_bundle/$t.tar.xz -C /tmp/site & done; wait; touch /tmp/site/.ok3
+  # the router's own wheels the device image lacks (httptools): see cluster_2p2d.sh
+  for w in gpu_bundle/wheels/*.whl; do [ -f "$w" ] && python3 -m zipfile -e "$w" /tmp/site; done
 fi
 # The project from the carried tree: sources on PYTHONPATH, plus a dist-info so the policy entry
 # points (importlib.metadata) resolve without a pip install.
