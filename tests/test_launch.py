@@ -45,7 +45,7 @@ def test_sglang_command_lines() -> None:
     assert "--disaggregation-decode-enable-radix-cache" not in pa
     assert pa[pa.index("--page-size") + 1] == "16"
     kv = json.loads(da[da.index("--kv-events-config") + 1])
-    assert kv["publisher"] == "zmq" and kv["endpoint"].startswith("tcp://*:")
+    assert kv["publisher"] == "zmq" and kv["endpoint"].startswith("tcp://127.0.0.1:")
     assert "--ppd-telemetry-endpoint" in da
     assert plan.router_url == "http://127.0.0.1:30123"
     assert plan.router_config["tokenizer"] == "/models/llama"

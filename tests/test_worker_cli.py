@@ -28,8 +28,15 @@ def test_parse_adds_the_decode_radix_cache_and_derives_defaults() -> None:
     opts, rest = options.parse([*argv, "--ppd-tbt-slo-ms", "40"])
     assert options.RADIX_FLAG in rest
     assert opts.tbt_slo_ms == 40.0
-    assert opts.telemetry_endpoint == "tcp://*:30300"
+    assert opts.telemetry_endpoint == "tcp://127.0.0.1:30300"
     assert opts.worker_url == "http://127.0.0.1:30200"
+
+
+@pytest.mark.parametrize(("host", "endpoint"), [(None, "tcp://127.0.0.1:30100"), ("0.0.0.0", "tcp://*:30100")])
+def test_telemetry_binds_like_the_http_server(host: str | None, endpoint: str) -> None:
+    argv = ["--disaggregation-mode", "decode", *(["--host", host] if host else [])]
+    opts, _ = options.parse(argv)
+    assert opts.telemetry_endpoint == endpoint
 
 
 def test_parse_keeps_an_explicit_radix_flag_once() -> None:

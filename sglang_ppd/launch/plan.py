@@ -92,12 +92,14 @@ def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, deco
         argv += ["--mem-fraction-static", str(s.mem_fraction_static)]
     if bootstrap is not None:
         argv += ["--disaggregation-bootstrap-port", str(bootstrap)]
+    # ZMQ publishers bind where the HTTP server does: loopback unless the config's host is wider.
+    zhost = "*" if cfg.host in ("0.0.0.0", "::") else cfg.host
     if s.kv_events:
-        kv = {"publisher": "zmq", "endpoint": f"tcp://*:{zmq_base}",
-              "replay_endpoint": f"tcp://*:{zmq_base + 1}", "topic": ""}
+        kv = {"publisher": "zmq", "endpoint": f"tcp://{zhost}:{zmq_base}",
+              "replay_endpoint": f"tcp://{zhost}:{zmq_base + 1}", "topic": ""}
         argv += ["--kv-events-config", json.dumps(kv)]
     if s.load_publish:
-        argv += ["--load-publish-endpoint", f"tcp://*:{zmq_base + 2}"]
+        argv += ["--load-publish-endpoint", f"tcp://{zhost}:{zmq_base + 2}"]
     if role == "decode":
         if decode_cache:
             argv += ["--disaggregation-decode-enable-radix-cache"]
@@ -105,7 +107,7 @@ def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, deco
             argv += ["--enable-mixed-chunk"]
     argv += list(s.extra_args) + list(s.prefill_extra_args if role == "prefill" else s.decode_extra_args)
     if worker_ext:
-        argv += ["--ppd-telemetry-endpoint", f"tcp://*:{zmq_base + 3}",
+        argv += ["--ppd-telemetry-endpoint", f"tcp://{zhost}:{zmq_base + 3}",
                  "--ppd-worker-url", f"http://{cfg.host}:{port}", *s.worker_extra_args]
     return argv
 

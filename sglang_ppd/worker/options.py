@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="prefill cost per token assumed until mixed iterations have been measured")
     p.add_argument("--ppd-prior-mixed-overhead-ms", type=float, default=2.0)
     p.add_argument("--ppd-telemetry-endpoint", default=None,
-                   help="ZMQ PUB bind endpoint (default tcp://*:<--port + 100>)")
+                   help="ZMQ PUB bind endpoint (default tcp://<--host>:<--port + 100>)")
     p.add_argument("--ppd-telemetry-period-ms", type=float, default=100.0)
     p.add_argument("--ppd-worker-url", default=None, help="URL the router knows this worker by")
     p.add_argument("--ppd-iter-log", default=None, help="append one JSON line per scheduler iteration")
@@ -106,7 +106,8 @@ def parse(argv: list[str]) -> tuple[PpdOptions, list[str]]:
         max_chunk_len=ns.ppd_max_chunk_len,
         prior_ms_per_token=ns.ppd_prior_ms_per_token,
         prior_mixed_overhead_ms=ns.ppd_prior_mixed_overhead_ms,
-        telemetry_endpoint=ns.ppd_telemetry_endpoint or f"tcp://*:{port + 100}",
+        # Bound like SGLang's HTTP server: loopback unless the operator chose a wider --host.
+        telemetry_endpoint=ns.ppd_telemetry_endpoint or f"tcp://{_zmq_host(host)}:{port + 100}",
         telemetry_period_ms=ns.ppd_telemetry_period_ms,
         worker_url=ns.ppd_worker_url or f"http://{host}:{port}",
         iter_log=ns.ppd_iter_log,
@@ -114,3 +115,7 @@ def parse(argv: list[str]) -> tuple[PpdOptions, list[str]]:
     if opts.min_chunk_len <= 0 or opts.max_chunk_len < opts.min_chunk_len:
         raise SystemExit("need 0 < --ppd-min-chunk-len <= --ppd-max-chunk-len")
     return opts, sglang_args
+
+
+def _zmq_host(host: str) -> str:
+    return "*" if host in ("0.0.0.0", "::", "") else host
