@@ -296,3 +296,10 @@ async def test_a_rid_already_in_flight_is_refused() -> None:
         await runner.cleanup()
         await p.stop()
         await d.stop()
+
+
+def test_worker_credentials_are_masked_in_api_replies() -> None:
+    from sglang_ppd.router.security import public_url
+
+    assert public_url("http://ops:s3cret@10.0.0.5:30001") == "http://ops:***@10.0.0.5:30001"
+    assert public_url("http://127.0.0.1:30001") == "http://127.0.0.1:30001"

@@ -20,6 +20,7 @@ from sglang_ppd.router.httpio import (
     read_json,
 )
 from sglang_ppd.router.requests import BadRequest
+from sglang_ppd.router.security import public_url
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.stats import build_stats, worker_rows
 
@@ -63,7 +64,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 def _worker_json(router: Router, url: str) -> dict[str, Any]:
-    return next(w for w in build_stats(router)["workers"] if w["url"] == url)
+    return next(w for w in build_stats(router)["workers"] if w["url"] == public_url(url))
 
 
 async def list_workers(request: web.Request) -> web.Response:

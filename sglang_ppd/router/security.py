@@ -39,6 +39,15 @@ def keys_from_env(data: dict[str, Any], env: Mapping[str, str] = os.environ) -> 
     return out
 
 
+def public_url(url: str) -> str:
+    """``url`` with any password in its userinfo masked, for API replies (/stats, /workers)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username}:{MASK}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
 def secrets_of(cfg: RouterConfig) -> list[str]:
     found = [k for k in (cfg.api_key, cfg.admin_key) if k]
     for w in cfg.workers:

@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from sglang_ppd.router.metrics import Histogram
+from sglang_ppd.router.security import public_url
 from sglang_ppd.router.service import Router
 
 
@@ -68,7 +69,7 @@ def build_stats(router: Router) -> dict[str, Any]:
         index = w.exact_index or w.approx_index
         workers.append(
             {
-                "url": w.url,
+                "url": public_url(w.url),
                 "role": w.role.value,
                 "healthy": w.healthy,
                 "supports_local_prefill": w.supports_local_prefill,
