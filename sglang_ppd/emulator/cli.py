@@ -21,6 +21,7 @@ from sglang_ppd.emulator.engine import Engine
 from sglang_ppd.emulator.publishers import KvEventPublisher, LoadPublisher
 from sglang_ppd.emulator.reports import Ports, load_stat_msg, telemetry_msg
 from sglang_ppd.emulator.server import build_app
+from sglang_ppd.eventloop import install_uvloop
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
 SHUTDOWN_S = 2.0
@@ -157,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        import uvloop  # optional: less per-hop overhead, as in the router
-
-        uvloop.install()
-    except ImportError:
-        pass
+    install_uvloop()
     try:
         asyncio.run(serve(args, cfg))
     except OSError as exc:

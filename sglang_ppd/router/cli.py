@@ -18,6 +18,7 @@ from typing import Any
 from sglang_ppd.core.config import ConfigError, load_yaml, validate
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import load_policy, parse_param_overrides
+from sglang_ppd.eventloop import install_uvloop
 from sglang_ppd.router import security
 from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
@@ -136,11 +137,6 @@ def main(argv: list[str]) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        import uvloop  # optional speed-up
-
-        uvloop.install()
-    except ImportError:
-        pass
+    install_uvloop()
     asyncio.run(_serve(router))
     return 0
