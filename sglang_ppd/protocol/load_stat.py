@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from sglang_ppd.protocol.bounded import decode_bounded
+
 LOAD_TOPIC = "load"
 MAX_PAYLOAD_BYTES = 4096
 
@@ -44,12 +46,7 @@ def encode_message(seq: int, stat: LoadStat, topic: str = LOAD_TOPIC) -> list[by
 
 def decode(payload: bytes) -> LoadStat:
     """Raises ``ValueError`` on oversized or malformed payloads (dropped and counted by the caller)."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"LoadStat payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"malformed LoadStat: {exc}") from None
+    return decode_bounded(_decoder, payload, MAX_PAYLOAD_BYTES, "LoadStat payload")
 
 
 @dataclass(frozen=True, slots=True)

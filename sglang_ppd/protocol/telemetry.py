@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from sglang_ppd.protocol.bounded import decode_bounded
+
 TOPIC = b"ppd.telemetry"
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -47,9 +49,4 @@ def encode(t: WorkerTelemetry) -> list[bytes]:
 
 def decode(payload: bytes) -> WorkerTelemetry:
     """Raises ``ValueError`` on oversized or malformed payloads (the caller drops and counts them)."""
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"telemetry message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"malformed telemetry message: {exc}") from None
+    return decode_bounded(_decoder, payload, MAX_MESSAGE_BYTES, "telemetry message")
