@@ -13,11 +13,13 @@ Parameters:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
-from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo
+from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo, WorkerSnapshot
 from sglang_ppd_policies import reasons
 from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import (
@@ -39,7 +41,7 @@ class LocalParams(PdCacheAwareParams):
 
 
 class AlwaysLocalPolicy(BuiltinPolicy):
-    Params = LocalParams
+    Params: ClassVar[type[LocalParams]] = LocalParams
 
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         super().__init__(params, profile)
@@ -51,7 +53,15 @@ class AlwaysLocalPolicy(BuiltinPolicy):
         v = View(req, snap, slo)
         cands, why = resident_candidates(v, self._allow_approx)
         if not cands:
-            return pd_route(self._chooser, self.pd_routes, v, self.est, why)
+            return self.pd(v, why)
         d, h = best_resident(v, cands)
-        new_len = req.prompt_len - h
+        return self.decide_resident(v, d, h)
+
+    def decide_resident(self, v: View, d: WorkerSnapshot, hit_len: int) -> Route:
+        """The route once ``d`` holds the longest resident prefix (``hit_len`` tokens); subclasses
+        (``threshold``) may send it PD instead."""
+        new_len = v.req.prompt_len - hit_len
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.RESIDENT_PREFIX)
+
+    def pd(self, v: View, reason: str | None) -> Route:
+        return pd_route(self._chooser, self.pd_routes, v, self.est, reason)

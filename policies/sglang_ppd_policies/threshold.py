@@ -33,17 +33,10 @@ from pydantic import Field
 
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
-from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo, WorkerSnapshot
+from sglang_ppd.core.types import Route, RouteKind, Slo, WorkerSnapshot
 from sglang_ppd_policies import reasons
-from sglang_ppd_policies.always_local import LocalParams
-from sglang_ppd_policies.base import BuiltinPolicy
-from sglang_ppd_policies.candidates import (
-    best_resident,
-    local_route,
-    pd_route,
-    resident_candidates,
-)
-from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.always_local import AlwaysLocalPolicy, LocalParams
+from sglang_ppd_policies.candidates import local_route
 from sglang_ppd_policies.view import View
 
 
@@ -70,35 +63,31 @@ def min_prefill_queue(v: View, prompt_len: int) -> int:
     return min(p.num_inflight for p in v.ps) * prompt_len
 
 
-class ThresholdPolicy(BuiltinPolicy):
+class ThresholdPolicy(AlwaysLocalPolicy):
+    """``always_local`` with the length rule, the prefill-busy gate and the decode-busy veto."""
+
     Params = ThresholdParams
 
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         super().__init__(params, profile)
         assert isinstance(params, ThresholdParams)
-        self._chooser = cache_aware_pair(params)
-        self._allow_approx = params.allow_approx_local
         self._max_len = params.max_uncached_len
         self._max_ratio = params.max_uncached_ratio
         self._gate = params.min_prefill_queue_tokens
         self._max_running = params.max_decode_running
         self._tbt_veto = params.tbt_veto
 
-    def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
-        v = View(req, snap, slo)
-        cands, why = resident_candidates(v, self._allow_approx)
-        if not cands:
-            return pd_route(self._chooser, self.pd_routes, v, self.est, why)
-        d, h = best_resident(v, cands)
-        new_len = req.prompt_len - h
+    def decide_resident(self, v: View, d: WorkerSnapshot, hit_len: int) -> Route:
+        prompt_len = v.req.prompt_len
+        new_len = prompt_len - hit_len
         if new_len >= self._max_len or (
-            self._max_ratio is not None and new_len >= self._max_ratio * req.prompt_len
+            self._max_ratio is not None and new_len >= self._max_ratio * prompt_len
         ):
-            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.ABOVE_THRESHOLD)
-        if self._gate is not None and v.ps and min_prefill_queue(v, req.prompt_len) < self._gate:
-            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.PREFILL_IDLE)
-        if self._decode_busy(d, h, new_len, req.prompt_len, slo):
-            return pd_route(self._chooser, self.pd_routes, v, self.est, reasons.DECODE_BUSY)
+            return self.pd(v, reasons.ABOVE_THRESHOLD)
+        if self._gate is not None and v.ps and min_prefill_queue(v, prompt_len) < self._gate:
+            return self.pd(v, reasons.PREFILL_IDLE)
+        if self._decode_busy(d, hit_len, new_len, prompt_len, v.slo):
+            return self.pd(v, reasons.DECODE_BUSY)
         return local_route(RouteKind.LOCAL, d, new_len, self.est.chunk_len, reasons.BELOW_THRESHOLD)
 
     def _decode_busy(self, d: WorkerSnapshot, hit_len: int, new_len: int, prompt_len: int, slo: Slo) -> bool:
