@@ -18,7 +18,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from sim_common import RESULTS, Task, mean, parallel_map, run_task  # noqa: E402
+from sim_common import (  # noqa: E402
+    RESULTS,
+    Task,
+    mean,
+    parallel_map,
+    plot_by_rate,
+    run_task,
+    seed_mean_table,
+)
 
 from sglang_ppd.core.types import Slo  # noqa: E402
 from sglang_ppd.metrics.result import write_result_json  # noqa: E402
@@ -32,6 +40,18 @@ def _p_util(run: dict[str, Any]) -> float:
     return (u["p0"] + u["p1"]) / 2
 
 
+def _row(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "ttft_p95_ms": mean(r["overall"]["ttft_ms"]["p95"] for r in rs),
+        "ttft_mean_ms": mean(r["overall"]["ttft_ms"]["mean"] for r in rs),
+        "tpot_p95_ms": mean(r["overall"]["tpot_ms"]["p95"] for r in rs),
+        "slo_attainment": mean(r["slo_attainment"] for r in rs),
+        "goodput_rps": mean(r["goodput_rps"] for r in rs),
+        "deflect_fraction": mean(r["routes"].get("deflect", 0) / r["num_requests"] for r in rs),
+        "prefill_utilization": mean(_p_util(r) for r in rs),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="4,6,8,10,12,14")
@@ -40,21 +60,7 @@ def main() -> None:
     rates = [float(x) for x in args.rates.split(",")]
     tasks = [Task(SPEC, rate, p, seed) for rate in rates for p in POLICIES for seed in range(args.seeds)]
     runs = parallel_map(run_task, tasks)
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for policy in POLICIES:
-        for rate in rates:
-            rs = [r for r in runs if r["policy"] == policy and r["rate_scale"] == rate]
-            table.setdefault(policy, {})[f"{rate:g}"] = {
-                "ttft_p95_ms": mean(r["overall"]["ttft_ms"]["p95"] for r in rs),
-                "ttft_mean_ms": mean(r["overall"]["ttft_ms"]["mean"] for r in rs),
-                "tpot_p95_ms": mean(r["overall"]["tpot_ms"]["p95"] for r in rs),
-                "slo_attainment": mean(r["slo_attainment"] for r in rs),
-                "goodput_rps": mean(r["goodput_rps"] for r in rs),
-                "deflect_fraction": mean(r["routes"].get("deflect", 0) / r["num_requests"] for r in rs),
-                "prefill_utilization": mean(
-                    (r["utilization"]["p0"] + r["utilization"]["p1"]) / 2 for r in rs
-                ),
-            }
+    table = seed_mean_table(runs, POLICIES, rates, _row)
     slo = Slo()
     saturated = [r for r in rates if (table["pd"][f"{r:g}"]["ttft_p95_ms"] or 0) > slo.ttft_ms]
     claims: dict[str, Any] = {"first_rate_pd_p95_over_slo": saturated[0] if saturated else None, "at": {}}
@@ -77,12 +83,8 @@ def main() -> None:
             )
     print(claims)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for policy in POLICIES:
-        for ax, key in zip(axes, ("ttft_p95_ms", "slo_attainment", "tpot_p95_ms"), strict=True):
-            ax.plot(rates, [table[policy][f"{r:g}"][key] for r in rates], marker="o", label=policy)
-            ax.set_title(key)
-            ax.set_xlabel("Azure conv arrival-rate scale")
-            ax.grid(True, alpha=0.3)
+    keys = ("ttft_p95_ms", "slo_attainment", "tpot_p95_ms")
+    plot_by_rate(axes, table, POLICIES, rates, keys, "Azure conv arrival-rate scale")
     axes[0].set_yscale("log")
     axes[0].axhline(slo.ttft_ms, color="grey", ls="--", lw=1)
     axes[0].legend()

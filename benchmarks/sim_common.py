@@ -103,3 +103,34 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], processes: int | None
 def mean(values: Iterable[float | None]) -> float | None:
     nums = [v for v in values if v is not None]
     return sum(nums) / len(nums) if nums else None
+
+
+Table = dict[str, dict[str, dict[str, Any]]]
+"""policy -> f"{rate:g}" -> row of seed means."""
+
+
+def seed_mean_table(
+    runs: list[dict[str, Any]],
+    policies: Iterable[str],
+    rates: list[float],
+    row: Callable[[list[dict[str, Any]]], dict[str, Any]],
+) -> Table:
+    """One ``row`` per (policy, rate), computed over that cell's runs (one per seed)."""
+    table: Table = {}
+    for policy in policies:
+        for rate in rates:
+            rs = [r for r in runs if r["policy"] == policy and r["rate_scale"] == rate]
+            table.setdefault(policy, {})[f"{rate:g}"] = row(rs)
+    return table
+
+
+def plot_by_rate(
+    axes: Any, table: Table, policies: Iterable[str], rates: list[float], keys: Iterable[str], xlabel: str
+) -> None:
+    """One panel per key: each policy's seed mean against the rate."""
+    for policy in policies:
+        for ax, key in zip(axes, keys, strict=True):
+            ax.plot(rates, [table[policy][f"{r:g}"][key] for r in rates], marker="o", label=policy)
+            ax.set_title(key)
+            ax.set_xlabel(xlabel)
+            ax.grid(True, alpha=0.3)

@@ -18,7 +18,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from sim_common import RESULTS, Task, mean, parallel_map, run_task  # noqa: E402
+from sim_common import (  # noqa: E402
+    RESULTS,
+    Task,
+    mean,
+    parallel_map,
+    plot_by_rate,
+    run_task,
+    seed_mean_table,
+)
 
 from sglang_ppd.core.types import Slo  # noqa: E402
 from sglang_ppd.metrics.result import write_result_json  # noqa: E402
@@ -26,21 +34,16 @@ from sglang_ppd.metrics.result import write_result_json  # noqa: E402
 POLICIES = ("pd", "pd_cache_aware", "ppd")
 
 
-def aggregate(runs: list[dict[str, Any]], rates: list[float]) -> dict[str, dict[str, dict[str, Any]]]:
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for policy in POLICIES:
-        for rate in rates:
-            rs = [r for r in runs if r["policy"] == policy and r["rate_scale"] == rate]
-            table.setdefault(policy, {})[f"{rate:g}"] = {
-                "t2_ttft_mean_ms": mean(r["turn2plus"]["ttft_ms"]["mean"] for r in rs),
-                "t2_ttft_p95_ms": mean(r["turn2plus"]["ttft_ms"]["p95"] for r in rs),
-                "t1_ttft_p95_ms": mean(r["turn1"]["ttft_ms"]["p95"] for r in rs),
-                "tpot_p95_ms": mean(r["overall"]["tpot_ms"]["p95"] for r in rs),
-                "slo_attainment": mean(r["slo_attainment"] for r in rs),
-                "goodput_rps": mean(r["goodput_rps"] for r in rs),
-                "local_fraction": mean(r["routes"].get("local", 0) / r["num_requests"] for r in rs),
-            }
-    return table
+def _row(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "t2_ttft_mean_ms": mean(r["turn2plus"]["ttft_ms"]["mean"] for r in rs),
+        "t2_ttft_p95_ms": mean(r["turn2plus"]["ttft_ms"]["p95"] for r in rs),
+        "t1_ttft_p95_ms": mean(r["turn1"]["ttft_ms"]["p95"] for r in rs),
+        "tpot_p95_ms": mean(r["overall"]["tpot_ms"]["p95"] for r in rs),
+        "slo_attainment": mean(r["slo_attainment"] for r in rs),
+        "goodput_rps": mean(r["goodput_rps"] for r in rs),
+        "local_fraction": mean(r["routes"].get("local", 0) / r["num_requests"] for r in rs),
+    }
 
 
 def main() -> None:
@@ -64,7 +67,7 @@ def main() -> None:
         for seed in range(args.seeds)
     ]
     runs = parallel_map(run_task, tasks)
-    table = aggregate(runs, rates)
+    table = seed_mean_table(runs, POLICIES, rates, _row)
     slo = Slo()
     breaking = next((r for r in rates if (table["pd"][f"{r:g}"]["t2_ttft_p95_ms"] or 0) > slo.ttft_ms), None)
     claims: dict[str, Any] = {"breaking_rate": breaking}
@@ -87,12 +90,8 @@ def main() -> None:
             )
     print(claims)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for policy in POLICIES:
-        for ax, key in zip(axes, ("t2_ttft_mean_ms", "t2_ttft_p95_ms", "tpot_p95_ms"), strict=True):
-            ax.plot(rates, [table[policy][f"{r:g}"][key] for r in rates], marker="o", label=policy)
-            ax.set_title(key)
-            ax.set_xlabel("session arrival rate (1/s)")
-            ax.grid(True, alpha=0.3)
+    keys = ("t2_ttft_mean_ms", "t2_ttft_p95_ms", "tpot_p95_ms")
+    plot_by_rate(axes, table, POLICIES, rates, keys, "session arrival rate (1/s)")
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
     axes[1].axhline(slo.ttft_ms, color="grey", ls="--", lw=1)
