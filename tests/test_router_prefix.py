@@ -3,6 +3,8 @@ without replay), and the approximate index for workers without events."""
 
 from __future__ import annotations
 
+import contextlib
+
 import aiohttp
 import msgspec
 import pytest
@@ -34,7 +36,9 @@ def stored(tokens: list[int], parent: int | None = None) -> list[BlockStored]:
     return out
 
 
-async def _setup(with_replay: bool):  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def _cluster(with_replay: bool):  # type: ignore[no-untyped-def]
+    """A P and a KV-event-publishing D behind a router: (pub, p, d, policy, router, url, w)."""
     pub = FakeKvPublisher(with_replay)
     p = await FakeWorker("prefill").start()
     d = await FakeWorker(
@@ -43,9 +47,15 @@ async def _setup(with_replay: bool):  # type: ignore[no-untyped-def]
     ).start()
     policy = ScriptedPolicy()
     router, runner, url = await start_router([p, d], policy)
-    w = router.registry.get(d.url)
-    assert w is not None and w.exact_index is not None
-    return pub, p, d, policy, router, runner, url, w
+    try:
+        w = router.registry.get(d.url)
+        assert w is not None and w.exact_index is not None
+        yield pub, p, d, policy, router, url, w
+    finally:
+        await runner.cleanup()
+        await p.stop()
+        await d.stop()
+        pub.close()
 
 
 def cached(router, url: str) -> int:  # type: ignore[no-untyped-def]
@@ -53,8 +63,7 @@ def cached(router, url: str) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> None:
-    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
-    try:
+    async with _cluster(with_replay=False) as (pub, p, d, policy, router, url, w):
         await pub.publish(stored(PROMPT[:8]))  # two pages
         await pub.resend_first_until(lambda: w.num_kv_events > 0)
         assert cached(router, d.url) == 8
@@ -85,16 +94,10 @@ async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> Non
         await pub.publish([AllBlocksCleared()])
         await wait_for(lambda: cached(router, d.url) == 0)
         assert w.num_kv_gaps == 0
-    finally:
-        await runner.cleanup()
-        await p.stop()
-        await d.stop()
-        pub.close()
 
 
 async def test_seq_gap_without_replay_resyncs_by_clearing() -> None:
-    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
-    try:
+    async with _cluster(with_replay=False) as (pub, p, d, policy, router, url, w):
         pages = stored(PROMPT)
         await pub.publish(pages[:2])
         await pub.resend_first_until(lambda: w.num_kv_events > 0)
@@ -106,16 +109,10 @@ async def test_seq_gap_without_replay_resyncs_by_clearing() -> None:
         assert cached(router, d.url) == 0
         await pub.publish(pages[:2])
         await wait_for(lambda: cached(router, d.url) == 12)
-    finally:
-        await runner.cleanup()
-        await p.stop()
-        await d.stop()
-        pub.close()
 
 
 async def test_seq_gap_is_filled_from_the_replay_socket() -> None:
-    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=True)
-    try:
+    async with _cluster(with_replay=True) as (pub, p, d, policy, router, url, w):
         pages = stored(PROMPT)
         await pub.publish(pages[:1])
         await pub.resend_first_until(lambda: w.num_kv_events > 0)
@@ -123,26 +120,15 @@ async def test_seq_gap_is_filled_from_the_replay_socket() -> None:
         await pub.publish(pages[2:])
         await wait_for(lambda: cached(router, d.url) == 12)
         assert w.num_kv_gaps == 0
-    finally:
-        await runner.cleanup()
-        await p.stop()
-        await d.stop()
-        pub.close()
 
 
 async def test_garbage_kv_message_is_dropped_and_counted() -> None:
-    pub, p, d, policy, router, runner, url, w = await _setup(with_replay=False)
-    try:
+    async with _cluster(with_replay=False) as (pub, p, d, policy, router, url, w):
         await pub.publish(stored(PROMPT[:4]))
         await pub.resend_first_until(lambda: w.num_kv_events > 0)
         await pub.pub.send_multipart([b"", (1).to_bytes(8, "big"), b"\xc1garbage"])
         await wait_for(lambda: w.num_dropped_messages == 1)
         assert cached(router, d.url) == 4
-    finally:
-        await runner.cleanup()
-        await p.stop()
-        await d.stop()
-        pub.close()
 
 
 async def test_workers_without_kv_events_get_an_approximate_index() -> None:
