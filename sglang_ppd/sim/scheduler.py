@@ -14,15 +14,12 @@ arrives mid-way; real-time drivers simply pass ``max_steps=1``.
 
 Model, after SGLang 0.5.x:
 - FCFS waiting queue, chunked prefill under a per-iteration token budget (``chunked_prefill_size``).
-- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). While decodes
-  are resident, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms``, but at
-  least ``min_chunk_len`` tokens run (so a local prefill always progresses). A route's chunk plan
-  caps the chunk (the ``ppd_chunk_len`` the real worker gets); a cap below ``min_chunk_len`` is
-  raised to it, so a plan made for a tiny append does not crawl when eviction made the uncached
-  part longer by the time the request is admitted.
+- Decode workers mix local-prefill chunks into decode steps (``mix_with_running``) within a TBT
+  budget (:mod:`~sglang_ppd.sim.chunk_budget`).
 - KV is reserved at admission for the whole request (prompt, plus every output token on decode
-  workers): a request waits rather than exceed capacity, and nothing is ever retracted. Incoming
-  PD transfers (SGLang's prealloc queue) and local prefills are admitted in one FCFS order.
+  workers) in a :class:`~sglang_ppd.sim.kv_pool.KVPool`: a request waits rather than exceed
+  capacity, and nothing is ever retracted. Incoming PD transfers (SGLang's prealloc queue) and
+  local prefills are admitted in one FCFS order.
 - Decode progress is a step counter (:class:`~sglang_ppd.sim.decode_batch.DecodeBatch`).
 - :meth:`BatchScheduler.cancel` (SGLang's ``/abort_request``) takes a request out of any state and
   frees its KV at once; the computed part of its sequence stays cached, as SGLang caches an aborted
@@ -31,34 +28,15 @@ Model, after SGLang 0.5.x:
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from dataclasses import dataclass
-
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.types import Role
-from sglang_ppd.sim.decode_batch import DecodeBatch, steps_reaching
+from sglang_ppd.sim.admission import AdmissionQueue, WorkerRequest
+from sglang_ppd.sim.chunk_budget import ChunkBudget
+from sglang_ppd.sim.decode_batch import DecodeBatch
 from sglang_ppd.sim.iteration import Iteration, LoadStats, Outcome
+from sglang_ppd.sim.iteration_time import leap_ms, smoothed, truncate_leap
+from sglang_ppd.sim.kv_pool import KVPool
 from sglang_ppd.sim.prefix_cache import PrefixCache
-
-_EWMA = 0.2
-
-
-@dataclass(slots=True, eq=False)
-class _Req:
-    rid: str
-    session_id: str
-    prompt_len: int
-    output_len: int
-    shared_prefix_len: int
-    chunk_len: int | None = None
-    hit_len: int = 0
-    done_len: int = 0
-    alloc_tokens: int = 0
-    seq: int = 0
-    """Order of arrival on this worker: admission is FCFS across transfers and local prefills."""
-    queued_est: int = 0
-    """Uncached prompt tokens as estimated when queued (for the queued-prefill telemetry)."""
 
 
 class BatchScheduler:
@@ -75,69 +53,60 @@ class BatchScheduler:
     ) -> None:
         self.role = role
         self.profile = profile
-        self.retain_cache = retain_cache
-        self.capacity = kv_capacity_tokens or profile.kv_capacity_tokens
+        self.kv = KVPool(kv_capacity_tokens or profile.kv_capacity_tokens, retain_cache=retain_cache)
         self.chunk_size = chunked_prefill_size or profile.chunked_prefill_size
         self.tbt_budget_ms = tbt_budget_ms
         self.min_chunk_len = min_chunk_len
-        self.cache = PrefixCache()
-        self.active_tokens = 0
-        self._reqs: dict[str, _Req] = {}
-        self._waiting: deque[_Req] = deque()
-        self._prealloc: deque[_Req] = deque()
-        self._prefilling: list[_Req] = []
+        self._reqs: dict[str, WorkerRequest] = {}
+        self._queue = AdmissionQueue()
+        self._prefilling: list[WorkerRequest] = []
         self._awaiting_kv: set[str] = set()
         self._ready: list[tuple[str, int, int, bool]] = []
         """(request id, context, decode steps left, whether its first step emits its first token)
         joining the batch at the next iteration."""
         self._dec = DecodeBatch()
-        self._tie = 0
         self._queued_tokens = 0
         self.busy_ms = 0.0
         self.decode_iter_ms: float | None = None
         self.mixed_iter_ms: float | None = None
 
     # ---- admission and memory ------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.kv.capacity
+
+    @property
+    def cache(self) -> PrefixCache:
+        return self.kv.cache
+
+    @property
+    def active_tokens(self) -> int:
+        return self.kv.active_tokens
+
     def hit_len(self, session_id: str, prompt_len: int, shared_prefix_len: int = 0) -> int:
         """The exact radix hit a router learns from this worker's KV events."""
         return self.cache.hit_len(session_id, prompt_len, shared_prefix_len)
 
     @property
     def kv_used_tokens(self) -> int:
-        return self.active_tokens + self.cache.size_tokens
+        return self.kv.used_tokens
 
-    def _total_len(self, r: _Req) -> int:
+    def _total_len(self, r: WorkerRequest) -> int:
         return r.prompt_len + (r.output_len if self.role is Role.DECODE else 0)
 
-    def _try_admit(self, r: _Req) -> bool:
-        """Reserve the request's KV, evicting LRU cache; False (nothing changed) if it cannot fit.
-
-        Every chain left in the cache is unreferenced, hence evictable; only the pinned shared
-        trunk is not.
-        """
-        cache = self.cache
-        trunk_new = max(r.shared_prefix_len - cache.shared_len, 0) if self.retain_cache else 0
-        shared = min(r.shared_prefix_len, cache.shared_len + trunk_new) if self.retain_cache else 0
-        alloc = self._total_len(r) - shared
-        if self.active_tokens + alloc + cache.shared_len + trunk_new > self.capacity:
+    def _try_admit(self, r: WorkerRequest) -> bool:
+        """Reserve the request's KV, evicting LRU cache; False (nothing changed) if it cannot fit."""
+        got = self.kv.reserve(r.session_id, r.prompt_len, r.shared_prefix_len, self._total_len(r))
+        if got is None:
             return False
-        hit = cache.take(r.session_id, r.prompt_len, r.shared_prefix_len)
-        if trunk_new:
-            cache.pin_shared(r.shared_prefix_len)
-        over = self.active_tokens + cache.size_tokens + alloc - self.capacity
-        if over > 0:
-            cache.evict(over)
+        hit, r.alloc_tokens = got
         r.hit_len = min(hit, max(r.prompt_len - 1, 0))
         r.done_len = r.hit_len
-        r.alloc_tokens = alloc
-        self.active_tokens += alloc
         return True
 
-    def _free(self, r: _Req, keep_len: int) -> None:
-        self.active_tokens -= r.alloc_tokens
+    def _free(self, r: WorkerRequest, keep_len: int) -> None:
         del self._reqs[r.rid]
-        if self.retain_cache:
-            self.cache.insert(r.session_id, keep_len)
+        self.kv.free(r.alloc_tokens, r.session_id, keep_len)
 
     def _new(
         self,
@@ -147,11 +116,11 @@ class BatchScheduler:
         output_len: int,
         shared: int,
         chunk_len: int | None = None,
-    ) -> _Req:
+    ) -> WorkerRequest:
         if rid in self._reqs:
             raise ValueError(f"request {rid!r} is already on this worker")
-        self._tie += 1
-        r = _Req(rid, session_id, prompt_len, output_len, shared, chunk_len, seq=self._tie)
+        seq = self._queue.next_seq()
+        r = WorkerRequest(rid, session_id, prompt_len, output_len, shared, chunk_len, seq=seq)
         if self._total_len(r) > self.capacity:
             raise ValueError(f"request {rid!r} needs {self._total_len(r)} KV tokens > {self.capacity}")
         self._reqs[rid] = r
@@ -173,7 +142,7 @@ class BatchScheduler:
         """Decode worker: queue a PD transfer for KV preallocation. Returns the transfers allocated
         now (this one and older ones that fit), each with the tokens to send: only the KV not
         already resident here. Later allocations come back in :meth:`complete`'s ``allocated``."""
-        self._prealloc.append(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len))
+        self._queue.prealloc.append(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len))
         return tuple(self._drain_prealloc())
 
     def request_hit_len(self, rid: str) -> int:
@@ -198,10 +167,10 @@ class BatchScheduler:
         """Decode worker: prefill here (append over resident history, or a deflected prompt)."""
         self._enqueue(self._new(rid, session_id, prompt_len, output_len, shared_prefix_len, chunk_len))
 
-    def _enqueue(self, r: _Req) -> None:
+    def _enqueue(self, r: WorkerRequest) -> None:
         r.queued_est = r.prompt_len - self.cache.hit_len(r.session_id, r.prompt_len, r.shared_prefix_len)
         self._queued_tokens += r.queued_est
-        self._waiting.append(r)
+        self._queue.waiting.append(r)
 
     def cancel(self, rid: str) -> bool:
         """Abort a request in any state, freeing its KV reservation now; False if it is not here
@@ -211,12 +180,13 @@ class BatchScheduler:
         r = self._reqs.get(rid)
         if r is None:
             return False
-        if r in self._waiting or r in self._prealloc:  # never admitted: nothing reserved or taken
-            if r in self._waiting:
-                self._waiting.remove(r)
-                self._queued_tokens -= r.queued_est
-            else:
-                self._prealloc.remove(r)
+        if r in self._queue.waiting:  # never admitted: nothing reserved or taken
+            self._queue.waiting.remove(r)
+            self._queued_tokens -= r.queued_est
+            del self._reqs[rid]
+            return True
+        if r in self._queue.prealloc:
+            self._queue.prealloc.remove(r)
             del self._reqs[rid]
             return True
         keep_len = r.prompt_len  # a prefill worker's done prompt, awaiting release
@@ -242,34 +212,15 @@ class BatchScheduler:
 
     def _drain_prealloc(self) -> list[tuple[str, int]]:
         out = []
-        while (
-            self._prealloc
-            and (not self._waiting or self._prealloc[0].seq < self._waiting[0].seq)
-            and self._try_admit(self._prealloc[0])
-        ):
-            r = self._prealloc.popleft()
+        while self._queue.transfer_turn() and self._try_admit(self._queue.prealloc[0]):
+            r = self._queue.prealloc.popleft()
             self._awaiting_kv.add(r.rid)
             out.append((r.rid, r.prompt_len - r.hit_len))
         return out
 
     # ---- iterations ----------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self._ready or self._prefilling or self._dec or self._waiting)
-
-    def _admissible(self) -> bool:
-        """The oldest waiting local prefill may be admitted: no older transfer waits for KV (a big
-        request blocks newer ones, as in SGLang's FCFS, instead of starving behind them)."""
-        return not self._prealloc or self._waiting[0].seq < self._prealloc[0].seq
-
-    def _max_chunk(self, budget_ms: float, cached_len: int) -> int:
-        """Largest χ with c_pf·χ + c_attn·χ(k+χ/2) + c_ctx·k ≤ budget_ms."""
-        s = self.profile.step
-        rest = budget_ms - s.c_ctx_ms * cached_len
-        if rest <= 0:
-            return 0
-        a, b = s.c_attn_ms / 2, s.c_pf_ms + s.c_attn_ms * cached_len
-        x = rest / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * rest)) / (2 * a)
-        return max(int(x), 0)
+        return bool(self._ready or self._prefilling or self._dec or self._queue.waiting)
 
     def next_iteration(self, max_steps: int = 1) -> Iteration | None:
         dec = self._dec
@@ -290,66 +241,42 @@ class BatchScheduler:
             return Iteration(1, dur, dur, tuple(chunks), tuple(joined), num_dec, ctx)
         n = max(min(dec.steps_to_first_finish(), max_steps), 1)
         first = p.iteration_ms((), num_dec, ctx)
-        dur = n * first + p.step.c_kv_ms * num_dec * n * (n - 1) / 2
+        dur = leap_ms(n, first, p.step.c_kv_ms * num_dec)
         return Iteration(n, dur, first, (), tuple(joined), num_dec, ctx)
 
     def _plan_chunks(self, num_dec: int, ctx: int) -> list[tuple[str, int, int]]:
-        p = self.profile
-        token_budget = self.chunk_size
-        ms_left = math.inf
-        if self.role is Role.DECODE and num_dec and self.tbt_budget_ms is not None:
-            ms_left = self.tbt_budget_ms - p.iteration_ms((), num_dec, ctx)
-            ms_left -= p.step.prefill_base_ms - p.step.decode_base_ms
+        tbt = self.tbt_budget_ms if self.role is Role.DECODE else None
+        budget = ChunkBudget(self.profile, self.chunk_size, self.min_chunk_len, tbt, num_dec, ctx)
         chunks: list[tuple[str, int, int]] = []
-        while token_budget > 0:
+        while budget.tokens > 0:
             if len(chunks) < len(self._prefilling):
                 r = self._prefilling[len(chunks)]
-            elif chunks and ms_left <= 0:
+            elif chunks and budget.time_spent:
                 break
-            elif self._waiting and self._admissible() and self._try_admit(self._waiting[0]):
-                r = self._waiting.popleft()
+            elif self._queue.local_turn() and self._try_admit(self._queue.waiting[0]):
+                r = self._queue.waiting.popleft()
                 self._prefilling.append(r)
                 self._queued_tokens += r.prompt_len - r.done_len - r.queued_est
             else:
                 break
-            plan = max(r.chunk_len, self.min_chunk_len) if r.chunk_len else token_budget
-            n = min(r.prompt_len - r.done_len, token_budget, plan)
-            if ms_left != math.inf:
-                fit = self._max_chunk(ms_left, r.done_len)
-                n = min(n, fit if chunks or fit >= self.min_chunk_len else self.min_chunk_len)
+            n = budget.take(r.prompt_len - r.done_len, r.done_len, r.chunk_len, first=not chunks)
             if n <= 0:
                 break
             chunks.append((r.rid, n, r.done_len))
-            token_budget -= n
-            if ms_left != math.inf:
-                ms_left -= p.prefill_chunk_ms(n, r.done_len)
         return chunks
 
     def truncate(self, it: Iteration, elapsed_ms: float) -> Iteration:
         """Cut a decode leap to the steps that end at or after ``elapsed_ms`` (the step in flight
         finishes). Returns ``it`` unchanged when nothing would be cut."""
-        if it.num_steps <= 1 or elapsed_ms >= it.duration_ms:
-            return it
-        a, d = it.first_step_ms, self.profile.step.c_kv_ms * it.num_decodes
-        k = min(steps_reaching(elapsed_ms, a, d), it.num_steps)
-        dur = k * a + d * k * (k - 1) / 2
-        return Iteration(k, dur, a, it.chunks, it.joined, it.num_decodes, it.context_tokens)
+        return truncate_leap(it, elapsed_ms, self.profile.step.c_kv_ms * it.num_decodes)
 
     def complete(self, it: Iteration) -> Outcome:
         self.busy_ms += it.duration_ms
         per_step = it.duration_ms / it.num_steps
         if it.chunks:
-            self.mixed_iter_ms = (
-                per_step
-                if self.mixed_iter_ms is None
-                else ((1 - _EWMA) * self.mixed_iter_ms + _EWMA * per_step)
-            )
+            self.mixed_iter_ms = smoothed(self.mixed_iter_ms, per_step)
         else:
-            self.decode_iter_ms = (
-                per_step
-                if self.decode_iter_ms is None
-                else ((1 - _EWMA) * self.decode_iter_ms + _EWMA * per_step)
-            )
+            self.decode_iter_ms = smoothed(self.decode_iter_ms, per_step)
         first = [rid for rid in it.joined if rid in self._reqs]  # cancelled mid-iteration: skip
         finished: list[str] = []
         prefill_done: list[str] = []
@@ -381,27 +308,23 @@ class BatchScheduler:
 
     # ---- telemetry -----------------------------------------------------------------------------
     def stats(self) -> LoadStats:
+        local = len(self._prefilling) + len(self._queue.waiting)
         return LoadStats(
             num_running=len(self._dec) + len(self._prefilling) + len(self._ready),
-            num_waiting=len(self._waiting) + len(self._prealloc) + len(self._awaiting_kv),
+            num_waiting=len(self._queue) + len(self._awaiting_kv),
             queued_prefill_tokens=self._queued_tokens,
             kv_used_tokens=self.active_tokens,
             kv_capacity_tokens=self.capacity,
             running_context_tokens=self._dec.context_tokens,
-            num_local_prefills=len(self._prefilling) + len(self._waiting) if self.role is Role.DECODE else 0,
+            num_local_prefills=local if self.role is Role.DECODE else 0,
             decode_iter_ms=self.decode_iter_ms,
             mixed_iter_ms=self.mixed_iter_ms,
         )
 
     def audit(self) -> None:
         """Raise if the KV pool is overcommitted or the accounting drifted (tests, debug runs)."""
-        used = self.active_tokens + self.cache.size_tokens
-        if used > self.capacity:
-            raise AssertionError(f"KV overcommitted: {used} > {self.capacity}")
-        expect = sum(r.alloc_tokens for r in self._reqs.values())
-        if expect != self.active_tokens:
-            raise AssertionError(f"KV accounting drift: {self.active_tokens} != {expect}")
-        queued = sum(r.queued_est for r in self._waiting)
+        self.kv.audit(sum(r.alloc_tokens for r in self._reqs.values()))
+        queued = sum(r.queued_est for r in self._queue.waiting)
         queued += sum(r.prompt_len - r.done_len for r in self._prefilling)
         if queued != self._queued_tokens:
             raise AssertionError(f"queued-prefill drift: {self._queued_tokens} != {queued}")

@@ -1,0 +1,68 @@
+"""How much local prefill one scheduler iteration may run: a token budget and a TBT time budget.
+
+Decode workers mix local-prefill chunks into decode steps (``mix_with_running``). While decodes
+are resident, chunks are sized so that the mixed iteration stays within ``tbt_budget_ms``, but at
+least ``min_chunk_len`` tokens run (so a local prefill always progresses). A route's chunk plan
+caps the chunk (the ``ppd_chunk_len`` the real worker gets); a cap below ``min_chunk_len`` is
+raised to it, so a plan made for a tiny append does not crawl when eviction made the uncached
+part longer by the time the request is admitted.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sglang_ppd.core.costmodel import CostProfile
+
+
+def max_chunk(profile: CostProfile, budget_ms: float, cached_len: int) -> int:
+    """Largest χ with c_pf·χ + c_attn·χ(k+χ/2) + c_ctx·k ≤ budget_ms."""
+    s = profile.step
+    rest = budget_ms - s.c_ctx_ms * cached_len
+    if rest <= 0:
+        return 0
+    a, b = s.c_attn_ms / 2, s.c_pf_ms + s.c_attn_ms * cached_len
+    x = rest / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * rest)) / (2 * a)
+    return max(int(x), 0)
+
+
+class ChunkBudget:
+    """One iteration's remaining prefill budget; :meth:`take` sizes and charges the next chunk."""
+
+    def __init__(
+        self,
+        profile: CostProfile,
+        tokens: int,
+        min_chunk_len: int,
+        tbt_budget_ms: float | None = None,
+        num_decodes: int = 0,
+        context_tokens: int = 0,
+    ) -> None:
+        self.profile = profile
+        self.tokens = tokens
+        self.min_chunk_len = min_chunk_len
+        self.ms_left = math.inf
+        """Time left for chunks under the TBT budget; unbounded without resident decodes."""
+        if num_decodes and tbt_budget_ms is not None:
+            self.ms_left = tbt_budget_ms - profile.iteration_ms((), num_decodes, context_tokens)
+            self.ms_left -= profile.step.prefill_base_ms - profile.step.decode_base_ms
+
+    @property
+    def time_spent(self) -> bool:
+        return self.ms_left <= 0
+
+    def take(self, remaining: int, done_len: int, chunk_cap: int | None, first: bool) -> int:
+        """Tokens of the next chunk of a prefill with ``remaining`` tokens over ``done_len``
+        computed ones, charged to the budget; 0 or less (nothing charged) ends the iteration's
+        chunks. The iteration's ``first`` chunk runs at least ``min_chunk_len`` tokens."""
+        plan = max(chunk_cap, self.min_chunk_len) if chunk_cap else self.tokens
+        n = min(remaining, self.tokens, plan)
+        if self.ms_left != math.inf:
+            fit = max_chunk(self.profile, self.ms_left, done_len)
+            n = min(n, fit if not first or fit >= self.min_chunk_len else self.min_chunk_len)
+        if n <= 0:
+            return n
+        self.tokens -= n
+        if self.ms_left != math.inf:
+            self.ms_left -= self.profile.prefill_chunk_ms(n, done_len)
+        return n
