@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_router_support import PROFILE, ScriptedPolicy
+from test_router_support import PROFILE, ScriptedPolicy, serve_loopback
 
 from sglang_ppd.router.app import start_server
 from sglang_ppd.router.config import RouterConfig
@@ -64,11 +64,7 @@ async def _stub(role: str) -> tuple[web.AppRunner, str]:
     app.router.add_get("/v1/loads", ok)
     app.router.add_post("/abort_request", ok)
     app.router.add_post("/generate", _stub_generate)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    return await serve_loopback(app)
 
 
 class RouterThread:

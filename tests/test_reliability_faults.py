@@ -13,7 +13,15 @@ import zmq
 import zmq.asyncio
 from aiohttp import web
 from test_reliability_support import WaitingDecode
-from test_router_support import FakeKvPublisher, FakeWorker, ScriptedPolicy, free_port, start_router, wait_for
+from test_router_support import (
+    FakeKvPublisher,
+    FakeWorker,
+    ScriptedPolicy,
+    free_port,
+    serve_loopback,
+    start_router,
+    wait_for,
+)
 
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import kv_events, telemetry
@@ -298,11 +306,7 @@ async def _broken_decode(mode: str) -> tuple[web.AppRunner, str]:
     app.router.add_get("/health", info)
     app.router.add_post("/generate", generate)
     app.router.add_post("/abort_request", info)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    return await serve_loopback(app)
 
 
 async def test_cut_or_oversized_upstream_replies_are_clean_failures(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from test_router_support import PROFILE, free_port
+from test_router_support import PROFILE, free_port, serve_loopback
 
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy, load_policy
@@ -180,11 +180,7 @@ class WaitingDecode:
         app.router.add_get("/v1/loads", self._ok)
         app.router.add_post("/generate", self._generate)
         app.router.add_post("/abort_request", self._abort)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self._runner, self.url = await serve_loopback(app, handler_cancellation=True)
         return self
 
     async def _ok(self, _: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from test_router_support import serve_loopback
 
 from sglang_ppd.core.types import Route, RouteKind
 from sglang_ppd.router.dispatch import first_token_timeout_s
@@ -21,12 +22,7 @@ pytestmark = pytest.mark.timeout(30)
 async def _server(handler: Any) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/generate", handler)
-    runner = web.AppRunner(app, keepalive_timeout=0.3)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_loopback(app, keepalive_timeout=0.3)
 
 
 async def test_reuse_stream_stale_connection_and_release_once() -> None:

@@ -51,12 +51,7 @@ class FakeWorker:
         app.router.add_get("/v1/loads", self._loads)
         app.router.add_post("/generate", self._generate)
         app.router.add_post("/abort_request", self._abort)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_loopback(app, handler_cancellation=True)
         return self
 
     async def stop(self) -> None:
@@ -184,6 +179,16 @@ async def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def serve_loopback(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on an ephemeral 127.0.0.1 port: (the runner to clean up, the base URL)."""
+    runner = web.AppRunner(app, **runner_kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
 
 
 def free_port() -> int:
