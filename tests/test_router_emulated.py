@@ -85,50 +85,10 @@ async def emulated() -> AsyncIterator[tuple[str, int, str]]:
         await _stop(d)
 
 
-async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
-    p = await FakeWorker("prefill").start()
-    d = await FakeWorker("decode").start()
-    port = free_port()
-    router = await _spawn(
-        "router",
-        "--prefill",
-        p.url,
-        "9100",
-        "--decode",
-        d.url,
-        "--port",
-        str(port),
-        "--policy",
-        "pd",
-        "--log-level",
-        "warning",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _healthy(url, router)
-        async with aiohttp.ClientSession() as s:
-            async with s.post(
-                f"{url}/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 5}}
-            ) as r:
-                assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
-                body = await r.json()
-            async with s.post(
-                f"{url}/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
-            ) as r:
-                assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
-                raw = await r.read()
-        assert body["meta_info"]["completion_tokens"] == 5 and len(body["text"]) == 5
-        assert raw.endswith(b"data: [DONE]\n\n")
-        assert p.received[0]["bootstrap_port"] == 9100  # the CLI's BOOTSTRAP_PORT wins over /server_info
-    finally:
-        assert await _stop(router) == 0
-        await p.stop()
-        await d.stop()
-
-
-async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
-    purl, bport, durl = emulated
+@contextlib.asynccontextmanager
+async def _pd_router_cli(purl: str, bport: int, durl: str) -> AsyncIterator[str]:
+    """``sglang-ppd router --policy pd`` over one P and one D: yields its URL once healthy, and checks
+    that it exits 0 on SIGTERM."""
     port = free_port()
     router = await _spawn(
         "router",
@@ -147,6 +107,39 @@ async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) ->
     url = f"http://127.0.0.1:{port}"
     try:
         await _healthy(url, router)
+        yield url
+    finally:
+        assert await _stop(router) == 0
+
+
+async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
+    p = await FakeWorker("prefill").start()
+    d = await FakeWorker("decode").start()
+    try:
+        async with _pd_router_cli(p.url, 9100, d.url) as url:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(
+                    f"{url}/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 5}}
+                ) as r:
+                    assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+                    body = await r.json()
+                async with s.post(
+                    f"{url}/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
+                ) as r:
+                    assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
+                    raw = await r.read()
+            assert body["meta_info"]["completion_tokens"] == 5 and len(body["text"]) == 5
+            assert raw.endswith(b"data: [DONE]\n\n")
+            assert p.received[0]["bootstrap_port"] == 9100  # the CLI's BOOTSTRAP_PORT wins over /server_info
+    finally:
+        await p.stop()
+        await d.stop()
+
+
+async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
+    purl, bport, durl = emulated
+    async with _pd_router_cli(purl, bport, durl) as url:
         async with (
             aiohttp.ClientSession() as s,
             s.post(
@@ -157,8 +150,6 @@ async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) ->
             assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
             raw = await r.read()
         assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
-    finally:
-        assert await _stop(router) == 0
 
 
 async def test_cli_rejects_bad_flags() -> None:
