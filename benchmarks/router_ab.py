@@ -113,34 +113,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for role, port in (("prefill", pport), ("decode", dport))
     ]
     upstream = ["--prefill", f"http://127.0.0.1:{pport}", str(bport), "--decode", f"http://127.0.0.1:{dport}"]
+    # The same command for both checkouts: PYTHONPATH and cwd pick which sglang_ppd runs.
+    pd_router = [sys.executable, "-m", "sglang_ppd.cli", "router", *upstream, "--policy", "pd"]
+    pd_router += ["--log-level", "warning"]
     targets: dict[str, tuple[list[str], dict[str, str], str]] = {
         f"sglang_ppd pd @ {args.old_commit}": (
-            [
-                sys.executable,
-                "-m",
-                "sglang_ppd.cli",
-                "router",
-                *upstream,
-                "--policy",
-                "pd",
-                "--log-level",
-                "warning",
-            ],
+            pd_router,
             {**os.environ, "PYTHONPATH": str(old)},
             str(old),
         ),
         "sglang_ppd pd @ this checkout": (
-            [
-                sys.executable,
-                "-m",
-                "sglang_ppd.cli",
-                "router",
-                *upstream,
-                "--policy",
-                "pd",
-                "--log-level",
-                "warning",
-            ],
+            pd_router,
             dict(os.environ),
             str(ROOT),
         ),
