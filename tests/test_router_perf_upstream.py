@@ -13,7 +13,7 @@ from aiohttp import web
 from test_router_support import serve_loopback
 
 from sglang_ppd.core.types import Route, RouteKind
-from sglang_ppd.router.dispatch import first_token_timeout_s
+from sglang_ppd.router.attempt import first_token_timeout_s
 from sglang_ppd.router.upstream import Pool, UpstreamConnectError, UpstreamTimeout
 
 pytestmark = pytest.mark.timeout(30)

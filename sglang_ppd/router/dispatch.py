@@ -7,6 +7,9 @@ deflected routes POST only to the decode worker, with ``do_local_prefill`` (and 
 ``ppd_route``). Every attempt carries an ``rid`` so it can be cancelled with SGLang's
 ``/abort_request``. Failures before the first token raise :class:`UpstreamFailure` (the caller may
 retry on another route); a prefill that fails aborts its decode side and vice versa.
+
+This module holds the wire: the upstream body, one ``/generate`` POST, reading replies within
+caps, aborts. :mod:`sglang_ppd.router.attempt` holds one routed attempt over them.
 """
 
 from __future__ import annotations
@@ -14,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
 
 from sglang_ppd.core.types import Route as CoreRoute
 from sglang_ppd.core.types import RouteKind
@@ -80,18 +81,26 @@ def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
         router.keep(task)
 
 
-async def read_capped(resp: Response, url: str, deadline: float | None = None) -> bytes:
-    """A whole upstream reply, at most ``MAX_REPLY_BYTES``; any failure is an UpstreamFailure."""
+async def read_capped(
+    resp: Response,
+    url: str,
+    deadline: float | None = None,
+    on_error: Callable[[UpstreamError], UpstreamFailure] | None = None,
+) -> bytes:
+    """A whole upstream reply, at most ``MAX_REPLY_BYTES``; any failure is an UpstreamFailure
+    (``on_error`` maps a broken read to one, when the caller knows better)."""
     try:
         return await resp.read_all(MAX_REPLY_BYTES, deadline)
     except ValueError:
         msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
         raise UpstreamFailure(msg, (url,), retryable=False) from None
     except UpstreamError as exc:
+        if on_error is not None:
+            raise on_error(exc) from None
         raise UpstreamFailure(f"reading the reply of {url} failed: {exc!r}", (url,)) from None
 
 
-async def _post(
+async def post_generate(
     router: Router,
     url: str,
     payload: bytes,
@@ -121,7 +130,7 @@ async def _post(
     return resp
 
 
-async def _read_data_line(resp: Response, deadline: float | None) -> bytes | None:
+async def read_data_line(resp: Response, deadline: float | None) -> bytes | None:
     """The next ``data:`` line of an SSE reply (stripped), or ``None`` at the end."""
     while True:
         line = await resp.readline(deadline, MAX_LINE_BYTES)
@@ -130,250 +139,3 @@ async def _read_data_line(resp: Response, deadline: float | None) -> bytes | Non
         line = line.strip()
         if line.startswith(b"data:"):
             return line
-
-
-def first_token_timeout_s(router: Router, prep: Prepared, route: CoreRoute) -> float:
-    """How long an attempt may wait for its first token: ``first_token_timeout_s`` plus
-    ``first_token_timeout_per_ktok_s`` per 1,000 tokens of this prompt and of the prefill queue the
-    worker that prefills it last reported (so a long prompt behind a long queue is not cut short)."""
-    cfg = router.cfg
-    w = router.registry.get(route.prefill_worker or route.decode_worker)
-    queued = 0
-    if w is not None:
-        if w.telemetry is not None:
-            queued = w.telemetry.queued_prefill_tokens + w.telemetry.queued_local_prefill_tokens
-        elif w.load is not None:
-            queued = w.load.queued_prefill_tokens or 0
-    ktok = (len(prep.input_ids) + queued) / 1000
-    return cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok
-
-
-def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> dict[str, Any]:
-    try:
-        p_lp = prefill["meta_info"]["input_token_logprobs"]  # type: ignore[index]
-        d_meta = decode["meta_info"]
-        d_meta["input_token_logprobs"] = p_lp + (d_meta.get("input_token_logprobs") or [])
-    except (KeyError, TypeError):
-        pass
-    return decode
-
-
-class Attempt:
-    """One routed attempt: its upstream responses, in-flight accounting and cleanup.
-
-    Deadlines are ``loop.time()`` instants: until the first token the attempt's first-token
-    deadline (:func:`first_token_timeout_s`) bounds every read, with no shorter idle timeout; after it
-    each streamed read may wait ``read_timeout_s``.
-    """
-
-    def __init__(self, router: Router, prep: Prepared, route: CoreRoute, rid: str) -> None:
-        self.router, self.prep, self.route, self.rid = router, prep, route, rid
-        self.decode_url = route.decode_worker
-        self.prefill_url = route.prefill_worker
-        self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
-        self.decode_resp: Response | None = None
-        self._pending: Response | None = None
-        self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
-        self.first_token_s: float | None = None
-        self._transfer_counted = False
-        self._local_counted = False
-        self._closed = False
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + first_token_timeout_s(router, prep, route)
-        self._abandoned: UpstreamFailure | None = None
-
-    def urls(self) -> tuple[str, ...]:
-        return (self.decode_url,) if self.prefill_url is None else (self.prefill_url, self.decode_url)
-
-    def _inflight(self, url: str, delta: int) -> None:
-        w = self.router.registry.get(url)
-        if w is not None:
-            w.num_inflight += delta
-
-    def _timeout(self) -> UpstreamFailure:
-        what = "the first token" if self.prep.stream else "the worker's reply"
-        return UpstreamFailure(f"timed out waiting for {what}", self.urls(), status=504)
-
-    async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
-        """The prefill side: its status, and its first reply object when logprobs are merged."""
-        assert self.prefill_url is not None
-        url = self.prefill_url
-        resp = await _post(self.router, url, payload, self._deadline)
-        try:
-            if self.prep.stream:
-                try:
-                    first = await _read_data_line(resp, self._deadline)
-                    await resp.drain(self._loop.time() + self.router.cfg.request_timeout_s)
-                except (UpstreamError, ValueError) as exc:
-                    raise UpstreamFailure(f"prefill stream from {url} broke: {exc!r}", (url,)) from None
-                data = first[5:].strip() if first else b""
-                return orjson.loads(data) if self.prep.return_logprob and data and data != b"[DONE]" else None
-            raw = await read_capped(resp, url, self._deadline)
-            return orjson.loads(raw) if self.prep.return_logprob else None
-        finally:
-            resp.release()
-
-    def _attach(self, resp: Response) -> None:
-        self._pending = resp  # until its headers are in: only to cut it (decode_resp is set after)
-        if self._abandoned is not None:
-            resp.set_exception(self._abandoned)
-
-    async def open(self) -> None:
-        """Dispatch and wait for the decode side's reply headers."""
-        payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
-        self._inflight(self.decode_url, +1)
-        if self.route.kind is not RouteKind.PD:
-            self._local(+1)
-        if self.prefill_url is not None:
-            self.router.pd_transfer_bytes_inflight += self.kv_bytes
-            self._transfer_counted = True
-            self._inflight(self.prefill_url, +1)
-            self.prefill_task = asyncio.create_task(self._prefill(payload))
-            self.prefill_task.add_done_callback(self._prefill_done)
-        try:
-            try:
-                url, deadline = self.decode_url, self._deadline
-                self.decode_resp = await _post(self.router, url, payload, deadline, self._attach)
-                self._pending = None
-            except UpstreamFailure as f:
-                self._pending = None
-                if self._abandoned is not None:
-                    raise self._abandoned from None
-                if f.status == 504:
-                    raise self._timeout() from None
-                raise
-        except BaseException:
-            await self.fail()
-            raise
-
-    def _prefill_failure(self) -> UpstreamFailure | None:
-        """The prefill side's failure once it has failed (any error becomes an UpstreamFailure)."""
-        task = self.prefill_task
-        if task is None or not task.done() or task.cancelled() or task.exception() is None:
-            return None
-        exc = task.exception()
-        if isinstance(exc, UpstreamFailure):
-            return exc
-        assert self.prefill_url is not None
-        return UpstreamFailure(f"prefill side {self.prefill_url} failed: {exc!r}", (self.prefill_url,))
-
-    def _abandon(self, failure: UpstreamFailure | None) -> None:
-        """Until the first token, a prefill side that fails cuts the decode reply at once (a decode
-        waiting for KV that will never come is abandoned now, not at its own transfer timeout)."""
-        if failure is None or self.first_token_s is not None or self._closed or self._abandoned:
-            return
-        self._abandoned = failure
-        resp = self.decode_resp or self._pending
-        if resp is not None:
-            resp.set_exception(failure)
-
-    def _local(self, delta: int) -> None:
-        """The decode worker's ``num_local_inflight``: +1 at dispatch, -1 at first token or failure."""
-        if (delta > 0) == self._local_counted:
-            return
-        self._local_counted = delta > 0
-        w = self.router.registry.get(self.decode_url)
-        if w is not None:
-            w.num_local_inflight += delta
-
-    def _got_first_token(self) -> None:
-        self.first_token_s = time.monotonic()
-        self._transfer_done()
-        self._local(-1)
-
-    def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
-        assert self.prefill_url is not None
-        self._inflight(self.prefill_url, -1)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("prefill side of %s failed: %s", self.rid, task.exception())
-            self._abandon(self._prefill_failure())
-
-    async def fail(self) -> None:
-        """Abandon this attempt: abort both sides upstream and release every resource (once)."""
-        if self._closed:
-            return
-        abort(self.router, self.urls(), self.rid)
-        await self.close(cancel_prefill=True)
-
-    def _transfer_done(self) -> None:
-        if self._transfer_counted:
-            self.router.pd_transfer_bytes_inflight -= self.kv_bytes
-            self._transfer_counted = False
-
-    async def close(self, cancel_prefill: bool = False) -> None:
-        """Release the decode side. A healthy prefill reply still arriving is left to finish on its
-        own (bounded by the request timeout) so its pooled connection is reused, not torn down."""
-        if self._closed:
-            return
-        self._closed = True
-        self._transfer_done()
-        self._local(-1)
-        self._inflight(self.decode_url, -1)
-        if self.decode_resp is not None:
-            self.decode_resp.release()
-        task = self.prefill_task
-        if task is not None and not task.done():
-            if cancel_prefill:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            else:
-                self.router.keep(task)
-
-    async def prefill_json(self) -> dict[str, Any] | None:
-        if self.prefill_task is None:
-            return None
-        try:
-            return await self.prefill_task
-        except UpstreamFailure:
-            return None
-
-    def _read_failure(self, exc: BaseException, what: str) -> UpstreamFailure:
-        if self._abandoned is not None:
-            return self._abandoned
-        if isinstance(exc, UpstreamTimeout) and self.first_token_s is None:
-            return self._timeout()
-        return UpstreamFailure(f"{what} {self.decode_url} broke: {exc!r}", (self.decode_url,))
-
-    # --- non-streaming ---------------------------------------------------------------------------
-    async def whole(self) -> tuple[bytes, dict[str, Any] | None]:
-        """The decode reply body (raw), and its parsed form when it had to be parsed (logprob merge)."""
-        assert self.decode_resp is not None
-        deadline = max(self._deadline, self._loop.time() + self.router.cfg.read_timeout_s)
-        try:
-            raw = await self.decode_resp.read_all(MAX_REPLY_BYTES, deadline)
-        except ValueError:
-            msg = f"the reply of {self.decode_url} exceeds {MAX_REPLY_BYTES} bytes"
-            raise UpstreamFailure(msg, (self.decode_url,), retryable=False) from None
-        except UpstreamError as exc:
-            raise self._read_failure(exc, "reading the reply of") from None
-        self._got_first_token()
-        if self.prep.return_logprob and self.prefill_task is not None:
-            merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
-            return orjson.dumps(merged), merged
-        return raw, None
-
-    # --- streaming -------------------------------------------------------------------------------
-    async def next_line(self) -> bytes | None:
-        """The next ``data:`` line from the decode side (logprobs merged), ``None`` at the end.
-
-        Raises :class:`UpstreamFailure` on a broken or silent stream.
-        """
-        assert self.decode_resp is not None
-        if self.first_token_s is None:
-            deadline = self._deadline
-        else:
-            deadline = self._loop.time() + self.router.cfg.read_timeout_s
-        try:
-            line = await _read_data_line(self.decode_resp, deadline)
-        except (UpstreamError, ValueError) as exc:
-            raise self._read_failure(exc, "stream from") from None
-        if line is None:
-            if self._abandoned is not None:
-                raise self._abandoned
-            return None
-        if self.first_token_s is None:
-            self._got_first_token()
-        if self.prep.return_logprob and self.prefill_task is not None and line != b"data: [DONE]":
-            merged = _merge_logprobs(await self.prefill_json(), orjson.loads(line[5:]))
-            return b"data: " + orjson.dumps(merged)
-        return line

@@ -22,7 +22,8 @@ from aiohttp import web
 from sglang_ppd.core.policy import NoRouteError
 from sglang_ppd.core.types import Role, Route, RouteKind
 from sglang_ppd.router import openai_format
-from sglang_ppd.router.dispatch import Attempt, UpstreamFailure
+from sglang_ppd.router.attempt import Attempt
+from sglang_ppd.router.dispatch import UpstreamFailure
 from sglang_ppd.router.health import UNKNOWN_STATE_REASON
 from sglang_ppd.router.httpio import (
     MAX_SESSION_ID_LEN,
