@@ -121,6 +121,15 @@ def _listening(pid: int) -> set[tuple[str, int]]:
     return found
 
 
+async def _until_answering(s: aiohttp.ClientSession, url: str) -> None:
+    """Poll ``/health`` until the server answers at all (any status), for at most ~30 s."""
+    for _ in range(300):
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with s.get(f"{url}/health"):
+                return
+        await asyncio.sleep(0.1)
+
+
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}
 WILDCARD = {"00000000", "00000000000000000000000000000000"}
 
@@ -155,11 +164,7 @@ async def test_router_cli_binds_loopback_by_default() -> None:
     )
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
-            for _ in range(300):
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with s.get(f"http://127.0.0.1:{port}/health"):
-                        break
-                await asyncio.sleep(0.1)
+            await _until_answering(s, f"http://127.0.0.1:{port}")
         socks = _listening(proc.pid)
         assert (("0100007F", port)) in socks and {a for a, _ in socks} <= LOOPBACK, socks
     finally:
@@ -242,11 +247,7 @@ async def test_router_logs_hold_no_secret() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
-            for _ in range(300):
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with s.get(f"{url}/health"):
-                        break
-                await asyncio.sleep(0.1)
+            await _until_answering(s, url)
             assert await _status(s, "POST", f"{url}/generate", api_key, json={"text": "a"}) == 503
             assert await _status(s, "POST", f"{url}/generate", "nope", json={"text": "a"}) == 401
             assert await _status(s, "GET", f"{url}/workers", api_key) == 200
