@@ -18,18 +18,21 @@ PAGE = 4
 PROMPT = list(b"hello world!")  # 12 tokens = 3 pages
 
 
-def stored(tokens: list[int], parent: int | None = None) -> list[BlockStored]:
-    hashes = block_hash.page_hashes(tokens, PAGE)
+def stored(
+    tokens: list[int], parent: int | None = None, page: int = PAGE, medium: str | None = "GPU"
+) -> list[BlockStored]:
+    """One ``BlockStored`` per full page of ``tokens``, chained by SGLang's page hashes."""
+    hashes = block_hash.page_hashes(tokens, page)
     out, prev = [], parent
     for i, h in enumerate(hashes):
         out.append(
             BlockStored(
                 block_hashes=[h],
                 parent_block_hash=prev,
-                token_ids=tokens[i * PAGE : (i + 1) * PAGE],
-                block_size=PAGE,
+                token_ids=tokens[i * page : (i + 1) * page],
+                block_size=page,
                 lora_id=None,
-                medium="GPU",
+                medium=medium,
             )
         )
         prev = h
@@ -157,18 +160,7 @@ def test_block_table_resolves_sglang_hashes_from_events_and_refcounts(page: int)
 
     tokens = list(range(100, 116))
     hashes = block_hash.page_hashes(tokens, page)
-    events, parent = [], None
-    for i, h in enumerate(hashes):
-        events.append(
-            BlockStored(
-                block_hashes=[h],
-                parent_block_hash=parent,
-                token_ids=tokens[i * page : (i + 1) * page],
-                block_size=page,
-                lora_id=None,
-            )
-        )
-        parent = h
+    events = stored(tokens, page=page, medium=None)
     table = BlockTable(page)
     a, b = ExactPrefixIndex(table), ExactPrefixIndex(table)
     a.apply(0, events)
