@@ -1,0 +1,73 @@
+"""Choosing one request's route: the policy's decision, checked against the live cluster.
+
+The policy proposes; the router disposes. Workers that failed this request, are broken (circuit
+open) or unhealthy are excluded; a route naming an unavailable worker is refused; local work goes
+only to a PPD-capable decode worker whose state is known (issue 7), otherwise the request is
+re-routed PD to the least-loaded healthy prefill worker. A policy that raises answers 503, counted
+under reason ``policy_error`` and logged once per exception type.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sglang_ppd.core.policy import NoRouteError
+from sglang_ppd.core.types import Role, Route, RouteKind
+from sglang_ppd.router.health import UNKNOWN_STATE_REASON
+from sglang_ppd.router.service import Router
+
+log = logging.getLogger(__name__)
+
+
+class NoRoute(Exception):
+    pass
+
+
+def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
+    reg = router.registry
+    exclude = exclude | router.reliability.blocked()
+    if not any(w.healthy and w.role is Role.DECODE and w.url not in exclude for w in reg.all()):
+        raise NoRoute("no healthy decode worker")
+    try:
+        route = router.decide(feats, exclude)
+    except NoRouteError as exc:  # the policy's "nowhere to go"
+        raise NoRoute(f"no route: {exc}") from None
+    except Exception as exc:  # anything else is a bug in the (possibly plugin) policy
+        _policy_error(router, exc)
+        raise NoRoute(f"routing policy {router.policy_name!r} failed: {type(exc).__name__}: {exc}") from None
+    d = reg.get(route.decode_worker)
+    if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
+        raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
+    # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
+    now_s = time.monotonic()  # one instant for the guard and its audit (an age may cross the limit)
+    known = d.supports_local_prefill and router.reliability.state_known(d, now_s)
+    if route.kind is not RouteKind.PD and not known:
+        prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
+        if not prefills:
+            raise NoRoute(f"{d.url} cannot prefill locally and no prefill worker is healthy")
+        p = min(prefills, key=lambda w: w.num_inflight)
+        why = UNKNOWN_STATE_REASON if d.supports_local_prefill else "router:decode_not_ppd_capable"
+        router.reliability.num_local_overridden += why == UNKNOWN_STATE_REASON
+        route = Route(RouteKind.PD, d.url, prefill_worker=p.url, reason=why)
+    if route.kind is RouteKind.PD:
+        pw = reg.get(route.prefill_worker or "")
+        if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
+            raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
+    router.metrics.count_decision(route.kind.value, route.reason or "unspecified")
+    urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
+    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None, now_s)
+    return route
+
+
+_logged_policy_errors: set[tuple[int, type]] = set()
+
+
+def _policy_error(router: Router, exc: Exception) -> None:
+    """Count a policy exception (reason ``policy_error``) and log its traceback once per router and type."""
+    router.metrics.count_decision("none", "policy_error")
+    key = (id(router), type(exc))
+    if key not in _logged_policy_errors:
+        _logged_policy_errors.add(key)
+        log.error("policy %r raised (answering 503; logged once per type)", router.policy_name, exc_info=exc)
