@@ -5,7 +5,6 @@ stub decode worker that answers headers and then waits for KV that never comes."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from test_router_support import PROFILE, free_port, serve_loopback
+from test_router_support import PROFILE, free_port, serve_loopback, stop_process, wait_until_healthy
 
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy, load_policy
@@ -36,13 +35,7 @@ class Emulated:
             self.proc.send_signal(signal.SIGKILL)
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 async def spawn_emulator(role: str, *extra: str, time_scale: float = 0.02) -> Emulated:
@@ -65,23 +58,8 @@ async def spawn_emulator(role: str, *extra: str, time_scale: float = 0.02) -> Em
         stderr=asyncio.subprocess.DEVNULL,
     )
     em = Emulated(role, proc, f"http://127.0.0.1:{port}", bport)
-    await _healthy(em)
+    await wait_until_healthy(em.url, em.proc)
     return em
-
-
-async def _healthy(em: Emulated, timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
-        while True:
-            if em.proc.returncode is not None:
-                raise AssertionError(f"emulated {em.role} exited with {em.proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with s.get(f"{em.url}/health") as r:
-                    if r.status == 200:
-                        return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{em.url} never became healthy")
-            await asyncio.sleep(0.1)
 
 
 async def router_over(

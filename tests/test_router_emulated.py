@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from test_router_support import PROFILE, FakeWorker, ScriptedPolicy, free_port, wait_for
+from test_router_support import (
+    PROFILE,
+    FakeWorker,
+    ScriptedPolicy,
+    free_port,
+    stop_process,
+    wait_for,
+    wait_until_healthy,
+)
 
 from sglang_ppd.router.app import start_server
 from sglang_ppd.router.config import RouterConfig
@@ -33,33 +40,6 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def _healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
-        while True:
-            if proc.returncode is not None:
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"process exited early: {err.decode()[-2000:]}")
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with s.get(f"{url}/health") as r:
-                    if r.status == 200:
-                        return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{url} never became healthy")
-            await asyncio.sleep(0.1)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> int:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode if proc.returncode is not None else -1
-
-
 @pytest.fixture
 async def emulated() -> AsyncIterator[tuple[str, int, str]]:
     pport, bport, dport = free_port(), free_port(), free_port()
@@ -77,12 +57,12 @@ async def emulated() -> AsyncIterator[tuple[str, int, str]]:
     d = await _spawn("emulate", "--role", "decode", "--port", str(dport), "--ppd", "--time-scale", "0")
     purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
     try:
-        await _healthy(purl, p)
-        await _healthy(durl, d)
+        await wait_until_healthy(purl, p)
+        await wait_until_healthy(durl, d)
         yield purl, bport, durl
     finally:
-        await _stop(p)
-        await _stop(d)
+        await stop_process(p)
+        await stop_process(d)
 
 
 @contextlib.asynccontextmanager
@@ -106,10 +86,10 @@ async def _pd_router_cli(purl: str, bport: int, durl: str) -> AsyncIterator[str]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await _healthy(url, router)
+        await wait_until_healthy(url, router)
         yield url
     finally:
-        assert await _stop(router) == 0
+        assert await stop_process(router) == 0
 
 
 async def test_cli_router_end_to_end_and_clean_sigterm() -> None:

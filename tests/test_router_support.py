@@ -8,9 +8,12 @@ records the bodies it received so tests can check what the router sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -179,6 +182,35 @@ async def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def wait_until_healthy(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    """Poll ``url``'s ``/health`` until it answers 200; fail if ``proc`` exits first or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s:
+        while True:
+            if proc.returncode is not None:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"{url}: process exited with {proc.returncode}: {err.decode()[-2000:]}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with s.get(f"{url}/health") as r:
+                    if r.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{url} never became healthy")
+            await asyncio.sleep(0.1)
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM, then SIGKILL after 10 s; the exit code (-1 if none)."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode if proc.returncode is not None else -1
 
 
 async def serve_loopback(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, str]:
