@@ -34,6 +34,14 @@ async def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
         return r.status, await r.json(content_type=None)
 
 
+def subscribe(ctx: zmq.asyncio.Context, endpoint: str) -> zmq.asyncio.Socket:
+    """A SUB socket on every topic of ``endpoint``."""
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    return sub
+
+
 async def stream(url: str, body: dict[str, Any]) -> list[bytes]:
     async with aiohttp.ClientSession() as s, s.post(url, json={**body, "stream": True}) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
@@ -78,9 +86,7 @@ async def test_local_prefill_hits_history_and_publishes_kv_events(pd_pair):
     assert di.supports_local_prefill and di.kv_events is not None and di.telemetry_endpoint
     assert di.kv_events.block_size == PAGE and di.disaggregation_mode == "decode"
     ctx = zmq.asyncio.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(di.kv_events.endpoints[0])
+    sub = subscribe(ctx, di.kv_events.endpoints[0])
     await asyncio.sleep(0.3)  # let the SUB connect before the first batch
     try:
         turn1 = list(range(200, 263))
@@ -131,9 +137,7 @@ async def test_eviction_publishes_block_removed(pd_pair):
     di = await info(d.url)
     assert di.kv_events is not None
     ctx = zmq.asyncio.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(di.kv_events.endpoints[0])
+    sub = subscribe(ctx, di.kv_events.endpoints[0])
     await asyncio.sleep(0.3)
     try:
         # Capacity is 4096 tokens: three 1500-token conversations cannot all stay cached.
@@ -161,10 +165,7 @@ async def test_load_stat_and_telemetry_are_published(pd_pair):
     subs = []
     try:
         for ep in (di.kv_events.load_endpoints[0], di.telemetry_endpoint):
-            s = ctx.socket(zmq.SUB)
-            s.setsockopt(zmq.SUBSCRIBE, b"")
-            s.connect(ep)
-            subs.append(s)
+            subs.append(subscribe(ctx, ep))
         frames = await asyncio.wait_for(subs[0].recv_multipart(), 5)
         assert frames[0] == load_stat.LOAD_TOPIC.encode()
         assert load_stat.decode(frames[2]).max_total_num_tokens == 4096
