@@ -1,6 +1,8 @@
 """The router's state and its control plane: workers, their subscribers and health, and decisions.
 
-The data plane (dispatching one request) is in :mod:`sglang_ppd.router.dispatch`; HTTP handlers in
+Probing workers over HTTP (discovery, health checks, load polling) is in
+:mod:`sglang_ppd.router.worker_probe`; the data plane (dispatching one request) in
+:mod:`sglang_ppd.router.dispatch` and :mod:`sglang_ppd.router.attempt`; HTTP handlers in
 :mod:`sglang_ppd.router.app`.
 """
 
@@ -22,13 +24,11 @@ from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
 from sglang_ppd.protocol import block_hash
-from sglang_ppd.protocol.load_stat import summary_from_loads_json
-from sglang_ppd.protocol.server_info import parse_server_info
-from sglang_ppd.router import subscribers
+from sglang_ppd.router import worker_probe
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
-from sglang_ppd.router.prefix_index import ApproxPrefixIndex, BlockTable, ExactPrefixIndex
+from sglang_ppd.router.prefix_index import BlockTable
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
@@ -49,7 +49,8 @@ class Router:
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self._block_tables: dict[int, BlockTable] = {}
+        self.block_tables: dict[int, BlockTable] = {}
+        """One shared block table per KV-event block size (see ``ExactPrefixIndex``)."""
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
@@ -57,7 +58,7 @@ class Router:
         self.num_queued = 0
         self.pd_transfer_bytes_inflight = 0
         self._admission = asyncio.Semaphore(cfg.max_inflight)
-        self._zmq = zmq.asyncio.Context()
+        self.zmq_ctx = zmq.asyncio.Context()
         self._sessions_http: dict[str, aiohttp.ClientSession] = {}
         self._control: aiohttp.ClientSession | None = None
         self.upstream = Pool(cfg.connect_timeout_s)
@@ -70,7 +71,7 @@ class Router:
         self._control = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.control_timeout_s))
         for spec in self.cfg.workers:
             await self.add_worker(spec)
-        self._health_task = asyncio.create_task(self._health_loop())
+        self._health_task = asyncio.create_task(worker_probe.health_loop(self))
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a fire-and-forget task (an abort, a prefill reply finishing) until it is done."""
@@ -91,7 +92,7 @@ class Router:
         for s in [*self._sessions_http.values(), *([self._control] if self._control else [])]:
             await s.close()
         self.upstream.close()
-        self._zmq.destroy(linger=0)
+        self.zmq_ctx.destroy(linger=0)
 
     def http(self, url: str) -> aiohttp.ClientSession:
         """The pooled session of one upstream worker (created on first use)."""
@@ -145,85 +146,7 @@ class Router:
 
     async def _discover(self, w: WorkerState) -> bool:
         """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
-        try:
-            async with self.control.get(f"{w.url}/server_info") as resp:
-                if resp.status != 200:
-                    return False
-                info = parse_server_info(orjson.loads(await resp.read()), w.url)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
-            log.debug("server_info of %s failed: %s", w.url, exc)
-            return False
-        w.info = info
-        if w.role is Role.PREFILL and w.bootstrap_port is None:
-            w.bootstrap_port = info.bootstrap_port or self.cfg.default_bootstrap_port
-        if self.cfg.model_name is None and info.model and self.model_name == "default":
-            self.model_name = info.model
-        if info.disaggregation_mode not in (None, "null", w.role.value):
-            log.warning(
-                "worker %s reports disaggregation_mode=%s but was registered as %s",
-                w.url,
-                info.disaggregation_mode,
-                w.role.value,
-            )
-        w.cancel_tasks()
-        kv = info.kv_events
-        if kv is not None:
-            if w.exact_index is not None:
-                w.exact_index.clear()  # release its blocks from the shared table
-            table = self._block_tables.setdefault(kv.block_size, BlockTable(kv.block_size))
-            w.exact_index = ExactPrefixIndex(table, len(kv.endpoints), self.cfg.exact_max_blocks)
-            w.approx_index = None
-            for rank, ep in enumerate(kv.endpoints):
-                replay = kv.replay_endpoints[rank] if kv.replay_endpoints else None
-                consumer = subscribers.KvEventConsumer(w, w.exact_index, rank, self._zmq, replay)
-                self._spawn(w, "kv events", subscribers.run_kv_events(consumer, ep, kv.topic))
-        else:
-            w.exact_index = None
-            w.approx_index = ApproxPrefixIndex(self.cfg.approx_page_size, self.cfg.approx_max_pages)
-        if info.telemetry_endpoint is not None:
-            self._spawn(w, "telemetry", subscribers.run_telemetry(self._zmq, w, info.telemetry_endpoint))
-        if kv is not None and kv.load_endpoints:
-            self._spawn(
-                w, "loadstat", subscribers.run_loadstat(self._zmq, w, kv.load_endpoints, kv.load_topic)
-            )
-        if info.telemetry_endpoint is None and not (kv is not None and kv.load_endpoints):
-            self._spawn(w, "loads poll", self._poll_loads(w))
-        return True
-
-    def _spawn(self, w: WorkerState, name: str, coro: Any) -> None:
-        w.tasks.append(asyncio.create_task(subscribers.run_task(name, w, coro)))
-
-    async def _poll_loads(self, w: WorkerState) -> None:
-        while True:
-            try:
-                async with self.control.get(f"{w.url}/v1/loads", params={"include": "core"}) as resp:
-                    if resp.status == 200:
-                        w.record_load(summary_from_loads_json(orjson.loads(await resp.read())), "v1/loads")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
-                log.debug("/v1/loads of %s failed: %s", w.url, exc)
-            await asyncio.sleep(self.cfg.loads_poll_interval_s)
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.gather(*(self._check(w) for w in self.registry.all()), return_exceptions=True)
-            await asyncio.sleep(self.cfg.health_interval_s)
-
-    async def _check(self, w: WorkerState) -> None:
-        try:
-            async with self.control.get(f"{w.url}/health") as resp:
-                ok = resp.status == 200
-        except aiohttp.ClientConnectorError:
-            self.note_failure(w, hard=True)  # nothing listens: the process is gone (issue 7)
-            return
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            ok = False
-        if ok:
-            if not w.healthy and (w.info is not None or await self._discover(w)):
-                log.info("worker %s is healthy again", w.url)
-                w.healthy = True
-            w.num_failures = 0
-        else:
-            self.note_failure(w)
+        return await worker_probe.discover(self, w)
 
     def note_failure(self, w: WorkerState, hard: bool = False) -> None:
         """A failed call or health check; ``hard`` (connection refused) takes it out at once."""
