@@ -18,12 +18,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
 
 from sglang_ppd.core.types import Role
 from sglang_ppd.emulator import tokens
+from sglang_ppd.emulator.admission import Active, admitted_mode
 from sglang_ppd.emulator.bootstrap import MAX_LAG_S, Link, Rooms, fetch_kv
 from sglang_ppd.emulator.config import EngineConfig
 from sglang_ppd.emulator.pages import PageChain
@@ -34,17 +34,6 @@ from sglang_ppd.sim.scheduler import BatchScheduler, Iteration, Outcome
 
 LEAP_STEPS = 64
 """Decode steps one iteration may cover when ``time_scale`` is 0."""
-
-
-@dataclass(slots=True)
-class Active:
-    handle: RequestHandle
-    chain: PageChain
-    digest: bytes
-    locked: list[int]
-    allocated: asyncio.Future[int] | None = None
-    room: int | None = None
-    transfers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class Engine:
@@ -111,31 +100,9 @@ class Engine:
             raise RequestError(self.failure, 503)
         if inp.rid in self._active:
             raise RequestError(f"request id {inp.rid!r} is already running", 409)
-        mode = inp.mode
-        if mode is Mode.AGGREGATED:
-            if self.cfg.role is Role.DECODE and self.ppd:
-                mode = Mode.LOCAL
-            else:
-                raise RequestError(
-                    f"this emulated {self.role} server runs disaggregated: send bootstrap_host, "
-                    "bootstrap_port and bootstrap_room (or do_local_prefill to a --ppd decode server)"
-                )
-        if mode is Mode.PD_PREFILL and inp.bootstrap is not None:
-            taken = self.rooms.peek(inp.bootstrap.room)
-            if taken is not None and taken.rid is not None:
-                raise RequestError(f"bootstrap_room {inp.bootstrap.room} is already in use here", 409)
+        mode = admitted_mode(self.cfg, inp, self.rooms, self.sched.capacity)
         prompt_len, out_len = len(inp.input_ids), inp.max_new_tokens
-        need = prompt_len + (out_len if self.cfg.role is Role.DECODE else 0)
-        if need > self.sched.capacity:
-            raise RequestError(f"request needs {need} KV tokens; this worker holds {self.sched.capacity}")
-        handle = RequestHandle(inp)
-        chain = PageChain.of(inp.input_ids, self.cfg.page_size)
-        hashes = chain.hashes
-        hit = self.radix.match(hashes) if self.retain else 0
-        locked = hashes[: hit // self.cfg.page_size]
-        self.radix.lock(locked)
-        handle.cached_tokens = min(hit, prompt_len - 1)
-        a = Active(handle, chain, tokens.prompt_digest(inp.input_ids), locked)
+        a, hit = Active.enter(inp, self.radix, self.cfg.page_size, self.retain)
         # Each request is its own scheduler "session", holding exactly its radix hit.
         self.sched.cache.insert(inp.rid, hit)
         rid = inp.rid
@@ -153,7 +120,7 @@ class Engine:
         else:
             self.sched.add_local(rid, rid, prompt_len, out_len, chunk_len=inp.chunk_len)
         self._poke()
-        return handle
+        return a.handle
 
     async def _receive_kv(self, a: Active) -> None:
         inp = a.handle.inp
