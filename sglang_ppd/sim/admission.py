@@ -50,5 +50,13 @@ class AdmissionQueue:
         """The oldest queued transfer is next: no older local prefill waits."""
         return bool(self.prealloc) and (not self.waiting or self.prealloc[0].seq < self.waiting[0].seq)
 
+    def withdraw(self, r: WorkerRequest) -> bool:
+        """Take a request out of the queue; False if it was not queued (admitted already)."""
+        for q in (self.waiting, self.prealloc):
+            if r in q:
+                q.remove(r)
+                return True
+        return False
+
     def __len__(self) -> int:
         return len(self.waiting) + len(self.prealloc)

@@ -180,13 +180,8 @@ class BatchScheduler:
         r = self._reqs.get(rid)
         if r is None:
             return False
-        if r in self._queue.waiting:  # never admitted: nothing reserved or taken
-            self._queue.waiting.remove(r)
-            self._queued_tokens -= r.queued_est
-            del self._reqs[rid]
-            return True
-        if r in self._queue.prealloc:
-            self._queue.prealloc.remove(r)
+        if self._queue.withdraw(r):  # never admitted: nothing reserved or taken
+            self._queued_tokens -= r.queued_est  # 0 for a transfer
             del self._reqs[rid]
             return True
         keep_len = r.prompt_len  # a prefill worker's done prompt, awaiting release
