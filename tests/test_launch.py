@@ -3,6 +3,7 @@ cluster brought up and torn down with SIGTERM leaving no orphan processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -125,6 +126,41 @@ def _launch(tmp_path: Path, extra: dict[str, object]) -> tuple[subprocess.Popen[
                              "--log-dir", str(tmp_path / "logs")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, port
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> list[str]:
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "launch exited early:\n" + "".join(lines)
+        lines.append(line)
+        if "router ready" in line:
+            return lines
+    raise AssertionError("launch never became ready:\n" + "".join(lines))
+
+
+def test_a_sigkilled_launcher_leaves_no_orphans(tmp_path: Path) -> None:
+    proc, _ = _launch(tmp_path, {})
+    kids: set[int] = set()
+    try:
+        _wait_ready(proc)
+        kids = _children(proc.pid)
+        assert len(kids) >= 3
+        proc.kill()  # no chance to clean up: the children must go by themselves
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and [k for k in kids if _alive(k)]:
+            time.sleep(0.2)
+        assert not [k for k in kids if _alive(k)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for k in kids:  # a failed run must not leak its workers either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(k, signal.SIGKILL)
 
 
 def test_launch_emulated_cluster_and_clean_shutdown(tmp_path: Path) -> None:

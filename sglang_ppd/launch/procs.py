@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,14 @@ import aiohttp
 from sglang_ppd.launch.plan import Child
 
 STOP_TIMEOUT_S = 15.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a launcher killed with SIGKILL (no cleanup possible) still
+    takes its children down, since the kernel sends them SIGTERM when it dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildFailed(RuntimeError):
@@ -37,6 +46,7 @@ class Supervisor:
             self.procs[child.name] = subprocess.Popen(
                 [*child.argv, *extra_argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, **child.env, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self, name: str, num_lines: int = 30) -> str:
