@@ -121,8 +121,9 @@ class DeflectPolicy(BuiltinPolicy):
             if ttft < best_ttft:
                 best, best_ttft, best_chunk, best_new, best_stall = d, ttft, chunk, new_len, stall
         if best is not None:
-            ttft_p = est.pd_ttft_ms(v, p, d_pd)
             queued_ms = est.p_queue_ms(p, p.worker_id in fresh, prompt_len) + est.link_wait_ms(v.link)
+            # An idle PD path needs no TTFT_P: the gate decides before the full estimate is built.
+            ttft_p = est.pd_ttft_ms(v, p, d_pd) if queued_ms > self._min_p_queue_ms else math.inf
             if queued_ms <= self._min_p_queue_ms:
                 why = reasons.P_IDLE
             elif best_ttft > self._alpha * ttft_p:
