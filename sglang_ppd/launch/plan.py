@@ -14,6 +14,7 @@ from sglang_ppd.core.config import ConfigError, validate
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import available_policies
 from sglang_ppd.launch.config import LaunchConfig
+from sglang_ppd.protocol.server_info import zmq_bind_host
 from sglang_ppd.router.config import RouterConfig, SloConfig
 
 DEFAULT_POLICY = "ppd_deflect"
@@ -93,7 +94,7 @@ def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, deco
     if bootstrap is not None:
         argv += ["--disaggregation-bootstrap-port", str(bootstrap)]
     # ZMQ publishers bind where the HTTP server does: loopback unless the config's host is wider.
-    zhost = "*" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    zhost = zmq_bind_host(cfg.host)
     if s.kv_events:
         kv = {"publisher": "zmq", "endpoint": f"tcp://{zhost}:{zmq_base}",
               "replay_endpoint": f"tcp://{zhost}:{zmq_base + 1}", "topic": ""}

@@ -29,6 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+
+
+def zmq_bind_host(http_host: str) -> str:
+    """Where a worker's ZMQ publishers bind: where its HTTP server listens (loopback by default);
+    any wildcard HTTP host becomes ZMQ's ``*``."""
+    return "*" if http_host in WILDCARD_HOSTS else http_host
 LOCAL_PREFILL_FIELD = "ppd_local_prefill"
 TELEMETRY_ENDPOINT_FIELD = "ppd_telemetry_endpoint"
 

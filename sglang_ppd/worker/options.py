@@ -7,6 +7,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from sglang_ppd.protocol.server_info import zmq_bind_host
+
 ENV_VAR = "SGLANG_PPD_WORKER_OPTIONS"
 """The options travel to SGLang's spawned scheduler process through the environment."""
 
@@ -107,7 +109,7 @@ def parse(argv: list[str]) -> tuple[PpdOptions, list[str]]:
         prior_ms_per_token=ns.ppd_prior_ms_per_token,
         prior_mixed_overhead_ms=ns.ppd_prior_mixed_overhead_ms,
         # Bound like SGLang's HTTP server: loopback unless the operator chose a wider --host.
-        telemetry_endpoint=ns.ppd_telemetry_endpoint or f"tcp://{_zmq_host(host)}:{port + 100}",
+        telemetry_endpoint=ns.ppd_telemetry_endpoint or f"tcp://{zmq_bind_host(host)}:{port + 100}",
         telemetry_period_ms=ns.ppd_telemetry_period_ms,
         worker_url=ns.ppd_worker_url or f"http://{host}:{port}",
         iter_log=ns.ppd_iter_log,
@@ -115,7 +117,3 @@ def parse(argv: list[str]) -> tuple[PpdOptions, list[str]]:
     if opts.min_chunk_len <= 0 or opts.max_chunk_len < opts.min_chunk_len:
         raise SystemExit("need 0 < --ppd-min-chunk-len <= --ppd-max-chunk-len")
     return opts, sglang_args
-
-
-def _zmq_host(host: str) -> str:
-    return "*" if host in ("0.0.0.0", "::", "") else host
