@@ -75,11 +75,17 @@ def check_history(log: list[tuple[list[int], list[int]]]) -> int:
 def test_closed_loop_sessions_sglang(server: Served, tmp_path: Path, incremental: bool) -> None:
     server.cfg.incremental = incremental
     out = tmp_path / "r.json"
-    rc = main(
-        ["--url", server.url, "--workload", SESSIONS, "--seed", "1", "--no-progress", "--json", str(out)]
-    )
+    rec = tmp_path / "r.jsonl"
+    argv = ["--url", server.url, "--workload", SESSIONS, "--seed", "1", "--no-progress", "--json", str(out)]
+    rc = main(argv + ["--records", str(rec)])
     assert rc == 0
     s = json.loads(out.read_text())
+    rows = [json.loads(line) for line in rec.read_text().splitlines()]
+    # the per-request records give back the summary's numbers (what a stricter SLO is applied to later)
+    assert len(rows) == 9 and sorted(r["turn"] for r in rows) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert sum(r["ttft_ms"] for r in rows) / 9 == pytest.approx(s["overall"]["ttft_ms"]["mean"], rel=1e-6)
+    assert sum(r["tpot_ms"] for r in rows) / 9 == pytest.approx(s["overall"]["tpot_ms"]["mean"], rel=1e-6)
+    assert all(r["error"] is None and "itl_ms" not in r for r in rows)
     assert set(s) >= KEYS
     assert s["num_requests"] == 9 and s["num_failed"] == 0
     assert s["turn1"]["count"] == 3 and s["turn2plus"]["count"] == 6

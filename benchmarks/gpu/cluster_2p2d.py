@@ -48,13 +48,25 @@ ROUTERS = ("ppd_deflect", "pd", "rust", "pd_cache_aware", "threshold")
 
 
 def default_plan() -> list[tuple[str, float, str]]:
-    """Most important first: the main load, the three key routers on both workloads, then the other
-    two policies, then the other loads (a deadline cuts the tail)."""
-    plan: list[tuple[str, float, str]] = []
-    for group in (ROUTERS[:3], ROUTERS[3:]):
-        plan += [(wl, LOADS[wl][0], r) for wl in ("azure", "sharegpt") for r in group]
-    for load_i in (1, 2):
-        plan += [(wl, LOADS[wl][load_i], r) for wl in ("azure", "sharegpt") for r in ROUTERS[:3]]
+    """The whole matrix (2 workloads x 3 loads x 5 routers), most wanted first, so a deadline cuts
+    the least wanted: ``ppd_deflect`` and ``pd`` at the main Azure load (the load-aware gate, with
+    its reference in the same call), then the heavy load, the light load, and the rest of the main
+    load (measured before with older router code)."""
+    plan = [("azure", LOADS["azure"][0], r) for r in ROUTERS[:2]]
+    for load_i in (1, 2, 0):
+        plan += [(wl, LOADS[wl][load_i], r) for wl in ("azure", "sharegpt") for r in ROUTERS]
+    return [p for i, p in enumerate(plan) if p not in plan[:i]]
+
+
+def parse_plan(text: str) -> list[tuple[str, float, str]]:
+    """``azure:2:pd,sharegpt:0.5:rust`` -> plan entries; errors name the bad item."""
+    plan = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 3 or parts[0] not in WORKLOADS or parts[2] not in ROUTERS:
+            raise SystemExit(f"--plan item {item!r}: want WORKLOAD:LOAD:ROUTER with WORKLOAD in "
+                             f"{sorted(WORKLOADS)} and ROUTER in {list(ROUTERS)}")  # fmt: skip
+        plan.append((parts[0], float(parts[1]), parts[2]))
     return plan
 
 
@@ -154,7 +166,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     logdir = out / "logs"
     logdir.mkdir(exist_ok=True)
-    plan = default_plan()
+    plan = parse_plan(a.plan) if a.plan else default_plan()
     if a.only:
         keep = set(a.only.split(","))
         plan = [p for p in plan if p[2] in keep]
@@ -171,6 +183,9 @@ def cmd_run(a: argparse.Namespace) -> int:
             log(f"skip {wl} x{load:g} {rname}: {left:.0f} s left < {need:.0f}")
             continue
         tag = f"{wl}_x{load:g}_{rname}"
+        if (out / "runs" / f"{tag}.json").exists():
+            log(f"skip {tag}: measured earlier in this results folder (servers kept between calls)")
+            continue
         flushed = flush_caches()
         proc = start_router(rname, logdir)
         ok = wait_router(proc, 40)
@@ -185,7 +200,8 @@ def cmd_run(a: argparse.Namespace) -> int:
                     "--rate-scale", str(load), "--duration-s", str(a.duration_s),
                     "--request-timeout-s", str(a.drain_s + a.duration_s), "--workers", str(a.workers),
                     "--label", rname, "--no-progress",
-                    "--json", str(out / "runs" / f"{tag}.json")]  # fmt: skip
+                    "--json", str(out / "runs" / f"{tag}.json"),
+                    "--records", str(out / "runs" / f"{tag}.records.jsonl")]  # fmt: skip
             t0 = time.monotonic()
             try:
                 r = subprocess.run(argv, capture_output=True, text=True,
@@ -384,6 +400,7 @@ def main() -> int:
     r.add_argument("--drain-s", type=float, default=20.0)
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--plan", help="WORKLOAD:LOAD:ROUTER,... instead of the default plan")
     r.add_argument("--only", help="comma list of routers to keep")
     r.add_argument("--max-runs", type=int)
     r.add_argument("--after-each", help="shell command after each run (pack results into $OUT)")

@@ -11,12 +11,16 @@
 #   BACKEND=emulated DURATION_S=8 OUT=/tmp/c2 bash benchmarks/gpu/cluster_2p2d.sh 300
 # Writes $OUT/results.tar.gz (runs.jsonl, runs/*.json, extras.json, router logs), refreshed after
 # every run, and $OUT/server_logs.tar.gz at the end.
+# KEEP_SERVERS=1: start the servers in their own session (setsid) and leave them running, with the
+# results folder, for the next call on the same warm machine: that call finds them healthy, skips
+# setup and start (~2 min of device time) and the runs already measured, and goes on with the plan.
 set -u
 set -m
 DEADLINE=${1:-560}
 BACKEND=${BACKEND:-sglang}
 OUTROOT=${OUT:-/tmp/out}
-RES=/tmp/c2p2d; rm -rf $RES; mkdir -p $RES/logs $OUTROOT
+KEEP=${KEEP_SERVERS:-0}
+RES=/tmp/c2p2d; [ "$KEEP" = 1 ] || rm -rf $RES; mkdir -p $RES/logs $OUTROOT
 T0=$SECONDS
 END_EPOCH=$(( $(date +%s) + DEADLINE ))
 log() { echo "[$(( SECONDS - T0 ))s] $*"; }
@@ -33,7 +37,8 @@ pack() { ( cd $RES && tar czf $OUTROOT/results.tar.gz runs.jsonl runs extras.jso
 PIDS=()
 stop_all() { for p in "${PIDS[@]}"; do kill -- -$p 2>/dev/null; done; sleep 3; for p in "${PIDS[@]}"; do kill -9 -- -$p 2>/dev/null; done; }
 finish() {
-  stop_all; pack
+  [ "$KEEP" = 1 ] || stop_all
+  pack
   ( cd $LOGS && tar czf $OUTROOT/server_logs.tar.gz *.log 2>/dev/null )
   if [ "$BACKEND" = sglang ] && [ -d ~/.triton/cache ]; then
     ( cd ~/.triton && tar czf /tmp/triton.tar.gz cache ) && [ $(stat -c %s /tmp/triton.tar.gz) -lt 15000000 ] && cp /tmp/triton.tar.gz $OUTROOT/triton.tar.gz
@@ -50,7 +55,22 @@ wait_health() { local url=$1 to=$2 name=$3 pid=$4 t=$SECONDS
   done
   log "$name TIMEOUT after $to s"; tail -30 $LOGS/$name.log; return 1; }
 
-if [ "$BACKEND" = sglang ]; then
+# without job control a background job is not a process-group leader, so setsid(1) execs in place
+# and $! is the server itself, the leader of its new session (stop_all kills that session's group)
+launch() { if [ "$KEEP" = 1 ]; then set +m; setsid "$@" & PIDS+=($!); set -m; else "$@" & PIDS+=($!); fi; }
+all_healthy() { for port in ${P_PORTS[@]} ${D_PORTS[@]}; do health http://127.0.0.1:$port || return 1; done; }
+REUSED=0
+if [ "$KEEP" = 1 ] && all_healthy; then
+  REUSED=1
+  log "servers of an earlier call are healthy: reusing them and $RES ($(ls $RES/runs 2>/dev/null | grep -c '[^s]\.json$') runs there)"
+  # the servers' own pids are unknown here: wait_health below then only polls /health
+  if [ "$BACKEND" = sglang ]; then
+    export PYTHONPATH=/tmp/site:$REPO:$REPO/policies:/tmp/ppdmeta RUST_ROUTER_PATH=/tmp/rustrouter
+  else
+    export PYTHONPATH=$REPO:$REPO/policies:${PYTHONPATH:-} RUST_ROUTER_PATH=${RUST_ROUTER_PATH:-/tmp/rustrouter}
+  fi
+  TO=10
+elif [ "$BACKEND" = sglang ]; then
   log "== env"
   nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version --format=csv,noheader
   nvidia-smi topo -m 2>/dev/null | head -8
@@ -83,18 +103,16 @@ PYEOF
   BASE="--model-path /tmp/model --skip-tokenizer-init --host 127.0.0.1 --attention-backend triton --sampling-backend pytorch --grammar-backend none --disaggregation-transfer-backend mooncake"
   # one server per GPU, all four started at once (a decode server needs no prefill server to start)
   for i in 0 1; do
-    CUDA_VISIBLE_DEVICES=$i $PY -m sglang.launch_server $BASE --mem-fraction-static 0.80 --port ${P_PORTS[$i]} \
+    CUDA_VISIBLE_DEVICES=$i launch $PY -m sglang.launch_server $BASE --mem-fraction-static 0.80 --port ${P_PORTS[$i]} \
       --disaggregation-mode prefill --disaggregation-bootstrap-port 899$((8 + i)) --disable-cuda-graph \
-      --kv-events-config "{\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:555$((8 - 2 * i))\"}" > $LOGS/P$i.log 2>&1 &
-    PIDS+=($!)
+      --kv-events-config "{\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:555$((8 - 2 * i))\"}" > $LOGS/P$i.log 2>&1
   done
   for i in 0 1; do
-    CUDA_VISIBLE_DEVICES=$((2 + i)) $PY -m sglang_ppd.worker $BASE --mem-fraction-static 0.80 --port ${D_PORTS[$i]} \
+    CUDA_VISIBLE_DEVICES=$((2 + i)) launch $PY -m sglang_ppd.worker $BASE --mem-fraction-static 0.80 --port ${D_PORTS[$i]} \
       --disaggregation-mode decode --cuda-graph-max-bs 64 \
       --kv-events-config "{\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:555$((7 - 2 * i))\"}" \
       --ppd-telemetry-endpoint "tcp://*:2930$i" --ppd-tbt-slo-ms 30 --ppd-min-chunk-len 128 --ppd-max-chunk-len 4096 \
-      --ppd-prior-mixed-overhead-ms 4 --ppd-prior-ms-per-token 0.017 > $LOGS/D$i.log 2>&1 &
-    PIDS+=($!)
+      --ppd-prior-mixed-overhead-ms 4 --ppd-prior-ms-per-token 0.017 > $LOGS/D$i.log 2>&1
   done
   log "launched P0 P1 D0 D1"
   TO=220
@@ -103,14 +121,12 @@ else
   export PYTHONPATH=$REPO:$REPO/policies:${PYTHONPATH:-} RUST_ROUTER_PATH=${RUST_ROUTER_PATH:-/tmp/rustrouter}
   EM="$PY -m sglang_ppd.cli emulate --profile configs/profiles/h100-llama31-8b-ppd-fit.yaml --time-scale 1 --host 127.0.0.1"
   for i in 0 1; do
-    $EM --role prefill --port ${P_PORTS[$i]} --bootstrap-port 899$((8 + i)) --link-bandwidth-gbs 1.474 \
-      --kv-events-port 2941$i --kv-replay-port 2942$i --load-port 2943$i --telemetry-port 2944$i > $LOGS/P$i.log 2>&1 &
-    PIDS+=($!)
+    launch $EM --role prefill --port ${P_PORTS[$i]} --bootstrap-port 899$((8 + i)) --link-bandwidth-gbs 1.474 \
+      --kv-events-port 2941$i --kv-replay-port 2942$i --load-port 2943$i --telemetry-port 2944$i > $LOGS/P$i.log 2>&1
   done
   for i in 0 1; do
-    $EM --role decode --port ${D_PORTS[$i]} --ppd --tbt-budget-ms 30 --telemetry-port 2930$i \
-      --kv-events-port 2945$i --kv-replay-port 2946$i --load-port 2947$i > $LOGS/D$i.log 2>&1 &
-    PIDS+=($!)
+    launch $EM --role decode --port ${D_PORTS[$i]} --ppd --tbt-budget-ms 30 --telemetry-port 2930$i \
+      --kv-events-port 2945$i --kv-replay-port 2946$i --load-port 2947$i > $LOGS/D$i.log 2>&1
   done
   log "launched emulated P0 P1 D0 D1"
   TO=60
@@ -118,7 +134,7 @@ fi
 N=0
 for name in P0 P1 D0 D1; do
   port=$([ ${name:0:1} = P ] && echo ${P_PORTS[${name:1}]} || echo ${D_PORTS[${name:1}]})
-  wait_health http://127.0.0.1:$port $TO $name ${PIDS[$N]} || exit 1
+  wait_health http://127.0.0.1:$port $TO $name ${PIDS[$N]:-$$} || exit 1
   N=$((N + 1))
 done
 

@@ -21,13 +21,13 @@ from sglang_ppd.bench.runner import BenchOptions, Replay, num_planned
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics.record import RequestRecord
-from sglang_ppd.metrics.result import machine_info, write_result_json
+from sglang_ppd.metrics.result import machine_info, write_records_jsonl, write_result_json
 from sglang_ppd.metrics.summary import summarize
 from sglang_ppd.workload import load_workload
 
 USAGE = """sglang-ppd bench --url URL (--trace FILE | --workload SPEC) [--api sglang|openai] [--seed N]
                   [--rate-scale X] [--limit N] [--max-requests N] [--duration-s S] [--slo-ttft-ms MS]
-                  [--slo-tpot-ms MS] [--workers N] [--label NAME] [--json OUT]
+                  [--slo-tpot-ms MS] [--workers N] [--label NAME] [--json OUT] [--records JSONL]
        sglang-ppd bench plot RESULT.json ... --out PNG [--metrics a.b.c,...] [--x rate_scale]"""
 
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="endpoint", help="what is measured (the `policy` key of the JSON)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", help="write the result JSON here")
+    p.add_argument("--records", help="also write every request's record here (JSON lines)")
     return p
 
 
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(summary_table(summary))
     if args.json:
         console.print(f"wrote {write_result_json(args.json, summary)}")
+    if args.records:
+        console.print(f"wrote {write_records_jsonl(args.records, result.records)}")
     return 0 if any(r.ok for r in result.records) else 1
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sglang_ppd.metrics.record import RequestRecord
 
 
 def cpu_model() -> str:
@@ -41,6 +45,21 @@ def write_result_json(path: str | Path, summary: dict[str, Any]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return p
+
+
+def write_records_jsonl(path: str | Path, records: list[RequestRecord]) -> Path:
+    """One JSON object per request (the record's fields plus ``ttft_ms`` and ``tpot_ms``), so a
+    stricter SLO or another percentile can be applied after a run that cannot be repeated (a GPU
+    run). The per-token ``itl_ms`` are left out: they would make a file per run too large to bring
+    back, and the result JSON keeps their statistics."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w") as f:
+        for r in records:
+            row = asdict(r) | {"ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms}
+            del row["itl_ms"]
+            f.write(json.dumps(_finite(row), allow_nan=False) + "\n")
     return p
 
 
