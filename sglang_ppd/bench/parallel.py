@@ -51,33 +51,20 @@ def _worker(
 ) -> None:
     # On Ctrl-C the parent is interrupted too; it keeps what was already sent.
     with contextlib.suppress(KeyboardInterrupt):
-        _replay_share(index, count, source, opts, out, ready, go, t0)
-
-
-def _replay_share(
-    index: int,
-    count: int,
-    source: dict[str, Any],
-    opts: dict[str, Any],
-    out: Any,
-    ready: Any,
-    go: Any,
-    t0: Any,
-) -> None:
-    shard = shard_of(load_workload(**source), index, count)
-    opts = opts | {"max_requests": share_of(opts["max_requests"], index, count)}
-    replay = Replay(
-        BenchOptions(**opts),
-        on_done=lambda r: out.put(("record", tuple(getattr(r, f.name) for f in dataclasses.fields(r)))),
-    )
-    ready.wait()
-    go.wait()
-    try:
-        if opts["max_requests"] != 0:
-            asyncio.run(replay.run(shard, t0=t0.value))
-    finally:
-        r = replay.result
-        out.put(("done", index, r.history_exact, r.client_cpu_s, r.model, r.wall_s))
+        shard = shard_of(load_workload(**source), index, count)
+        opts = opts | {"max_requests": share_of(opts["max_requests"], index, count)}
+        replay = Replay(
+            BenchOptions(**opts),
+            on_done=lambda r: out.put(("record", tuple(getattr(r, f.name) for f in dataclasses.fields(r)))),
+        )
+        ready.wait()
+        go.wait()
+        try:
+            if opts["max_requests"] != 0:
+                asyncio.run(replay.run(shard, t0=t0.value))
+        finally:
+            r = replay.result
+            out.put(("done", index, r.history_exact, r.client_cpu_s, r.model, r.wall_s))
 
 
 def run_parallel(
