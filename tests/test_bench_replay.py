@@ -21,6 +21,8 @@ from sglang_ppd.bench.capacity import main as capacity_main
 from sglang_ppd.bench.cli import main
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
+from sglang_ppd.metrics.result import read_records_jsonl
+from sglang_ppd.metrics.summary import stats
 from sglang_ppd.workload import load_trace
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,6 +88,9 @@ def test_closed_loop_sessions_sglang(server: Served, tmp_path: Path, incremental
     assert sum(r["ttft_ms"] for r in rows) / 9 == pytest.approx(s["overall"]["ttft_ms"]["mean"], rel=1e-6)
     assert sum(r["tpot_ms"] for r in rows) / 9 == pytest.approx(s["overall"]["tpot_ms"]["mean"], rel=1e-6)
     assert all(r["error"] is None and "itl_ms" not in r for r in rows)
+    back = read_records_jsonl(rec)
+    assert stats(r.ttft_ms for r in back if r.ok) == s["overall"]["ttft_ms"]
+    assert stats(r.tpot_ms for r in back if r.tpot_ms is not None) == s["overall"]["tpot_ms"]
     assert set(s) >= KEYS
     assert s["num_requests"] == 9 and s["num_failed"] == 0
     assert s["turn1"]["count"] == 3 and s["turn2plus"]["count"] == 6

@@ -17,38 +17,40 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from sglang_ppd.core.types import Slo
+from sglang_ppd.metrics.record import RequestRecord
+from sglang_ppd.metrics.result import read_records_jsonl
+from sglang_ppd.metrics.summary import meets_slo, stats
 
 ROUTERS = ("ppd_deflect", "pd", "rust", "pd_cache_aware", "threshold")
 LABELS = {"rust": "Rust sglang_router (PD)"}
 TABLE_TTFT_SLOS_MS = (250.0, 500.0, 1000.0, 2000.0)
 
+Records = list[RequestRecord]
 
-def load_runs(d: Path) -> dict[tuple[str, float, str], list[dict[str, Any]]]:
+
+def load_runs(d: Path) -> dict[tuple[str, float, str], Records]:
     runs = {}
     for f in sorted((d / "runs").glob("*.records.jsonl")):
         wl, load, router = f.name.removesuffix(".records.jsonl").split("_", 2)
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        runs[(wl, float(load.removeprefix("x")), router)] = rows
+        runs[(wl, float(load.removeprefix("x")), router)] = read_records_jsonl(f)
     if not runs:
         raise SystemExit(f"no runs/*.records.jsonl under {d}: run cluster_2p2d.py run with this code first")
     return runs
 
 
-def attainment(rows: list[dict[str, Any]], ttft_slo_ms: float, tpot_slo_ms: float) -> float:
-    def ok(r: dict[str, Any]) -> bool:
-        ttft, tpot = r.get("ttft_ms"), r.get("tpot_ms")
-        return (r.get("error") is None and r.get("finish_s") is not None and ttft is not None
-                and ttft <= ttft_slo_ms and (tpot is None or tpot <= tpot_slo_ms))  # fmt: skip
-
-    return sum(ok(r) for r in rows) / len(rows) if rows else float("nan")
+def attainment(rows: Records, ttft_slo_ms: float, tpot_slo_ms: float) -> float:
+    slo = Slo(ttft_ms=ttft_slo_ms, tpot_ms=tpot_slo_ms)
+    return sum(meets_slo(r, slo) for r in rows) / len(rows) if rows else float("nan")
 
 
-def pct(rows: list[dict[str, Any]], key: str, q: float, turn2: bool | None = None) -> float | None:
-    vals = [r[key] for r in rows if r.get(key) is not None and (turn2 is None or (r["turn"] > 1) == turn2)]
-    return float(np.percentile(vals, q)) if vals else None
+def p95(rows: Records, metric: str, turn2: bool | None = None) -> float | None:
+    """P95 of ``ttft_ms`` or ``tpot_ms`` over the successful requests (of one turn group)."""
+    picked = (r for r in rows if r.ok and (turn2 is None or (r.turn > 1) == turn2))
+    return stats(v for r in picked if (v := getattr(r, metric)) is not None)["p95"]
 
 
 def main() -> int:
@@ -76,9 +78,9 @@ def main() -> int:
             f"ttft_{s:g}ms": attainment(rows, s, a.tpot_slo_ms) for s in TABLE_TTFT_SLOS_MS
         }
         table.append({"workload": wl, "load": load, "router": router, "num_requests": len(rows),
-                      "attainment": att, "ttft_p95_ms": pct(rows, "ttft_ms", 95),
-                      "t2_ttft_p95_ms": pct(rows, "ttft_ms", 95, True),
-                      "tpot_p95_ms": pct(rows, "tpot_ms", 95)})  # fmt: skip
+                      "attainment": att, "ttft_p95_ms": p95(rows, "ttft_ms"),
+                      "t2_ttft_p95_ms": p95(rows, "ttft_ms", True),
+                      "tpot_p95_ms": p95(rows, "tpot_ms")})  # fmt: skip
 
     fig, axes = plt.subplots(len(workloads), len(loads), figsize=(4.2 * len(loads), 3.4 * len(workloads)),
                              squeeze=False, sharey=True)  # fmt: skip
@@ -110,12 +112,12 @@ def main() -> int:
             xs = [load for load, _ in pts]
             turn2 = True if wl == "sharegpt" else None  # multi-turn: the Turn 2+ tail is the claim
 
-            def ttft_key(rows: list[dict[str, Any]], turn2: bool | None = turn2) -> float | None:
-                return pct(rows, "ttft_ms", 95, turn2)
+            def ttft_key(rows: Records, turn2: bool | None = turn2) -> float | None:
+                return p95(rows, "ttft_ms", turn2)
 
             label = LABELS.get(router, router)
             axes[0][j].plot(xs, [ttft_key(rows) for _, rows in pts], "o-", label=label)
-            axes[1][j].plot(xs, [pct(rows, "tpot_ms", 95) for _, rows in pts], "o-", label=label)
+            axes[1][j].plot(xs, [p95(rows, "tpot_ms") for _, rows in pts], "o-", label=label)
         axes[0][j].set_title(f"{wl}: {'Turn 2+ ' if wl == 'sharegpt' else ''}TTFT P95 (ms)", fontsize=10)
         axes[0][j].set_yscale("log")
         axes[1][j].set_title(f"{wl}: TPOT P95 (ms)", fontsize=10)

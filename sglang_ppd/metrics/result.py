@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sglang_ppd.metrics.record import RequestRecord
+from sglang_ppd.metrics.record import RequestRecord
 
 
 def cpu_model() -> str:
@@ -61,6 +60,14 @@ def write_records_jsonl(path: str | Path, records: list[RequestRecord]) -> Path:
             del row["itl_ms"]
             f.write(json.dumps(_finite(row), allow_nan=False) + "\n")
     return p
+
+
+def read_records_jsonl(path: str | Path) -> list[RequestRecord]:
+    """The records :func:`write_records_jsonl` wrote (``itl_ms`` absent; the derived ``ttft_ms`` and
+    ``tpot_ms`` are recomputed by the record itself)."""
+    names = {f.name for f in fields(RequestRecord)}
+    rows = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+    return [RequestRecord(**{k: v for k, v in row.items() if k in names}) for row in rows]
 
 
 def _finite(obj: Any) -> Any:
