@@ -59,16 +59,19 @@ wait_health() { local url=$1 to=$2 name=$3 pid=$4 t=$SECONDS
 # and $! is the server itself, the leader of its new session (stop_all kills that session's group)
 launch() { if [ "$KEEP" = 1 ]; then set +m; setsid "$@" & PIDS+=($!); set -m; else "$@" & PIDS+=($!); fi; }
 all_healthy() { for port in ${P_PORTS[@]} ${D_PORTS[@]}; do health http://127.0.0.1:$port || return 1; done; }
-REUSED=0
-if [ "$KEEP" = 1 ] && all_healthy; then
-  REUSED=1
-  log "servers of an earlier call are healthy: reusing them and $RES ($(ls $RES/runs 2>/dev/null | grep -c '[^s]\.json$') runs there)"
-  # the servers' own pids are unknown here: wait_health below then only polls /health
+# the environment the servers, routers and bench run with; on a GPU only once setup has unpacked
+# /tmp/site (the model is written with the image's own packages, during the unpack)
+project_env() {
   if [ "$BACKEND" = sglang ]; then
-    export PYTHONPATH=/tmp/site:$REPO:$REPO/policies:/tmp/ppdmeta RUST_ROUTER_PATH=/tmp/rustrouter
+    export PYTHONPATH=/tmp/site:$REPO:$REPO/policies:/tmp/ppdmeta
+    export SGLANG_IS_FLASHINFER_AVAILABLE=false RUST_ROUTER_PATH=/tmp/rustrouter
   else
     export PYTHONPATH=$REPO:$REPO/policies:${PYTHONPATH:-} RUST_ROUTER_PATH=${RUST_ROUTER_PATH:-/tmp/rustrouter}
-  fi
+  fi; }
+if [ "$KEEP" = 1 ] && all_healthy; then
+  log "servers of an earlier call are healthy: reusing them and $RES ($(ls $RES/runs 2>/dev/null | grep -c '[^s]\.json$') runs there)"
+  # the servers' own pids are unknown here: wait_health below then only polls /health
+  project_env
   TO=10
 elif [ "$BACKEND" = sglang ]; then
   log "== env"
@@ -94,8 +97,7 @@ d.mkdir(parents=True, exist_ok=True)
 eps = "".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in e.items()) for g, e in p["entry-points"].items())
 (d / "entry_points.txt").write_text(eps)
 PYEOF
-  export PYTHONPATH=/tmp/site:$REPO:$REPO/policies:/tmp/ppdmeta
-  export SGLANG_IS_FLASHINFER_AVAILABLE=false RUST_ROUTER_PATH=/tmp/rustrouter
+  project_env
   PYTHONPATH=/tmp/rustrouter:$PYTHONPATH $PY -c "import sglang_router, sglang_router.sglang_router_rs; print('sglang_router', sglang_router.__version__ if hasattr(sglang_router, '__version__') else '?')" 2>&1 | tail -1
   # fail here, not after the servers' start, if the router cannot import on this image
   $PY -c "import sglang_ppd.router.service" || { log "router does not import: missing wheel?"; exit 1; }
@@ -117,8 +119,8 @@ PYEOF
   log "launched P0 P1 D0 D1"
   TO=220
 else
+  project_env
   # fixed side ports below the ephemeral range: a random one could take a worker's HTTP port
-  export PYTHONPATH=$REPO:$REPO/policies:${PYTHONPATH:-} RUST_ROUTER_PATH=${RUST_ROUTER_PATH:-/tmp/rustrouter}
   EM="$PY -m sglang_ppd.cli emulate --profile configs/profiles/h100-llama31-8b-ppd-fit.yaml --time-scale 1 --host 127.0.0.1"
   for i in 0 1; do
     launch $EM --role prefill --port ${P_PORTS[$i]} --bootstrap-port 899$((8 + i)) --link-bandwidth-gbs 1.474 \
