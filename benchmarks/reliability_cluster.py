@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.bench.runner import BenchOptions, Replay, RunResult
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import load_policy
@@ -26,12 +26,6 @@ from sglang_ppd.router.tokenizer import ByteTokenizer
 from sglang_ppd.workload.spec import Workload
 
 PROFILE = "h100-llama31-8b"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -42,7 +42,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from sglang_ppd.bench.ports import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "router_bench.json"
 REPLY = (
@@ -90,12 +91,6 @@ def null_worker(role: str, port: int) -> None:
     for path in ("/health", "/health_generate", "/v1/loads", "/get_load"):
         app.router.add_get(path, ok)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def spawn(*argv: str) -> asyncio.subprocess.Process:

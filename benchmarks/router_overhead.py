@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +50,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.metrics.result import machine_info, write_result_json
 
 ROUTE_HEADER = "x-ppd-route"
@@ -60,29 +59,6 @@ OUT = Path(__file__).resolve().parent / "results" / "router_overhead.json"
 ADDED_P99_LIMIT_MS = 50.0
 DRAIN_S = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-_taken: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (no outgoing connection can take it before
-    its server binds), not handed out before in this run."""
-    low = 32768  # Linux's default
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20000, max(low, 20001))
-        if port in _taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
 
 
 def cpu_s(pid: int) -> float:

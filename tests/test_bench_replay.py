@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from sglang_ppd.bench.capacity import free_port, wait_listening
 from sglang_ppd.bench.capacity import main as capacity_main
+from sglang_ppd.bench.capacity import wait_listening
 from sglang_ppd.bench.cli import main
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.bench.stub import MODEL_ID, StubConfig, build_app
 from sglang_ppd.metrics.result import read_records_jsonl

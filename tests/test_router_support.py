@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo
@@ -221,14 +222,6 @@ async def serve_loopback(app: web.Application, **runner_kwargs: Any) -> tuple[we
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FakeKvPublisher:

@@ -21,18 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sglang_ppd.bench.client import Api
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics.result import machine_info, write_result_json
 from sglang_ppd.metrics.summary import summarize
 from sglang_ppd.workload import build_workload
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_listening(port: int, timeout_s: float = 20.0) -> None:
