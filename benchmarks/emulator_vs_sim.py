@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from sglang_ppd.bench.ports import free_block
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.core.types import Slo
-from sglang_ppd.launch.procs import busy_ports
 from sglang_ppd.metrics.result import machine_info, write_result_json
 from sglang_ppd.metrics.summary import summarize
 from sglang_ppd.sim.config import SimConfig
@@ -43,19 +42,10 @@ DEFAULT_WORKLOAD = (
 OUT = Path(__file__).resolve().parent / "results" / "emulator_vs_sim.json"
 
 
-def free_ports(n: int) -> int:
-    """The first of ``n`` consecutive free ports (other benchmarks may share this host)."""
-    rng = random.Random()
-    while True:
-        base = rng.randrange(20000, 60000)
-        if not busy_ports("127.0.0.1", tuple(range(base, base + n))):
-            return base
-
-
 def run_emulated(
     workload: Any, policy: str, seed: int, page_size: int, slo: Slo, time_scale: float = 1.0
 ) -> dict[str, Any]:
-    base = free_ports(4)
+    base = free_block(4)
     cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": page_size,
            "monitor": False, "emulator": {"time_scale": time_scale},
            "router": {"port": base + 3, "policy": policy,

@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from typing import Any
 import yaml
 
 from sglang_ppd.bench.cli import error_counts
+from sglang_ppd.bench.ports import free_block
 from sglang_ppd.bench.runner import BenchOptions, Replay
 from sglang_ppd.core.types import Slo
 from sglang_ppd.metrics.record import RequestRecord
@@ -65,37 +64,6 @@ def sim_config() -> SimConfig:
     return SimConfig(
         num_prefill=2, num_decode=2, link_gbytes_per_s=LINK_GB_S, publish_period_ms=TELEMETRY_PERIOD_MS
     )
-
-
-def free_block(n: int) -> int:
-    """The first of ``n`` consecutive free ports (launch allocates worker ports upwards), below the
-    kernel's ephemeral range, so that no outgoing connection can take one before its server binds."""
-    low, high = ephemeral_range()
-    span = (20000, low - n) if low - n > 20000 else (high + 1, 65000 - n)
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(*span)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no block of {n} free ports found")
-
-
-def ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
 
 
 def launch_config(policy: str, slo: Slo, time_scale: float) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -18,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sglang_ppd.bench.ports import free_block
 from sglang_ppd.core.config import ConfigError, validate
 from sglang_ppd.launch.config import LaunchConfig
 from sglang_ppd.launch.plan import make_plan
-from sglang_ppd.launch.procs import busy_ports
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -106,17 +105,8 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _free_block(n: int) -> int:
-    """The first of ``n`` consecutive free ports (tests and benchmarks run side by side)."""
-    rng = random.Random()
-    while True:
-        base = rng.randrange(20000, 60000)
-        if not busy_ports("127.0.0.1", tuple(range(base, base + n))):
-            return base
-
-
 def _launch(tmp_path: Path, extra: dict[str, object]) -> tuple[subprocess.Popen[str], int]:
-    base = _free_block(4)
+    base = free_block(4)
     port = base + 3  # workers take base .. base+2
     cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": 16,
            "emulator": {"time_scale": 0.1}, "router": {"port": port}, "startup_timeout_s": 30, **extra}

@@ -2,35 +2,50 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 from pathlib import Path
 
-_taken: set[int] = set()
 LOWEST_PORT = 20000
+_taken: set[int] = set()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_block(n: int) -> int:
+    """The first of ``n`` consecutive free ports (``sglang-ppd launch`` allocates worker ports
+    upwards), outside the kernel's ephemeral range, so that no outgoing connection can take one
+    before its server binds, and none handed out before by this process."""
+    low, high = ephemeral_range()
+    span = (LOWEST_PORT, low - n) if low - n > LOWEST_PORT else (high + 1, 65000 - n)
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(*span)
+        block = range(base, base + n)
+        if _taken.intersection(block):
+            continue
+        socks = []
+        try:
+            for port in block:
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        _taken.update(block)
+        return base
+    raise RuntimeError(f"no block of {n} free ports found")
 
 
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range (no outgoing connection can take it between
-    this check and its server's bind), not handed out before by this process. Where that range
-    starts too low to leave room, a port the kernel picks."""
-    low = 32768  # Linux's default
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    if low - LOWEST_PORT < 1000:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(LOWEST_PORT, low)
-        if port in _taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
+    return free_block(1)
