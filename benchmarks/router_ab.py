@@ -30,16 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from procstat import cpu_s
 
 from sglang_ppd.bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "router_bench.py"
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_up(url: str, timeout_s: float = 60.0) -> None:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from procstat import cpu_s
 
 from sglang_ppd.bench.ports import free_port
 
@@ -171,12 +172,6 @@ async def throughput(
     t0 = time.monotonic()
     await asyncio.gather(*(client(k) for k in range(concurrency)))
     return {"rps": done / (time.monotonic() - t0), "ok": done, "errors": errors}
-
-
-def cpu_s(pid: int) -> float:
-    """User+system CPU seconds of one process (and its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _median_row(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from procstat import cpu_s
 
 from sglang_ppd.bench.ports import free_port
 from sglang_ppd.metrics.result import machine_info, write_result_json
@@ -58,13 +59,6 @@ ROUTE_HEADER = "x-ppd-route"
 OUT = Path(__file__).resolve().parent / "results" / "router_overhead.json"
 ADDED_P99_LIMIT_MS = 50.0
 DRAIN_S = 5.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass
