@@ -52,6 +52,7 @@ import aiohttp
 from procstat import cpu_s
 
 from sglang_ppd.bench.ports import free_port
+from sglang_ppd.metrics.result import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "router_bench.json"
 REPLY = (
@@ -369,18 +370,10 @@ def main() -> int:
     load_before = os.getloadavg()
     rows = asyncio.run(run(args))
     live = asyncio.run(live_decisions(args)) if args.live_sessions > 0 else None
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
     out = {
         "benchmark": "router_bench",
         "machine": platform.node(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "num_cpus": os.cpu_count(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(),
         "seed": args.seed,
