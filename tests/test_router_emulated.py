@@ -143,6 +143,9 @@ async def test_cli_rejects_bad_flags() -> None:
         assert proc.returncode == 2 and needle in err, (args, err)
 
 
+# Two emulator processes start inside this test's budget, and KV events and telemetry cross ZMQ: on a
+# loaded 2-core machine that alone took over a minute once, so it gets three, and its waits one each.
+@pytest.mark.timeout(180)
 async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str, int, str]) -> None:
     purl, bport, durl = emulated
     cfg = RouterConfig.model_validate(
@@ -180,10 +183,11 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
             page = w.exact_index.block_size
             resident = (len(turn1) + len(answer) - 1) // page * page
             await wait_for(
-                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident
+                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident,
+                timeout_s=60.0,
             )
             # The router guards local routes behind fresh telemetry: let the first snapshot arrive.
-            await wait_for(lambda: w.age_ms(time.monotonic()) is not None)
+            await wait_for(lambda: w.age_ms(time.monotonic()) is not None, timeout_s=60.0)
             async with s.post(
                 f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
             ) as r:
