@@ -2,11 +2,11 @@
 
     python benchmarks/monitor_screenshot.py [--seconds 40] [--sizes 160x52,120x40,80x24]
 
-Runs ``python -m sglang_ppd.launch --config configs/emulated-2p2d.yaml`` in a detached tmux session
-(the monitor needs a TTY), drives it with ``sglang-ppd bench`` on synthetic multi-turn sessions,
-then resizes the pane to each size in turn and captures it: ``benchmarks/results/monitor_WxH.txt``
-(plain text), ``monitor_WxH_ansi.txt`` and ``monitor_WxH.png`` (the pane's colours drawn with
-DejaVu Sans Mono). Needs tmux.
+Runs ``python -m sglang_ppd.launch --config configs/emulated-2p2d.yaml --no-monitor`` in a detached
+tmux session, drives it with ``sglang-ppd bench`` on synthetic multi-turn sessions, then starts
+``sglang-ppd monitor`` in a fresh tmux session of each size in turn (the monitor needs a TTY) and
+captures it: ``benchmarks/results/monitor_WxH.txt`` (plain text), ``monitor_WxH_ansi.txt`` and
+``monitor_WxH.png`` (the pane's colours drawn with DejaVu Sans Mono). Needs tmux.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def main() -> int:
         return 0
     url = f"http://127.0.0.1:{args.port}"
     launch = (f"{sys.executable} -m sglang_ppd.launch --config configs/emulated-2p2d.yaml "
-              f"--port {args.port} --base-port {args.base_port}")
+              f"--port {args.port} --base-port {args.base_port} --no-monitor")
+    monitor = f"{sys.executable} -m sglang_ppd.cli monitor --router {url}"
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-    first = ["-x", str(sizes[0][0]), "-y", str(sizes[0][1])]
-    tmux("new-session", "-d", "-s", SESSION, *first, "-c", str(ROOT), launch)
+    tmux("new-session", "-d", "-s", SESSION, "-c", str(ROOT), launch)
     captures: dict[tuple[int, int], str] = {}
     try:
         wait_ready(url, 60)
@@ -116,9 +116,14 @@ def main() -> int:
         )  # fmt: skip
         time.sleep(args.seconds * 0.7)
         for cols, rows in sizes:
-            tmux("resize-window", "-t", SESSION, "-x", str(cols), "-y", str(rows))
-            time.sleep(2.0)  # a few frames at the new size (the monitor redraws 4 times a second)
-            captures[(cols, rows)] = tmux("capture-pane", "-p", "-e", "-t", SESSION)
+            # A fresh terminal per size: a resized one keeps the wider frame's leftovers.
+            name = f"{SESSION}-{cols}x{rows}"
+            tmux("new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", str(ROOT), monitor)
+            try:
+                time.sleep(3.0)  # a few frames (the monitor redraws 4 times a second)
+                captures[(cols, rows)] = tmux("capture-pane", "-p", "-e", "-t", name)
+            finally:
+                subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         bench.wait(timeout=600)
     finally:
         subprocess.run(["tmux", "send-keys", "-t", SESSION, "C-c"], capture_output=True)
