@@ -146,6 +146,7 @@ def test_failures_are_recorded_and_end_the_session(server: Served, tmp_path: Pat
     assert s["slo_attainment"] == 0.0
 
 
+@pytest.mark.slow
 def test_timeout_and_bounds(server: Served, tmp_path: Path) -> None:
     server.cfg.hang_len = 4
     out = tmp_path / "r.json"
@@ -159,6 +160,7 @@ def test_timeout_and_bounds(server: Served, tmp_path: Path) -> None:
     assert s["errors"] == {"timeout after 2 s": s["num_failed"]}
 
 
+@pytest.mark.slow
 def test_open_loop_trace_duration_bound(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     argv = ["--url", server.url, "--workload", "azure:n=400", "--rate-scale", "20", "--duration-s", "1.0"]
@@ -187,6 +189,7 @@ def test_unreachable_endpoint_and_bad_args(tmp_path: Path, capsys: pytest.Captur
     assert main(["--url", "x", "--workload", "azure:", "--no-progress"]) == 2
 
 
+@pytest.mark.slow
 def test_module_entry_points(tmp_path: Path) -> None:
     """``python -m sglang_ppd.bench`` against ``python -m sglang_ppd.bench.stub``, both subprocesses."""
     port = free_port()
@@ -207,6 +210,7 @@ def test_module_entry_points(tmp_path: Path) -> None:
         stub.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_capacity_sweep_runs(tmp_path: Path) -> None:
     out = tmp_path / "cap.json"
     assert capacity_main(["--rates", "20", "--duration-s", "0.5", "--json", str(out)]) == 0
@@ -283,6 +287,7 @@ def test_open_loop_continuation_waits_for_its_parent(server: Served, tmp_path: P
     assert len(c_prompt) == 1700 and child.input_len == 1700
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--no-progress", "--json", str(out)]
@@ -309,6 +314,7 @@ def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
     assert 1 <= s["num_requests"] < 1000 and s["num_failed"] == 0
 
 
+@pytest.mark.slow
 def test_several_client_processes(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     rc = main(
@@ -328,6 +334,7 @@ def test_several_client_processes(server: Served, tmp_path: Path) -> None:
     assert json.loads(out.read_text())["num_requests"] == 3
 
 
+@pytest.mark.slow
 def test_policy_and_kv_bytes_come_from_the_router(tmp_path: Path) -> None:
     """Against an sglang_ppd router the result names its policy and the KV bytes its /metrics counted
     during the run (the records of a live run carry none), and the console shows the route mix."""
