@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from sglang_ppd.core.config import ConfigError, load_yaml
+from sglang_ppd.helptext import HelpFormatter, plain
 from sglang_ppd.launch.config import LaunchConfig
 from sglang_ppd.launch.plan import Plan, make_plan
 from sglang_ppd.launch.procs import ChildFailed, Supervisor, busy_ports, wait_healthy
@@ -22,7 +23,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "emulated-2p2
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sglang_ppd.launch", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m sglang_ppd.launch", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="launch YAML (LaunchConfig)")
     p.add_argument("--port", type=int, default=None, help="router port (default 30000, or the config's)")
     p.add_argument("--base-port", type=int, default=None, help="first worker port (overrides the config's)")
