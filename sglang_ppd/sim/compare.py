@@ -101,8 +101,8 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
                 rows.append(row)
     rows.sort(key=lambda r: (policies.index(r["policy"]), r["rate_scale"]))
     write_result_json(out_dir / "compare.json", {"runs": rows})
-    runs = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {seeds[0]}-{seeds[-1]}"
-    console.print(summary_table(rows, title=f"{args.trace or args.workload}, {runs}"))
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {seeds[0]}-{seeds[-1]}"
+    console.print(summary_table(rows, title=f"{args.trace or args.workload}, {which}"))
     for png in plot_compare(rows, out_dir, title=str(args.trace or args.workload)):
         console.print(f"wrote {png}")
     console.print(f"wrote {out_dir / 'compare.json'} and {len(rows) * len(seeds)} run files")
