@@ -15,7 +15,9 @@
                    "num_local_prefills": int|null,
                    "telemetry_age_ms": float|null, "telemetry_source": "ppd"|"loadstat"|"v1/loads"|null,
                    "prefix_index": "exact"|"approx"|null, "indexed_blocks": int,
-                   "kv_events": int, "kv_event_gaps": int, "dropped_messages": int}],
+                   "kv_events": int, "kv_event_gaps": int, "dropped_messages": int,
+                   "rejected_fields": int}],
+      (rejected_fields: published load fields out of range or non-finite, dropped by core.observe)
       "routes": {"pd": int, "local": int, "deflect": int},
       "top_reasons": [{"route": str, "reason": str, "count": int}],      # at most 8, most first
       "latency": {"turn1": L, "turn2+": L},
@@ -91,6 +93,7 @@ def build_stats(router: Router) -> dict[str, Any]:
                 "kv_events": w.num_kv_events,
                 "kv_event_gaps": w.num_kv_gaps,
                 "dropped_messages": w.num_dropped_messages,
+                "rejected_fields": w.num_rejected_fields,
             }
         )
     routes = {"pd": 0, "local": 0, "deflect": 0}
