@@ -21,7 +21,9 @@ async def _status_line(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readline(), 10)
 
 
-async def test_slow_uploads_hold_no_inflight_slot(pd_cluster: ClusterFactory, raw_connect: RawConnect) -> None:
+async def test_slow_uploads_hold_no_inflight_slot(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
     """Bodies trickling in must not take the in-flight slots that normal requests need."""
     c = await pd_cluster(max_inflight=4, max_queued=64, max_queue_wait_s=1.0)
     for _ in range(8):
@@ -80,7 +82,7 @@ async def test_malformed_http_is_one_debug_line(
     caplog.set_level(logging.DEBUG)
     reader, w = await raw_connect(c.url)
     w.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Length: abc\r\n\r\n")
-    assert (await _status_line(reader)).startswith(b"HTTP/1.1 400")
+    assert b" 400 " in await _status_line(reader)
     await asyncio.sleep(0.1)
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not loud, [r.getMessage() for r in loud]
@@ -88,7 +90,9 @@ async def test_malformed_http_is_one_debug_line(
     assert len(malformed) == 1 and malformed[0].exc_info is None and malformed[0].levelno == logging.DEBUG
 
 
-async def test_non_utf8_authorization_header_is_401(pd_cluster: ClusterFactory, raw_connect: RawConnect) -> None:
+async def test_non_utf8_authorization_header_is_401(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
     c = await pd_cluster(api_key="k")
     reader, w = await raw_connect(c.url)
     w.write(b"GET /stats HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")

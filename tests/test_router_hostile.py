@@ -25,7 +25,9 @@ from sglang_ppd.router.prefix_index import BlockTable, ExactPrefixIndex
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_a_half_open_trial_ending_in_a_worker_4xx_closes_the_breaker(pd_cluster: ClusterFactory) -> None:
+async def test_a_half_open_trial_ending_in_a_worker_4xx_closes_the_breaker(
+    pd_cluster: ClusterFactory,
+) -> None:
     c = await pd_cluster(decode={"fail_status": 500}, breaker_failures=1, breaker_cooldown_s=0.2)
     status, _, _ = await c.post("/generate", {"text": "abc"})
     assert status == 500
@@ -55,7 +57,9 @@ async def test_a_half_open_trial_whose_client_leaves_frees_the_trial(pd_cluster:
     assert status == 200
 
 
-async def _telemetry_cluster(pd_cluster: ClusterFactory) -> tuple[object, zmq.asyncio.Socket, zmq.asyncio.Context]:
+async def _telemetry_cluster(
+    pd_cluster: ClusterFactory,
+) -> tuple[object, zmq.asyncio.Socket, zmq.asyncio.Context]:
     ctx = zmq.asyncio.Context()
     port = free_port()
     pub = ctx.socket(zmq.PUB)
@@ -67,15 +71,24 @@ async def _telemetry_cluster(pd_cluster: ClusterFactory) -> tuple[object, zmq.as
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -5.0])
-async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(pd_cluster: ClusterFactory, bad: float) -> None:
+async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(
+    pd_cluster: ClusterFactory, bad: float
+) -> None:
     c, pub, ctx = await _telemetry_cluster(pd_cluster)
     w = c.router.registry.get(c.decode.url)  # type: ignore[attr-defined]
     assert w is not None
 
     def msg(iter_ms: float) -> bytes:
         t = telemetry.WorkerTelemetry(
-            worker_url=c.decode.url, role="decode", seq=1, num_running=4, num_waiting=0,  # type: ignore[attr-defined]
-            queued_prefill_tokens=50_000, kv_used_tokens=0, kv_capacity_tokens=100_000, decode_iter_ms=iter_ms,
+            worker_url=c.decode.url,
+            role="decode",
+            seq=1,
+            num_running=4,
+            num_waiting=0,  # type: ignore[attr-defined]
+            queued_prefill_tokens=50_000,
+            kv_used_tokens=0,
+            kv_capacity_tokens=100_000,
+            decode_iter_ms=iter_ms,
         )
         return telemetry.encode(t)[1]
 
@@ -132,7 +145,9 @@ async def test_removing_and_readding_a_busy_worker_keeps_its_counts(pd_cluster: 
     assert row["num_inflight"] == 0
 
 
-async def test_worker_url_passwords_never_leak(pd_cluster: ClusterFactory, caplog: pytest.LogCaptureFixture) -> None:
+async def test_worker_url_passwords_never_leak(
+    pd_cluster: ClusterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     c = await pd_cluster()
     caplog.set_level(logging.DEBUG)
     url = f"http://ops:hunter2@127.0.0.1:{free_port()}"
@@ -154,7 +169,9 @@ async def test_worker_4xx_is_not_an_upstream_error(pd_cluster: ClusterFactory) -
 
 
 async def test_a_decode_timeout_does_not_count_against_the_prefill(pd_cluster: ClusterFactory) -> None:
-    c = await pd_cluster(decode={"hang": True}, first_token_timeout_s=0.5, breaker_failures=1, breaker_cooldown_s=60)
+    c = await pd_cluster(
+        decode={"hang": True}, first_token_timeout_s=0.5, breaker_failures=1, breaker_cooldown_s=60
+    )
     status, _, _ = await c.post("/generate", {"text": "abc", "stream": True})
     assert status == 504
     breakers = c.router.reliability.stats()["breakers"]
@@ -201,13 +218,21 @@ def test_a_worker_cannot_poison_the_shared_block_table() -> None:
 
 
 def test_server_info_dp_size_is_capped() -> None:
-    block = {"publisher": "zmq", "endpoint_host": "*", "endpoint_port_base": 5557, "topic": "", "block_size": 1}
+    block = {
+        "publisher": "zmq",
+        "endpoint_host": "*",
+        "endpoint_port_base": 5557,
+        "topic": "",
+        "block_size": 1,
+    }
     ok = parse_server_info({"kv_events": {**block, "dp_size": 2}}, "http://127.0.0.1:1")
     assert ok.kv_events is not None and len(ok.kv_events.endpoints) == 2
     for bad in (MAX_DP_SIZE + 1, 1023, 10**9, -3, "8", 2.5):
         info = parse_server_info({"kv_events": {**block, "dp_size": bad}}, "http://127.0.0.1:1")
         assert info.kv_events is None, bad
-    near_top = parse_server_info({"kv_events": {**block, "endpoint_port_base": 65535, "dp_size": 2}}, "http://h:1")
+    near_top = parse_server_info(
+        {"kv_events": {**block, "endpoint_port_base": 65535, "dp_size": 2}}, "http://h:1"
+    )
     assert near_top.kv_events is None  # rank 1 would be port 65536
 
 

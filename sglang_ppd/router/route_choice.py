@@ -1,10 +1,12 @@
 """Choosing one request's route: the policy's decision, checked against the live cluster.
 
 The policy proposes; the router disposes. Workers that failed this request, are broken (circuit
-open) or unhealthy are excluded; a route naming an unavailable worker is refused; local work goes
-only to a PPD-capable decode worker whose state is known (issue 7), otherwise the request is
-re-routed PD to the least-loaded healthy prefill worker. A policy that raises answers 503, counted
-under reason ``policy_error`` and logged once per exception type.
+open) or unhealthy are excluded, and so are decode workers whose telemetry went silent while
+another decode's is fresh (a stopped process keeps its TCP listener but serves nothing); a route
+naming an unavailable worker is refused; local work goes only to a PPD-capable decode worker whose
+state is known (issue 7), otherwise the request is re-routed PD to the least-loaded healthy
+prefill worker. A policy that raises answers 503, counted under reason ``policy_error`` and logged
+once per exception type.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class NoRoute(Exception):
 
 def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     reg = router.registry
-    exclude = exclude | router.reliability.blocked()
+    now_s = time.monotonic()  # one instant for the exclusions, the guard and its audit
+    exclude = exclude | router.reliability.blocked() | router.reliability.silent_decodes(now_s)
     if not any(w.healthy and w.role is Role.DECODE and w.url not in exclude for w in reg.all()):
         raise NoRoute("no healthy decode worker")
     try:
@@ -41,7 +44,6 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
     # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
-    now_s = time.monotonic()  # one instant for the guard and its audit (an age may cross the limit)
     known = d.supports_local_prefill and router.reliability.state_known(d, now_s)
     if route.kind is not RouteKind.PD and not known:
         prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
@@ -56,8 +58,8 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
         if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
             raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
     router.metrics.count_decision(route.kind.value, route.reason or "unspecified")
-    urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
-    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None, now_s)
+    if route.kind is not RouteKind.PD:
+        router.reliability.audit_local(d, now_s)
     return route
 
 
