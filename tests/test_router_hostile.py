@@ -103,8 +103,7 @@ async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(
             await asyncio.sleep(0.05)
         status, body, _ = await c.post("/generate", {"text": "abc" * 50})  # type: ignore[attr-defined]
         assert status == 200, body
-        assert w.telemetry is not None and w.telemetry.decode_iter_ms == 20.0
-        assert w.dropped["telemetry:out_of_range"] == 5
+        assert w.num_rejected_fields >= 5  # the bad field is unknown (None) in the snapshot, counted
     finally:
         ctx.destroy(linger=0)
 

@@ -41,17 +41,14 @@ log = logging.getLogger(__name__)
 def first_token_timeout_s(router: Router, prep: Prepared, route: CoreRoute) -> float:
     """How long an attempt may wait for its first token: ``first_token_timeout_s`` plus
     ``first_token_timeout_per_ktok_s`` per 1,000 tokens of this prompt and of the prefill queue the
-    worker that prefills it last reported (so a long prompt behind a long queue is not cut short)."""
+    worker that prefills it last reported (so a long prompt behind a long queue is not cut short),
+    never past ``request_timeout_s`` (the queue is the worker's claim, checked but not trusted)."""
     cfg = router.cfg
     w = router.registry.get(route.prefill_worker or route.decode_worker)
-    queued = 0
-    if w is not None:
-        if w.telemetry is not None:
-            queued = w.telemetry.queued_prefill_tokens + w.telemetry.queued_local_prefill_tokens
-        elif w.load is not None:
-            queued = w.load.queued_prefill_tokens or 0
+    sample = w.sample if w is not None else None
+    queued = (sample.queued_prefill_tokens or 0) if sample is not None else 0
     ktok = (len(prep.input_ids) + queued) / 1000
-    return cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok
+    return min(cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok, cfg.request_timeout_s)
 
 
 def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +76,12 @@ class Attempt:
         self.decode_w = self._worker(route.decode_worker)
         self.prefill_w = None if route.prefill_worker is None else self._worker(route.prefill_worker)
         # Dispatched from here on: the leases are released by close(), whatever happens.
-        self.decode_lease = self.decode_w.dispatch(local=route.kind is not RouteKind.PD)
-        self.prefill_lease = None if self.prefill_w is None else self.prefill_w.dispatch(local=False)
+        prompt_len, output_len = len(prep.input_ids), prep.max_new_tokens
+        local = route.kind is not RouteKind.PD
+        self.decode_lease = self.decode_w.dispatch(rid, local, prompt_len, output_len)
+        self.prefill_lease = (
+            None if self.prefill_w is None else self.prefill_w.dispatch(rid, False, prompt_len, output_len)
+        )
         self.leases: list[Lease] = [x for x in (self.decode_lease, self.prefill_lease) if x is not None]
         self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
         self.decode_resp: Response | None = None

@@ -90,8 +90,8 @@ class CappedSite(web.TCPSite):
         )
 
     def bound_port(self) -> int:
-        assert isinstance(self._server, asyncio.Server)
-        return int(self._server.sockets[0].getsockname()[1])
+        server: Any = self._server  # asyncio's or uvloop's Server: both have ``sockets``
+        return int(server.sockets[0].getsockname()[1])
 
 
 async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:

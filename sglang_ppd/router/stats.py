@@ -16,7 +16,7 @@
                    "telemetry_age_ms": float|null, "telemetry_source": "ppd"|"loadstat"|"v1/loads"|null,
                    "prefix_index": "exact"|"approx"|null, "indexed_blocks": int,
                    "kv_events": int, "kv_event_gaps": int, "dropped_messages": int,
-                   "dropped_by_reason": {"<feed>:<reason>": int}}],
+                   "dropped_by_reason": {"<feed>:<reason>": int}, "rejected_fields": int}],
       "routes": {"pd": int, "local": int, "deflect": int},
       "top_reasons": [{"route": str, "reason": str, "count": int}],      # at most 8, most first
       "latency": {"turn1": L, "turn2+": L},
@@ -92,6 +92,7 @@ def build_stats(router: Router) -> dict[str, Any]:
                 "kv_event_gaps": w.num_kv_gaps,
                 "dropped_messages": w.num_dropped_messages,
                 "dropped_by_reason": dict(w.dropped),
+                "rejected_fields": w.num_rejected_fields,
             }
         )
     routes = {"pd": 0, "local": 0, "deflect": 0}

@@ -15,12 +15,10 @@ import logging
 import time
 from collections.abc import Callable
 
-import msgspec
 import zmq
 import zmq.asyncio
 
 from sglang_ppd.protocol import kv_events, load_stat, telemetry
-from sglang_ppd.protocol.bounded import OutOfRange, check_gauges
 from sglang_ppd.router.prefix_index import ExactPrefixIndex
 from sglang_ppd.router.workers import WorkerState
 from sglang_ppd.router.zmq_sub import ResilientSub
@@ -170,7 +168,6 @@ async def run_loadstat(
                     if len(frames) != 3:
                         raise ValueError(f"expected 3 frames, got {len(frames)}")
                     stat = load_stat.decode(frames[2])
-                    check_gauges("LoadStat", msgspec.structs.asdict(stat))
                 except Exception as exc:
                     drop(worker, "loadstat", exc)
                     continue
@@ -193,12 +190,7 @@ async def run_loadstat(
 
 def drop(worker: WorkerState, feed: str, exc: Exception) -> None:
     """Count (and log at debug: a noisy publisher must not flood the log) one dropped message."""
-    if isinstance(exc, OutOfRange):
-        reason = "out_of_range"
-    elif isinstance(exc, ValueError):
-        reason = "malformed"
-    else:
-        reason = type(exc).__name__
+    reason = "malformed" if isinstance(exc, ValueError) else type(exc).__name__
     worker.dropped[f"{feed}:{reason}"] += 1
     log.debug("dropping a %s message from %s: %s", feed, worker.name, exc)
 

@@ -16,7 +16,6 @@ import aiohttp
 import orjson
 
 from sglang_ppd.core.types import Role
-from sglang_ppd.protocol.bounded import OutOfRange
 from sglang_ppd.protocol.load_stat import summary_from_loads_json
 from sglang_ppd.protocol.server_info import parse_server_info
 from sglang_ppd.router import subscribers
@@ -87,9 +86,6 @@ async def poll_loads(router: Router, w: WorkerState) -> None:
             async with router.control.get(f"{w.url}/v1/loads", params={"include": "core"}) as resp:
                 if resp.status == 200:
                     w.record_load(summary_from_loads_json(orjson.loads(await resp.read())), "v1/loads")
-        except OutOfRange as exc:
-            w.dropped["v1/loads:out_of_range"] += 1
-            log.debug("/v1/loads of %s dropped: %s", w.name, exc)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
             log.debug("/v1/loads of %s failed: %s", w.name, exc)
         await asyncio.sleep(router.cfg.loads_poll_interval_s)

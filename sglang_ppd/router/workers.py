@@ -6,24 +6,24 @@ client aborts, health probes, telemetry, and add/remove. A re-added worker is a 
 with a new ``generation``; requests still in flight on the old one settle on the old object, so
 they can never corrupt the new one's counts.
 
-:meth:`WorkerState.snapshot` freezes it into the contract's ``WorkerSnapshot`` at decision time,
-with ``age_ms`` measured on the router's own monotonic clock from the last telemetry received.
+``WorkerState`` is mutable router state; :meth:`WorkerState.snapshot` freezes it into the contract's
+``WorkerSnapshot`` at decision time through ``core.observe`` (as the simulator does), with
+``age_ms`` measured on the router's own monotonic clock from the last telemetry received,
+reconciled with the router's own requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import msgspec
-
+from sglang_ppd.core.lifecycle import Lifecycle
+from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import Role, WorkerSnapshot
-from sglang_ppd.protocol.bounded import check_gauges
 from sglang_ppd.protocol.load_stat import LoadSummary
 from sglang_ppd.protocol.server_info import ServerInfo
 from sglang_ppd.protocol.telemetry import WorkerTelemetry
@@ -31,15 +31,13 @@ from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
 from sglang_ppd.router.security import public_url
 
-SIGNED_TELEMETRY = ("tbt_headroom_ms",)
-"""A worker past its TBT budget reports a negative headroom."""
-
 
 @dataclass(slots=True, eq=False)
 class WorkerState:
     url: str
     role: Role
-    breaker: Breaker
+    breaker: Breaker = field(default_factory=lambda: Breaker(5, 5.0))
+    """The router passes one built from its config (``breaker_failures``, ``breaker_cooldown_s``)."""
     bootstrap_port: int | None = None
     generation: int = 0
     """Set by the registry on add; a worker removed and added again is a new generation."""
@@ -59,10 +57,17 @@ class WorkerState:
     approx_index: ApproxPrefixIndex | None = None
     num_kv_events: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
-    """Messages from this worker dropped, by ``feed:reason`` (malformed, out of range, bad hash...)."""
+    """Messages from this worker dropped, by ``feed:reason`` (malformed, bad block hash, a decoder
+    error's type); a message's single bad fields are ``num_rejected_fields`` instead."""
     num_kv_gaps: int = 0
     num_subscriber_resets: int = 0
     """ZMQ subscriptions cut (oversized/malformed message, publisher gone) and reopened."""
+    sample: Sample | None = None
+    """The last load numbers received (either source), checked by ``core.observe``."""
+    num_rejected_fields: int = 0
+    """Published fields dropped as out of range or non-finite (counted, never fatal)."""
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    """This router's requests on the worker since its last sample (exact residents)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     name: str = ""
     """The URL with any password masked: the only form that goes into logs, errors and metrics."""
@@ -92,11 +97,15 @@ class WorkerState:
         return age is not None and age > max_age_ms
 
     # --- requests ----------------------------------------------------------------------------------
-    def dispatch(self, local: bool) -> Lease:
-        """A request goes here (``local``: a local/deflected prefill on this decode worker)."""
+    def dispatch(self, rid: str, local: bool, prompt_len: int, output_len: int) -> Lease:
+        """A request goes here (``local``: a local/deflected prefill on this decode worker). On a
+        decode worker it is a resident from now on (``core.lifecycle``) until its lease ends."""
         self.num_inflight += 1
         self.num_local_inflight += local
-        return Lease(self, local, self.breaker.on_dispatch())
+        resident = self.role is Role.DECODE
+        if resident:
+            self.lifecycle.on_dispatch(rid, prompt_len, output_len)
+        return Lease(self, rid if resident else None, local, self.breaker.on_dispatch())
 
     def on_success(self) -> None:
         """The worker answered (a first token, a whole reply, or a 4xx of its own)."""
@@ -137,60 +146,56 @@ class WorkerState:
 
     # --- telemetry ---------------------------------------------------------------------------------
     def record_telemetry(self, t: WorkerTelemetry) -> None:
-        """Raises ``OutOfRange`` (nothing recorded) when a gauge is non-finite or out of range."""
-        check_gauges("telemetry", msgspec.structs.asdict(t), SIGNED_TELEMETRY)
         self.telemetry, self.telemetry_source, self.telemetry_rx_s = t, "ppd", time.monotonic()
+        self._take_sample(sample_of_telemetry(t))
 
     def record_load(self, load: LoadSummary, source: str) -> None:
-        """Raises ``OutOfRange`` (nothing recorded) when a gauge is non-finite or out of range."""
-        check_gauges(source, dataclasses.asdict(load))
         if self.telemetry_source == "ppd" and source != "ppd" and self._fresh(2.0):
             return  # the richer snapshot wins while it is alive
         self.load, self.telemetry_source, self.telemetry_rx_s = load, source, time.monotonic()
         self.telemetry = None
+        self._take_sample(sample_of_load(load))
+
+    def _take_sample(self, checked: tuple[Sample, int]) -> None:
+        self.sample, num_rejected = checked
+        self.num_rejected_fields += num_rejected
+        self.lifecycle.on_sample()
 
     def _fresh(self, max_age_s: float) -> bool:
         return self.telemetry_rx_s is not None and time.monotonic() - self.telemetry_rx_s < max_age_s
 
     def snapshot(self, now_s: float) -> WorkerSnapshot:
-        t, load = self.telemetry, self.load
-        common = dict(
-            worker_id=self.url,
-            role=self.role,
-            age_ms=self.age_ms(now_s),
-            num_inflight=self.num_inflight,
-            num_local_inflight=self.num_local_inflight,
-            supports_local_prefill=self.supports_local_prefill,
+        return observe(
+            self.url, self.role, self.sample, self.age_ms(now_s),
+            num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
+            since=self.lifecycle.since(), supports_local_prefill=self.supports_local_prefill,
             healthy=self.healthy,
-        )
-        if t is not None:
-            return WorkerSnapshot(
-                **common,  # type: ignore[arg-type]
-                num_running=t.num_running,
-                num_waiting=t.num_waiting,
-                queued_prefill_tokens=t.queued_prefill_tokens + t.queued_local_prefill_tokens,
-                kv_used_tokens=t.kv_used_tokens,
-                kv_capacity_tokens=t.kv_capacity_tokens,
-                decode_iter_ms=t.decode_iter_ms,
-                mixed_iter_ms=t.mixed_iter_ms,
-                running_context_tokens=t.running_context_tokens,
-                num_local_prefills=t.num_local_prefills,
-            )
-        if load is not None:
-            return WorkerSnapshot(
-                **common,  # type: ignore[arg-type]
-                num_running=load.num_running,
-                num_waiting=load.num_waiting,
-                queued_prefill_tokens=load.queued_prefill_tokens,
-                kv_used_tokens=load.kv_used_tokens,
-                kv_capacity_tokens=load.kv_capacity_tokens,
-            )
-        return WorkerSnapshot(**common)  # type: ignore[arg-type]
+        )  # fmt: skip
 
     def cancel_tasks(self) -> None:
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
+
+
+def sample_of_telemetry(t: WorkerTelemetry) -> tuple[Sample, int]:
+    """A decode worker publishes its local-prefill backlog in both ``queued_prefill_tokens`` and
+    ``queued_local_prefill_tokens`` (the worker extension and the emulator alike); a prefill worker
+    only the first. The backlog is counted once: the larger of the two."""
+    queued = t.queued_prefill_tokens
+    if isinstance(queued, int) and isinstance(t.queued_local_prefill_tokens, int):
+        queued = max(queued, t.queued_local_prefill_tokens)
+    return checked_sample(
+        t.num_running, t.num_waiting, queued, t.kv_used_tokens, t.kv_capacity_tokens,
+        t.running_context_tokens, t.num_local_prefills, t.decode_iter_ms, t.mixed_iter_ms, t.tbt_budget_ms,
+    )  # fmt: skip
+
+
+def sample_of_load(load: LoadSummary) -> tuple[Sample, int]:
+    return checked_sample(
+        load.num_running, load.num_waiting, load.queued_prefill_tokens, load.kv_used_tokens,
+        load.kv_capacity_tokens,
+    )  # fmt: skip
 
 
 @dataclass(slots=True, eq=False)
@@ -199,6 +204,8 @@ class Lease:
     prefill until the first token, and the breaker trial it may carry. Ending it is idempotent."""
 
     worker: WorkerState
+    resident: str | None
+    """The request id it is a resident under (decode side), ended with the lease."""
     local: bool
     trial: int | None
     held: bool = True
@@ -222,6 +229,8 @@ class Lease:
         self.held = False
         self.first_token()
         self.worker.num_inflight -= 1
+        if self.resident is not None:
+            self.worker.lifecycle.on_finish(self.resident)
         if self.trial is not None:  # no verdict (the client left): the next request may try
             self.worker.breaker.release(self.trial)
 
