@@ -94,6 +94,7 @@ async def _pd_router_cli(purl: str, bport: int, durl: str) -> AsyncIterator[str]
         assert await stop_process(router) == 0
 
 
+@pytest.mark.slow
 async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
     p = await FakeWorker("prefill").start()
     d = await FakeWorker("decode").start()
@@ -119,6 +120,7 @@ async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
         await d.stop()
 
 
+@pytest.mark.slow
 async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
     purl, bport, durl = emulated
     async with _pd_router_cli(purl, bport, durl) as url:
@@ -134,6 +136,7 @@ async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) ->
         assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
 
 
+@pytest.mark.slow
 async def test_cli_rejects_bad_flags() -> None:
     for args, needle in (
         (("router", "--policy", "no-such-policy"), b"unknown policy"),
@@ -145,6 +148,10 @@ async def test_cli_rejects_bad_flags() -> None:
         assert proc.returncode == 2 and needle in err, (args, err)
 
 
+# Two emulator processes start inside this test's budget, and KV events and telemetry cross ZMQ: on a
+# loaded 2-core machine that alone took over a minute once, so it gets three, and its waits one each.
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str, int, str]) -> None:
     purl, bport, durl = emulated
     cfg = RouterConfig.model_validate(
@@ -182,10 +189,11 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
             page = w.exact_index.block_size
             resident = (len(turn1) + len(answer) - 1) // page * page
             await wait_for(
-                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident
+                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident,
+                timeout_s=60.0,
             )
             # The router guards local routes behind fresh telemetry: let the first snapshot arrive.
-            await wait_for(lambda: w.age_ms(time.monotonic()) is not None)
+            await wait_for(lambda: w.age_ms(time.monotonic()) is not None, timeout_s=60.0)
             async with s.post(
                 f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
             ) as r:
@@ -219,6 +227,7 @@ async def slow_telemetry() -> AsyncIterator[tuple[str, int, str]]:
         await stop_process(d)
 
 
+@pytest.mark.slow
 async def test_an_immediate_second_turn_at_idle_goes_local(slow_telemetry: tuple[str, int, str]) -> None:
     """Zero think time: Turn 2 is sent the moment Turn 1's reply ends. The decode worker's last
     sample still counts Turn 1 as running; the router knows it finished, so Turn 2 appends locally
