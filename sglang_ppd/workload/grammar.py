@@ -19,7 +19,9 @@
 ``azure:`` the shipped Azure conversation trace (open loop): ``n`` (first n requests, default all),
 ``start_s=0`` and ``duration_s`` (a window of the trace, re-based to 0).
 
-``mooncake:`` the shipped Mooncake conversation sample (open loop, sessions inferred): ``n``.
+``mooncake:`` the shipped Mooncake conversation trace, its first 30 minutes (open loop, sessions
+inferred): ``n`` (first n requests of the window, default all), ``start_s=0`` and ``duration_s`` (a
+window of the trace, re-based to 0; sessions are inferred inside the window).
 
 ``sharegpt:``, ``azure:`` and ``mooncake:`` take ``file=PATH`` to use your own trace of that format
 instead of the shipped sample (the path may not contain ``,``).
@@ -119,7 +121,12 @@ KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
         "duration_s": (_pos, ""),
         "file": (_file, ""),
     },
-    "mooncake": {"n": (_positive_int, ""), "file": (_file, "")},
+    "mooncake": {
+        "n": (_positive_int, ""),
+        "start_s": (_nonneg, "0"),
+        "duration_s": (_pos, ""),
+        "file": (_file, ""),
+    },
 }
 
 
@@ -179,6 +186,9 @@ def build_workload(
         workload = _azure(p, rate_scale)
     else:
         lines, source = _lines(p, mooncake.SAMPLE_FILE)
+        start, end = _window(p)
+        if start > 0 or end < float("inf"):
+            lines = mooncake.window_lines(lines, source, start, end)
         workload = mooncake.parse_mooncake(
             lines, source, limit=_opt_int(p["n"]), rate_scale=rate_scale, seed=seed
         )
@@ -214,11 +224,16 @@ def _float_of(value: Value) -> float:
     return float(value)
 
 
+def _window(p: dict[str, Value]) -> tuple[float, float]:
+    """``[start_s, start_s + duration_s)`` in trace seconds (no ``duration_s``: to the end)."""
+    start = _float_of(p["start_s"])
+    return start, start + _float_of(p["duration_s"]) if p["duration_s"] is not None else float("inf")
+
+
 def _azure(p: dict[str, Value], rate_scale: float) -> Workload:
     lines, source = _lines(p, azure.SAMPLE_FILE)
     full = azure.parse_azure(lines, source, limit=None, rate_scale=1.0)
-    start = _float_of(p["start_s"])
-    end = start + _float_of(p["duration_s"]) if p["duration_s"] is not None else float("inf")
+    start, end = _window(p)
     window = [t for t in full if t.arrival_s is not None and start <= t.arrival_s < end][: _opt_int(p["n"])]
     return tuple(
         dataclasses.replace(t, session_id=f"az{i}", arrival_s=((t.arrival_s or 0.0) - start) / rate_scale)
