@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import json
 import gzip
+import json
 from importlib import resources
 from pathlib import Path
 

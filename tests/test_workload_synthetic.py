@@ -101,7 +101,8 @@ def test_defaults_and_dists() -> None:
 def test_file_key_reads_your_own_trace(tmp_path: Path) -> None:
     data = Path(str(resources.files("sglang_ppd.workload") / "data"))
     mine = tmp_path / "mine.jsonl"
-    mine.write_text("\n".join((data / "mooncake_conversation_first30min.jsonl").read_text().splitlines()[:40]))
+    sample = data / "mooncake_conversation_first30min.jsonl"
+    mine.write_text("\n".join(sample.read_text().splitlines()[:40]))
     assert len(build_workload(f"mooncake:file={mine}")) == 40
     table = tmp_path / "table.csv"
     table.write_text("conv_idx,turn,user_tokens,assistant_tokens,system_tokens\n7,1,10,20,0\n7,2,5,30,0\n")
