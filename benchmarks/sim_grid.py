@@ -73,9 +73,12 @@ WORKLOADS: dict[str, GridWorkload] = {
         "mooncake:start_s=900,duration_s=900",
         (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
     ),
+    "agentic": GridWorkload(
+        "agentic:n=200", "agentic:n=200", (0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.16, 0.25)
+    ),
 }
 SEEDS = {"dev": (101, 102, 103), "eval": (1, 2, 3)}
-KNEES: dict[str, float] = {"sharegpt": 1750.0, "azure": 8.0, "mooncake": 0.2}
+KNEES: dict[str, float] = {"sharegpt": 1750.0, "azure": 8.0, "mooncake": 0.2, "agentic": 0.08}
 """``pd``'s knee per workload, from ``--split dev --find-knees`` (see sim_grid.md for the run)."""
 LOAD_FACTORS = {"below": 0.5, "at": 1.0, "above": 1.5}
 SLO_PROFILES = {"2s/100ms": (2000.0, 100.0), "500ms/100ms": (500.0, 100.0), "5s/25ms": (5000.0, 25.0)}

@@ -23,6 +23,11 @@
 inferred): ``n`` (first n requests of the window, default all), ``start_s=0`` and ``duration_s`` (a
 window of the trace, re-based to 0; sessions are inferred inside the window).
 
+``agentic:`` agentic tool-loop sessions (closed loop; distributions and their sources in
+``sglang_ppd/workload/agentic.py``): ``n=300, rate=0.5, cv=1.0, turns=lognormal:20:0.7,
+task=lognormal:400:0.8, tool_output=lognormal:800:1.0, tool_min=100, tool_max=8000,
+output=lognormal:200:1.0, system=12000, think_s=uniform:0:1, max_context=131072``.
+
 ``sharegpt:``, ``azure:`` and ``mooncake:`` take ``file=PATH`` to use your own trace of that format
 instead of the shipped sample (the path may not contain ``,``).
 
@@ -37,7 +42,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from sglang_ppd.workload import azure, mooncake, sharegpt
+from sglang_ppd.workload import agentic, azure, mooncake, sharegpt
 from sglang_ppd.workload.dists import Dist, parse_dist
 from sglang_ppd.workload.loader import read_lines
 from sglang_ppd.workload.samples import sample_lines
@@ -105,6 +110,11 @@ _SESSION_KEYS: dict[str, tuple[Parser, str]] = {
     "think_s": (_dist(None), "exp:5"),
     "max_context": (_positive_int, str(DEFAULT_MAX_CONTEXT_LEN)),
 }
+_AGENTIC_PARSERS: dict[str, Parser] = {
+    "n": _positive_int, "rate": _pos, "cv": _pos, "turns": _dist(None), "task": _dist(None),
+    "tool_output": _dist(None), "tool_min": _positive_int, "tool_max": _positive_int,
+    "output": _dist(None), "system": _nonneg_int, "think_s": _dist(None), "max_context": _positive_int,
+}  # fmt: skip
 KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
     "sessions": _SESSION_KEYS
     | {
@@ -121,6 +131,7 @@ KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
         "duration_s": (_pos, ""),
         "file": (_file, ""),
     },
+    "agentic": {key: (parse, agentic.DEFAULTS[key]) for key, parse in _AGENTIC_PARSERS.items()},
     "mooncake": {
         "n": (_positive_int, ""),
         "start_s": (_nonneg, "0"),
@@ -161,8 +172,14 @@ def build_workload(
     if not rate_scale > 0:
         raise ValueError(f"rate_scale must be > 0, got {rate_scale}")
     kind, p = parse_spec(spec)
-    if kind in ("sessions", "sharegpt"):
-        if kind == "sessions":
+    if kind in ("sessions", "sharegpt", "agentic"):
+        if kind == "agentic":
+            convs = agentic.agentic_conversations(
+                _int(p["n"]), turns=_dist_of(p["turns"]), task=_dist_of(p["task"]),
+                tool_output=_dist_of(p["tool_output"]), tool_range=(_int(p["tool_min"]), _int(p["tool_max"])),
+                output=_dist_of(p["output"]), seed=seed,
+            )  # fmt: skip
+        elif kind == "sessions":
             convs = synthetic_conversations(
                 _int(p["n"]), turns=_dist_of(p["turns"]), prompt=_dist_of(p["prompt"]),
                 user=_dist_of(p["user"]), output=_dist_of(p["output"]), seed=seed,
