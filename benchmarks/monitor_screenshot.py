@@ -1,11 +1,12 @@
-"""Screenshot of the live monitor: the default emulated 2P2D cluster launched in tmux under load.
+"""Screenshots of the live monitor: the default emulated 2P2D cluster launched in tmux under load.
 
-    python benchmarks/monitor_screenshot.py [--seconds 40]
+    python benchmarks/monitor_screenshot.py [--seconds 40] [--sizes 160x52,120x40,80x24]
 
-Runs ``python -m sglang_ppd.launch --config configs/emulated-2p2d.yaml`` in a detached tmux session
-(the monitor needs a TTY), drives it with ``sglang-ppd bench`` on synthetic multi-turn sessions,
-captures the pane, and writes ``benchmarks/results/monitor.txt`` (plain text) and ``monitor.png``
-(the pane's colours drawn with DejaVu Sans Mono). Needs tmux.
+Runs ``python -m sglang_ppd.launch --config configs/emulated-2p2d.yaml --no-monitor`` in a detached
+tmux session, drives it with ``sglang-ppd bench`` on synthetic multi-turn sessions, then starts
+``sglang-ppd monitor`` in a fresh tmux session of each size in turn (the monitor needs a TTY) and
+captures it: ``benchmarks/results/monitor_WxH.txt`` (plain text), ``monitor_WxH_ansi.txt`` and
+``monitor_WxH.png`` (the pane's colours drawn with DejaVu Sans Mono). Needs tmux.
 """
 
 from __future__ import annotations
@@ -90,19 +91,21 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=40.0, help="load duration before the capture")
     ap.add_argument("--port", type=int, default=30600)
     ap.add_argument("--base-port", type=int, default=31600)
-    ap.add_argument("--cols", type=int, default=160)
-    ap.add_argument("--rows", type=int, default=52)
-    ap.add_argument("--from-ansi", help="only redraw monitor.png from a saved monitor_ansi.txt")
+    ap.add_argument("--sizes", default="160x52,120x40,80x24", help="COLSxROWS,... captured in turn")
+    ap.add_argument("--from-ansi", help="only redraw the PNG of a saved monitor_WxH_ansi.txt")
     args = ap.parse_args()
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     if args.from_ansi:
-        to_png(Path(args.from_ansi).read_text(), RESULTS / "monitor.png", args.cols)
+        cols = int(Path(args.from_ansi).name.split("_")[1].split("x")[0])
+        to_png(Path(args.from_ansi).read_text(), Path(args.from_ansi.replace("_ansi.txt", ".png")), cols)
         return 0
     url = f"http://127.0.0.1:{args.port}"
     launch = (f"{sys.executable} -m sglang_ppd.launch --config configs/emulated-2p2d.yaml "
-              f"--port {args.port} --base-port {args.base_port}")
+              f"--port {args.port} --base-port {args.base_port} --no-monitor")
+    monitor = f"{sys.executable} -m sglang_ppd.cli monitor --router {url}"
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-    size = ["-x", str(args.cols), "-y", str(args.rows)]
-    tmux("new-session", "-d", "-s", SESSION, *size, "-c", str(ROOT), launch)
+    tmux("new-session", "-d", "-s", SESSION, "-c", str(ROOT), launch)
+    captures: dict[tuple[int, int], str] = {}
     try:
         wait_ready(url, 60)
         bench = subprocess.Popen(
@@ -111,18 +114,28 @@ def main() -> int:
              "--json", str(RESULTS / "monitor_bench.json")],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(args.seconds * 0.9)
-        ansi = tmux("capture-pane", "-p", "-e", "-t", SESSION)
+        time.sleep(args.seconds * 0.7)
+        for cols, rows in sizes:
+            # A fresh terminal per size: a resized one keeps the wider frame's leftovers.
+            name = f"{SESSION}-{cols}x{rows}"
+            tmux("new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", str(ROOT), monitor)
+            try:
+                time.sleep(3.0)  # a few frames (the monitor redraws 4 times a second)
+                captures[(cols, rows)] = tmux("capture-pane", "-p", "-e", "-t", name)
+            finally:
+                subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         bench.wait(timeout=600)
     finally:
         subprocess.run(["tmux", "send-keys", "-t", SESSION, "C-c"], capture_output=True)
         time.sleep(5)
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitor.txt").write_text(ANSI.sub("", ansi).rstrip() + "\n")
-    (RESULTS / "monitor_ansi.txt").write_text(ansi)
-    to_png(ansi, RESULTS / "monitor.png", args.cols)
-    print(f"wrote {RESULTS / 'monitor.txt'} and {RESULTS / 'monitor.png'}")
+    for (cols, rows), ansi in captures.items():
+        stem = RESULTS / f"monitor_{cols}x{rows}"
+        stem.with_suffix(".txt").write_text(ANSI.sub("", ansi).rstrip() + "\n")
+        (RESULTS / f"{stem.name}_ansi.txt").write_text(ansi)
+        to_png(ansi, stem.with_suffix(".png"), cols)
+        print(f"wrote {stem}.txt and {stem}.png")
     return 0
 
 

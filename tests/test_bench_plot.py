@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sglang_ppd.bench.cli import main as bench_main
 from sglang_ppd.bench.plot import collect, extract, lookup, main
 from sglang_ppd.core.types import Slo
@@ -32,6 +34,7 @@ def test_collect_groups_by_mode_and_policy_and_averages_seeds() -> None:
     assert lookup(results[0], "turn2plus.ttft_ms.p95") is None
 
 
+@pytest.mark.slow
 def test_plot_writes_png_and_skips_bad_files(tmp_path: Path) -> None:
     files = []
     for i, (policy, live) in enumerate([("pd", False), ("ppd", False), ("ppd", True)]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -40,21 +41,30 @@ class Served:
         return self.cfg.log
 
 
-@pytest.fixture
-def server() -> Iterator[Served]:
-    cfg = StubConfig(itl_ms=1.0)
+@contextlib.contextmanager
+def serving(app: web.Application) -> Iterator[str]:
+    """``app`` on a free loopback port, in a thread of its own; yields its base URL."""
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(build_app(cfg), shutdown_timeout=0.1)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield Served(cfg, f"http://127.0.0.1:{port}")
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server() -> Iterator[Served]:
+    cfg = StubConfig(itl_ms=1.0)
+    with serving(build_app(cfg)) as url:
+        yield Served(cfg, url)
 
 
 SESSIONS = "sessions:n=3,turns=3,prompt=20,user=5,output=4,think_s=0.01,rate=50"
@@ -136,6 +146,7 @@ def test_failures_are_recorded_and_end_the_session(server: Served, tmp_path: Pat
     assert s["slo_attainment"] == 0.0
 
 
+@pytest.mark.slow
 def test_timeout_and_bounds(server: Served, tmp_path: Path) -> None:
     server.cfg.hang_len = 4
     out = tmp_path / "r.json"
@@ -149,6 +160,7 @@ def test_timeout_and_bounds(server: Served, tmp_path: Path) -> None:
     assert s["errors"] == {"timeout after 2 s": s["num_failed"]}
 
 
+@pytest.mark.slow
 def test_open_loop_trace_duration_bound(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     argv = ["--url", server.url, "--workload", "azure:n=400", "--rate-scale", "20", "--duration-s", "1.0"]
@@ -161,7 +173,7 @@ def test_open_loop_trace_duration_bound(server: Served, tmp_path: Path) -> None:
     assert s["turn2plus"]["count"] == 0
 
 
-def test_unreachable_endpoint_and_bad_args(tmp_path: Path) -> None:
+def test_unreachable_endpoint_and_bad_args(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
     rc = main(
         ["--url", "http://127.0.0.1:9", "--workload", "azure:n=3", "--rate-scale", "1000"]
@@ -170,10 +182,14 @@ def test_unreachable_endpoint_and_bad_args(tmp_path: Path) -> None:
     assert rc == 1
     s = json.loads(out.read_text())
     assert s["num_failed"] == 3
+    # The console says why they failed, not only how many.
+    err = capsys.readouterr().err
+    assert "failed 3x:" in err and next(iter(s["errors"])) in err
     assert main(["--url", "http://x", "--workload", "nope:", "--no-progress"]) == 2
     assert main(["--url", "x", "--workload", "azure:", "--no-progress"]) == 2
 
 
+@pytest.mark.slow
 def test_module_entry_points(tmp_path: Path) -> None:
     """``python -m sglang_ppd.bench`` against ``python -m sglang_ppd.bench.stub``, both subprocesses."""
     port = free_port()
@@ -194,6 +210,7 @@ def test_module_entry_points(tmp_path: Path) -> None:
         stub.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_capacity_sweep_runs(tmp_path: Path) -> None:
     out = tmp_path / "cap.json"
     assert capacity_main(["--rates", "20", "--duration-s", "0.5", "--json", str(out)]) == 0
@@ -208,8 +225,13 @@ def test_retry_once_when_the_connection_closes_before_any_response(tmp_path: Pat
     accepted: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(1)
         head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET "):  # the bench asking whether this is an sglang_ppd router: no
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        accepted.append(1)
         length = next(
             int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
         )
@@ -265,6 +287,7 @@ def test_open_loop_continuation_waits_for_its_parent(server: Served, tmp_path: P
     assert len(c_prompt) == 1700 and child.input_len == 1700
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--no-progress", "--json", str(out)]
@@ -282,12 +305,16 @@ def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
+    # Interrupted is not finished: a script must be able to tell from the exit code, a person from
+    # the console.
+    assert proc.returncode == 130, err
+    assert b"interrupted after" in err
     s = json.loads(out.read_text())
     assert s["interrupted"] is True
     assert 1 <= s["num_requests"] < 1000 and s["num_failed"] == 0
 
 
+@pytest.mark.slow
 def test_several_client_processes(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     rc = main(
@@ -305,3 +332,46 @@ def test_several_client_processes(server: Served, tmp_path: Path) -> None:
         + ["--no-progress", "--json", str(out)]
     )
     assert json.loads(out.read_text())["num_requests"] == 3
+
+
+@pytest.mark.slow
+def test_policy_and_kv_bytes_come_from_the_router(tmp_path: Path) -> None:
+    """Against an sglang_ppd router the result names its policy and the KV bytes its /metrics counted
+    during the run (the records of a live run carry none), and the console shows the route mix."""
+    cfg = StubConfig()
+    app = build_app(cfg)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"policy": "my_policy"})
+
+    async def metrics(request: web.Request) -> web.Response:
+        n = len(cfg.log or ())
+        return web.Response(text=(
+            "# TYPE sglang_ppd_kv_bytes_transferred_total counter\n"
+            f"sglang_ppd_kv_bytes_transferred_total {5000 + 1000 * n}\n"
+            f"sglang_ppd_kv_bytes_avoided_total {3e9 * n}\n"
+        ))  # fmt: skip
+
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", metrics)
+    out = tmp_path / "r.json"
+    with serving(app) as url:
+        cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", url, "--workload", SESSIONS]
+        proc = subprocess.run(cmd + ["--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(out.read_text())
+    assert s["policy"] == "my_policy"
+    assert (s["kv_bytes_transferred"], s["kv_bytes_avoided"]) == (9 * 1000, 9 * 3_000_000_000)
+    # Piped: progress lines, and the table at full width (rich would cut it to 80 columns).
+    assert "9 of 9 requests done, 0 failed" in proc.stderr
+    assert "routes: pd 9 (100%)" in proc.stderr
+    assert "27.00 GB not moved" in proc.stderr
+    assert "turn 2+" in proc.stderr and "TTFT p50 ms" in proc.stderr
+
+
+def test_a_plain_endpoint_has_no_kv_bytes(server: Served, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert main(["--url", server.url, "--workload", SESSIONS, "--no-progress", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    # Unknown, not zero: the stub has no /metrics.
+    assert (s["policy"], s["kv_bytes_transferred"], s["kv_bytes_avoided"]) == ("endpoint", None, None)

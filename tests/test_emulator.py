@@ -58,6 +58,7 @@ def pd_body(p, room: int, ids: list[int], max_new: int) -> dict[str, Any]:
             "bootstrap_host": "127.0.0.1", "bootstrap_port": p.bootstrap_port, "bootstrap_room": room}
 
 
+@pytest.mark.slow
 async def test_pd_pairs_by_room_and_streams_like_sglang(pd_pair):
     p, d = pd_pair
     ids_a, ids_b = list(range(10, 70)), list(range(100, 140))
@@ -80,6 +81,7 @@ async def test_pd_pairs_by_room_and_streams_like_sglang(pd_pair):
         assert [x[1] for x in last["meta_info"]["output_token_logprobs"]] == last["output_ids"]
 
 
+@pytest.mark.slow
 async def test_local_prefill_hits_history_and_publishes_kv_events(pd_pair):
     p, d = pd_pair
     di = await info(d.url)
@@ -132,6 +134,7 @@ async def test_local_prefill_hits_history_and_publishes_kv_events(pd_pair):
         ctx.term()
 
 
+@pytest.mark.slow
 async def test_eviction_publishes_block_removed(pd_pair):
     _, d = pd_pair
     di = await info(d.url)
@@ -157,6 +160,7 @@ async def test_eviction_publishes_block_removed(pd_pair):
         ctx.term()
 
 
+@pytest.mark.slow
 async def test_load_stat_and_telemetry_are_published(pd_pair):
     _, d = pd_pair
     di = await info(d.url)
@@ -179,6 +183,7 @@ async def test_load_stat_and_telemetry_are_published(pd_pair):
         ctx.term()
 
 
+@pytest.mark.slow
 async def test_stock_decode_refuses_local_prefill_and_bad_bodies():
     with emulated("decode", "--no-ppd") as d:
         status, body = await post(f"{d.url}/generate", {"input_ids": [1, 2, 3], "do_local_prefill": True})

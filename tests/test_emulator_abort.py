@@ -87,6 +87,7 @@ async def stream_until(url: str, body: dict[str, Any], act: Callable[[], Awaitab
     return last
 
 
+@pytest.mark.slow
 async def test_abort_request_frees_the_kv_of_a_decoding_request(pd_pair):
     _, d = pd_pair
     await eventually(d.url, idle)
@@ -101,6 +102,7 @@ async def test_abort_request_frees_the_kv_of_a_decoding_request(pd_pair):
     await eventually(d.url, idle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_client_that_hangs_up_frees_the_kv(pd_pair, stream: bool):
     _, d = pd_pair

@@ -267,6 +267,7 @@ def _send(port: int, path: str, body: bytes, hdrs: dict[str, str]) -> tuple[int,
         conn.close()
 
 
+@pytest.mark.slow
 def test_fuzzed_requests_never_get_a_5xx(router_port: int) -> None:
     statuses: dict[int, int] = {}
 

@@ -131,6 +131,7 @@ def _wait_ready(proc: subprocess.Popen[str]) -> list[str]:
     raise AssertionError("launch never became ready:\n" + "".join(lines))
 
 
+@pytest.mark.slow
 def test_a_sigkilled_launcher_leaves_no_orphans(tmp_path: Path) -> None:
     proc, _ = _launch(tmp_path, {})
     kids: set[int] = set()
@@ -153,6 +154,7 @@ def test_a_sigkilled_launcher_leaves_no_orphans(tmp_path: Path) -> None:
                 os.kill(k, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_launch_emulated_cluster_and_clean_shutdown(tmp_path: Path) -> None:
     proc, port = _launch(tmp_path, {})
     lines = []
@@ -184,6 +186,7 @@ def test_launch_emulated_cluster_and_clean_shutdown(tmp_path: Path) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_launch_reports_a_crashing_child_with_its_log(tmp_path: Path) -> None:
     proc, _ = _launch(tmp_path, {"emulator": {"extra_args": ["--no-such-flag"]}})
     out, _ = proc.communicate(timeout=60)
@@ -191,6 +194,7 @@ def test_launch_reports_a_crashing_child_with_its_log(tmp_path: Path) -> None:
     assert "exited with code 2" in out and "--no-such-flag" in out
 
 
+@pytest.mark.slow
 def test_launch_refuses_ports_in_use(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sglang_ppd.bench.plot import main as plot_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,7 @@ def is_result(d: dict[str, object]) -> bool:
     return {"policy", "seed", "overall", "turn1", "turn2plus", "machine"} <= d.keys()
 
 
+@pytest.mark.slow
 def test_sim_vs_live_and_plot(tmp_path: Path) -> None:
     run("sim_vs_live.py", "--policies", "pd", "--rates", "4", "--sessions", "2", "--workload", TINY_SESSIONS,
         "--out-dir", str(tmp_path))  # fmt: skip
@@ -64,6 +67,7 @@ def test_plot_rejects_non_result(tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_live_compare_tiny(tmp_path: Path) -> None:
     run("live_compare.py", "--workloads", "azure", "--policies", "pd", "--azure-duration-s", "1",
         "--azure-rate-scale", "1", "--azure-time-scale", "2", "--azure-max-output", "4",
@@ -79,6 +83,7 @@ def test_live_compare_tiny(tmp_path: Path) -> None:
     assert is_result(live) and live["time_scale"] == 2
 
 
+@pytest.mark.slow
 def test_router_overhead_tiny(tmp_path: Path) -> None:
     out = tmp_path / "ro.json"
     logs = str(tmp_path / "logs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from sglang_ppd.monitor.render import render
@@ -47,7 +48,7 @@ def text_of(renderable: Any, width: int = 170) -> str:
 
 def test_render_shows_every_section() -> None:
     out = text_of(render(snapshot(), "http://127.0.0.1:30000"))
-    for needle in ("127.0.0.1:31000", "127.0.0.1:31004", "decode +ppd", "7.2 / 21.5", "5,000 ms",
+    for needle in ("P0 :31000", "D0 :31004", "decode+ppd", "7.2 / 21.5", "5,000 ms", "telemetry: age",
                    "approx 77", "ppd_deflect", "total 1,234", "errors 2",
                    "PD (P->D)", "local append", "deflected", "history_resident",
                    "Turn 1", "Turn 2+", "180.5", "2,500.0", "45.2", "15.5",
@@ -65,3 +66,34 @@ def test_render_is_pure() -> None:
 def test_render_without_stats_shows_the_error() -> None:
     out = text_of(render(None, "http://x:1", "cannot read http://x:1/stats: refused"))
     assert "cannot read http://x:1/stats: refused" in out and "Turn 2+" in out
+
+
+def test_workers_are_told_apart_by_short_names() -> None:
+    s = snapshot()
+    other = {**s["workers"][1], "url": "http://10.0.0.2:31004"}
+    s["workers"].append(other)
+    out = text_of(render(s, "u", width=120))
+    # Two hosts: the host is part of the name; the roles count up.
+    for needle in ("P0 127.0.0.1:31000", "D0 127.0.0.1:31004", "D1 10.0.0.2:31004"):
+        assert needle in out, needle
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (100, 30), (120, 40)])
+def test_fits_the_terminal(width: int, height: int) -> None:
+    """Every line within the width, the whole frame within the height (rich would crop the rest), and
+    what an operator looks at first still there: every worker's load, routes, SLO."""
+    out = text_of(render(snapshot(), "http://127.0.0.1:30000", width=width), width=width)
+    lines = out.rstrip("\n").split("\n")
+    assert max(len(line.rstrip()) for line in lines) <= width
+    assert len(lines) <= height, out
+    for needle in ("P0 :31000", "D0 :31004", "run", "wait", "95%", "history_resident", "96.2%", "Turn 2+"):
+        assert needle in out, (needle, out)
+    # No cell cut to an ellipsis: a column is either shown whole or dropped.
+    assert "…" not in out, out
+
+
+def test_columns_are_dropped_by_priority() -> None:
+    narrow = text_of(render(snapshot(), "u", width=80), width=80)
+    wide = text_of(render(snapshot(), "u", width=170), width=170)
+    assert "prefix index" in wide and "prefix index" not in narrow
+    assert "KV usage" in narrow  # kept longest after run/wait

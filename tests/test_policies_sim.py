@@ -52,6 +52,7 @@ def test_local_append_estimate_matches_the_simulator() -> None:
     assert est == pytest.approx(sim, rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_every_policy_runs_a_small_session_workload(name: str) -> None:
     workload = load_workload(spec="sharegpt:n=20,rate=1", rate_scale=4)

@@ -77,6 +77,7 @@ async def _survivors_released(s: aiohttp.ClientSession, urls: list[str]) -> bool
     return True
 
 
+@pytest.mark.slow
 async def test_r1_sigkill_a_decode_worker_mid_load(cluster: list[Emulated]) -> None:
     p, d1, d2 = cluster
     router, runner, url = await router_over(cluster)
@@ -136,6 +137,7 @@ def _blackout(router: Router) -> None:
         w.cancel_tasks()
 
 
+@pytest.mark.slow
 async def test_r2_telemetry_blackout_routes_pd_never_local_to_unknown_state(cluster: list[Emulated]) -> None:
     router, runner, url = await router_over(cluster, slo={"max_telemetry_age_ms": 300.0})
     decode = [w for w in router.registry.all() if w.role.value == "decode"]

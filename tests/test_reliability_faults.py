@@ -94,6 +94,7 @@ async def test_prefill_failure_while_decode_waits_for_kv_aborts_decode_and_retri
             await w.stop()
 
 
+@pytest.mark.slow
 async def test_streaming_first_token_deadline_gives_504_and_aborts() -> None:
     p = await FakeWorker("prefill").start()
     waiting = await WaitingDecode().start()

@@ -99,7 +99,7 @@ async def test_stock_decode_is_never_sent_a_local_route() -> None:
         async with aiohttp.ClientSession() as s, s.post(f"{url}/generate", json={"text": "x"}) as r:
             assert r.status == 200 and r.headers["x-ppd-route"] == "pd"
         assert "do_local_prefill" not in d.received[0] and len(p.received) == 1
-        assert router.metrics.route_decisions[("pd", "router:decode_not_ppd_capable")] == 1
+        assert router.metrics.route_decisions[("pd", "guard:not_ppd_capable")] == 1
         assert not policy.seen[0][1].decode[0].supports_local_prefill
     finally:
         await runner.cleanup()

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from test_router_support import (
     PROFILE,
@@ -21,6 +22,7 @@ from test_router_support import (
     wait_until_healthy,
 )
 
+from sglang_ppd.core.policy import load_policy
 from sglang_ppd.router.app import start_server
 from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
@@ -92,6 +94,7 @@ async def _pd_router_cli(purl: str, bport: int, durl: str) -> AsyncIterator[str]
         assert await stop_process(router) == 0
 
 
+@pytest.mark.slow
 async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
     p = await FakeWorker("prefill").start()
     d = await FakeWorker("decode").start()
@@ -117,6 +120,7 @@ async def test_cli_router_end_to_end_and_clean_sigterm() -> None:
         await d.stop()
 
 
+@pytest.mark.slow
 async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) -> None:
     purl, bport, durl = emulated
     async with _pd_router_cli(purl, bport, durl) as url:
@@ -132,6 +136,7 @@ async def test_pd_through_an_emulated_cluster(emulated: tuple[str, int, str]) ->
         assert raw.endswith(b"data: [DONE]\n\n") and b'"error"' not in raw
 
 
+@pytest.mark.slow
 async def test_cli_rejects_bad_flags() -> None:
     for args, needle in (
         (("router", "--policy", "no-such-policy"), b"unknown policy"),
@@ -143,6 +148,10 @@ async def test_cli_rejects_bad_flags() -> None:
         assert proc.returncode == 2 and needle in err, (args, err)
 
 
+# Two emulator processes start inside this test's budget, and KV events and telemetry cross ZMQ: on a
+# loaded 2-core machine that alone took over a minute once, so it gets three, and its waits one each.
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str, int, str]) -> None:
     purl, bport, durl = emulated
     cfg = RouterConfig.model_validate(
@@ -180,10 +189,11 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
             page = w.exact_index.block_size
             resident = (len(turn1) + len(answer) - 1) // page * page
             await wait_for(
-                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident
+                lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0) >= resident,
+                timeout_s=60.0,
             )
             # The router guards local routes behind fresh telemetry: let the first snapshot arrive.
-            await wait_for(lambda: w.age_ms(time.monotonic()) is not None)
+            await wait_for(lambda: w.age_ms(time.monotonic()) is not None, timeout_s=60.0)
             async with s.post(
                 f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
             ) as r:
@@ -194,5 +204,74 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
                 )
         assert policy.seen[-1][0].cached_len[durl] >= resident
         assert durl not in policy.seen[-1][0].approx_workers
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def slow_telemetry() -> AsyncIterator[tuple[str, int, str]]:
+    """1P1D in real time whose decode worker publishes its load only every 2 s: a reply ends well
+    before the next sample, as it does between any two samples at any period."""
+    pport, bport, dport = free_port(), free_port(), free_port()
+    p = await _spawn("emulate", "--role", "prefill", "--port", str(pport), "--bootstrap-port", str(bport))
+    d = await _spawn(
+        "emulate", "--role", "decode", "--port", str(dport), "--ppd", "--telemetry-period-ms", "2000"
+    )
+    purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+    try:
+        await wait_until_healthy(purl, p)
+        await wait_until_healthy(durl, d)
+        yield purl, bport, durl
+    finally:
+        await stop_process(p)
+        await stop_process(d)
+
+
+@pytest.mark.slow
+async def test_an_immediate_second_turn_at_idle_goes_local(slow_telemetry: tuple[str, int, str]) -> None:
+    """Zero think time: Turn 2 is sent the moment Turn 1's reply ends. The decode worker's last
+    sample still counts Turn 1 as running; the router knows it finished, so Turn 2 appends locally
+    on an idle worker (the default policy, not a scripted one)."""
+    purl, bport, durl = slow_telemetry
+    cfg = RouterConfig.model_validate({
+        "port": 0,
+        "workers": [
+            {"url": purl, "role": "prefill", "bootstrap_port": bport},
+            {"url": durl, "role": "decode"},
+        ],
+        "slo": {"max_telemetry_age_ms": 60_000.0},  # staleness is not under test
+    })  # fmt: skip
+    router = Router(cfg, load_policy("ppd_deflect", {}, PROFILE), PROFILE, ByteTokenizer(), "ppd_deflect")
+    runner, port = await start_server(router, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    turn1 = list(("You are a helpful assistant. " * 8 + "Question one?").encode())
+    params = {"max_new_tokens": 400, "ignore_eos": True}
+    body = {"input_ids": turn1, "sampling_params": params, "stream": True}
+    try:
+        w = router.registry.get(durl)
+        assert w is not None and w.exact_index is not None
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{url}/generate", json=body) as r:
+                assert r.headers["x-ppd-route"] == "pd"
+                # Read until a sample shows Turn 1 running, then to the end.
+                await r.content.readline()
+                await wait_for(lambda: w.sample is not None and (w.sample.num_running or 0) >= 1)
+                seq = w.telemetry.seq if w.telemetry is not None else None
+                text = b""
+                async for line in r.content:
+                    if line.startswith(b"data:") and b"[DONE]" not in line:
+                        text = line
+            answer = list(orjson.loads(text[5:])["text"].encode())
+            turn2 = turn1 + answer + list(b" And question two?")
+            hit = lambda: router.features("x", turn2, 8, None, None).cached_len.get(durl, 0)  # noqa: E731
+            await wait_for(lambda: hit() > len(turn1))
+            # The scenario under test: the router's latest sample predates Turn 1's end.
+            assert w.telemetry is not None and w.telemetry.seq == seq and w.telemetry.num_running >= 1
+            async with s.post(
+                f"{url}/generate", json={"input_ids": turn2, "sampling_params": {"max_new_tokens": 8}}
+            ) as r:
+                assert r.status == 200
+                route = r.headers["x-ppd-route"]
+        assert route == "local", dict(router.metrics.route_decisions)
     finally:
         await runner.cleanup()

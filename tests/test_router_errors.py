@@ -97,6 +97,7 @@ async def test_decode_failure_before_first_token_is_retried_on_another_route() -
             await w.stop()
 
 
+@pytest.mark.slow
 async def test_prefill_failure_aborts_decode_and_retries() -> None:
     bad_p = await FakeWorker("prefill", fail_status=503).start()
     good_p = await FakeWorker("prefill").start()
@@ -150,6 +151,7 @@ async def test_failure_after_first_token_ends_stream_with_error_event() -> None:
             await w.stop()
 
 
+@pytest.mark.slow
 async def test_client_disconnect_aborts_upstream() -> None:
     p = await FakeWorker("prefill", hang=True).start()
     d = await FakeWorker("decode", hang=True).start()

@@ -59,6 +59,7 @@ async def test_reason_header_and_openai_token_ids() -> None:
         await d.stop()
 
 
+@pytest.mark.slow
 async def test_client_disconnect_is_not_an_error_and_local_inflight_is_exact() -> None:
     d = await FakeWorker("decode", server_info={"ppd_local_prefill": True}).start()
     d.delay_s = 0.6  # before the first token
@@ -118,6 +119,7 @@ async def test_policy_errors_are_503_and_counted(caplog: pytest.LogCaptureFixtur
         await d.stop()
 
 
+@pytest.mark.slow
 async def test_a_long_queue_before_the_first_token_is_not_a_read_timeout() -> None:
     """Before the first token only the (scaled) first-token deadline applies, not read_timeout_s."""
     p = await FakeWorker("prefill").start()

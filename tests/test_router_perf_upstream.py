@@ -25,6 +25,7 @@ async def _server(handler: Any) -> tuple[web.AppRunner, str]:
     return await serve_loopback(app, keepalive_timeout=0.3)
 
 
+@pytest.mark.slow
 async def test_reuse_stream_stale_connection_and_release_once() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()

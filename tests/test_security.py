@@ -134,6 +134,7 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000"}
 WILDCARD = {"00000000", "00000000000000000000000000000000"}
 
 
+@pytest.mark.slow
 async def test_emulated_worker_binds_loopback_by_default_and_wider_only_when_asked() -> None:
     p = await spawn_emulator("prefill", time_scale=0.0)
     wide = await spawn_emulator("decode", "--host", "0.0.0.0", time_scale=0.0)
@@ -147,6 +148,7 @@ async def test_emulated_worker_binds_loopback_by_default_and_wider_only_when_ask
         await wide.stop()
 
 
+@pytest.mark.slow
 async def test_router_cli_binds_loopback_by_default() -> None:
     assert RouterConfig.model_validate({}).host == "127.0.0.1"
     port = free_port()
@@ -223,6 +225,7 @@ def test_redacting_filter_masks_messages_args_and_tracebacks() -> None:
     assert "k-123" not in text and "pw-456" not in text and "bob:***@h" not in text and "***" in text
 
 
+@pytest.mark.slow
 async def test_router_logs_hold_no_secret() -> None:
     api_key, admin_key, password = "sk-live-0123456789", "adm-9876543210", "hunter2-pw"
     dead = free_port()  # a worker that never answers: its URL (with credentials) gets logged
@@ -277,6 +280,7 @@ async def test_client_rid_that_could_forge_log_lines_is_refused() -> None:
         await d.stop()
 
 
+@pytest.mark.slow
 async def test_a_rid_already_in_flight_is_refused() -> None:
     """Workers key a request's state and its abort by rid: two at once would corrupt both."""
     p = await FakeWorker("prefill").start()

@@ -29,6 +29,7 @@ def test_run_writes_the_result_json(tmp_path: Path) -> None:
     assert r["num_requests"] == 300 and r["routes"] == {"pd": 300} and r["slo"]["ttft_ms"] == 500
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs_a_workload_spec(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
@@ -75,6 +76,7 @@ def test_config_is_used(tmp_path: Path) -> None:
     assert sorted(json.loads(out.read_text())["utilization"]) == ["d0", "d1", "d2", "p0"]
 
 
+@pytest.mark.slow
 def test_compare_writes_runs_summary_and_plot(tmp_path: Path) -> None:
     rc = main(["compare", "--workload", "azure:n=120", "--policies", "pd,pd_cache_aware",
                "--rate-scales", "1,4", "--seeds", "2", "--out", str(tmp_path)])  # fmt: skip

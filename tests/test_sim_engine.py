@@ -39,6 +39,7 @@ def _installed(name: str) -> None:
         pytest.skip(f"policy {name} not installed yet")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
 def test_invariants(policy: str, sessions: tuple[TurnSpec, ...], bursty: tuple[TurnSpec, ...]) -> None:
     _installed(policy)

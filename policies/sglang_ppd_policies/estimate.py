@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import LinkSnapshot, WorkerSnapshot
 from sglang_ppd_policies.view import View
 
@@ -30,6 +31,7 @@ class Estimator:
         "chunk_len",
         "kv_bytes_per_token",
         "transfer_setup_ms",
+        "step",
     )
 
     def __init__(self, profile: CostProfile) -> None:
@@ -44,26 +46,13 @@ class Estimator:
         self.chunk_len = profile.chunked_prefill_size
         self.kv_bytes_per_token = profile.kv_bytes_per_token
         self.transfer_setup_ms = profile.transfer_setup_ms
+        self.step = StepModel.of(profile)
 
     # -- decode side -------------------------------------------------------------------------------
 
     def decode_step_ms(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
-        """One decode-only iteration on ``d``: its reported EWMA when fresh and busy, else the step
-        model (an idle worker's EWMA is a leftover from its last busy period). Stale: the router's
-        in-flight count as the batch, each as long as this prompt."""
-        n = d.num_running
-        if fresh and n is not None:
-            if n == 0:
-                return self.dec_base_ms
-            if d.decode_iter_ms is not None:
-                return d.decode_iter_ms
-            ctx = d.running_context_tokens
-            if ctx is None:
-                ctx = n * prompt_len
-        else:
-            n = d.num_inflight
-            ctx = n * prompt_len
-        return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
+        """One decode-only iteration on ``d`` (:meth:`StepModel.decode_step_ms`)."""
+        return self.step.decode_step_ms(d, fresh, prompt_len)
 
     def chunked_ms(self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float) -> float:
         """``new_len`` tokens over ``cached_len`` in chunks of ``chunk_len``, each iteration also
@@ -81,21 +70,8 @@ class Estimator:
         )
 
     def max_chunk_len(self, context_len: int, decode_extra_ms: float, budget_ms: float) -> int:
-        """Largest chunk whose iteration (with ``decode_extra_ms`` of resident decodes) stays within
-        ``budget_ms`` when it attends over ``context_len`` cached tokens; 0 if none fits.
-
-        Solves c_attn/2*x^2 + (c_pf + c_attn*k)*x + (base + extra + c_ctx*k - budget) <= 0.
-        """
-        slack = budget_ms - self.pf_base_ms - decode_extra_ms - self.c_ctx_ms * context_len
-        if slack <= 0:
-            return 0
-        b = self.c_pf_ms + self.c_attn_ms * context_len
-        a = self.c_attn_ms / 2
-        if a <= 0:
-            x = slack / b if b > 0 else float(self.chunk_len)
-        else:
-            x = (-b + math.sqrt(b * b + 4 * a * slack)) / (2 * a)
-        return min(int(x), self.chunk_len)
+        """Largest chunk within ``budget_ms`` (:meth:`StepModel.max_chunk_len`, the one chunk rule)."""
+        return self.step.max_chunk_len(context_len, decode_extra_ms, budget_ms)
 
     # -- prefill side ------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from pydantic import Field
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import (
+    CLIP_MAX_NEW_TOKENS,
     ClusterSnapshot,
     RequestFeatures,
     Route,
@@ -57,7 +58,7 @@ from sglang_ppd_policies.candidates import (
     resident_candidates,
 )
 from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
-from sglang_ppd_policies.view import CLIP_MAX_NEW_TOKENS, View
+from sglang_ppd_policies.view import View
 
 
 class PpdParams(LocalParams):

@@ -7,11 +7,15 @@ here (plain lists, a set and a dict) keeps a decision on 16 workers within tens 
 from __future__ import annotations
 
 from sglang_ppd.core.policy import NoRouteError
-from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Slo, WorkerSnapshot
-
-CLIP_MAX_NEW_TOKENS = 4096
-"""SGLang's ``SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION`` default: its schedulers (decode prealloc
-included) reserve at most this many output tokens per request, whatever ``max_new_tokens`` says."""
+from sglang_ppd.core.types import (
+    CLIP_MAX_NEW_TOKENS,
+    ClusterSnapshot,
+    LinkSnapshot,
+    RequestFeatures,
+    Role,
+    Slo,
+    WorkerSnapshot,
+)
 
 
 class View:

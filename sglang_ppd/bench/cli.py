@@ -8,14 +8,11 @@ import asyncio
 import re
 import sys
 from collections import Counter
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from sglang_ppd.bench import plot
 from sglang_ppd.bench.client import Api
+from sglang_ppd.bench.console import ProgressReport, make_console, summary
+from sglang_ppd.bench.endpoint import kv_bytes_during, read_router
 from sglang_ppd.bench.parallel import run_parallel
 from sglang_ppd.bench.runner import BenchOptions, Replay, num_planned
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
@@ -36,14 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="base URL of the endpoint, e.g. http://127.0.0.1:30000")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="Azure CSV, Mooncake JSONL or ShareGPT turn table (detected)")
-    src.add_argument("--workload", help="workload spec, e.g. sharegpt:n=200,rate=1 (see sglang_ppd.workload)")
+    src.add_argument(
+        "--workload",
+        help="workload spec, e.g. sharegpt:n=20,rate=2: n counts sessions (conversations of 1 to hundreds "
+        "of turns) for sharegpt: and sessions:, requests for azure: and mooncake: "
+        "(`python -m sglang_ppd.workload --workload SPEC` says how many requests a spec makes)",
+    )
     p.add_argument("--api", choices=[a.value for a in Api], default=Api.SGLANG.value)
     p.add_argument("--model", help="model name for --api openai (default: the first of GET /v1/models)")
     p.add_argument("--seed", type=int, default=0, help="workload and prompt-token seed")
     p.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
     p.add_argument("--limit", type=int, help="take at most N requests of the workload")
     p.add_argument("--max-requests", type=int, help="send at most N requests")
-    p.add_argument("--duration-s", type=float, help="send nothing new after S seconds")
+    p.add_argument(
+        "--duration-s", type=float, help="send nothing new after S seconds (requests in flight then finish)"
+    )
     p.add_argument("--request-timeout-s", type=float, default=300.0, help="per request, whole stream")
     p.add_argument("--slo-ttft-ms", type=float, default=Slo().ttft_ms)
     p.add_argument("--slo-tpot-ms", type=float, default=Slo().tpot_ms)
@@ -54,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="client processes (when one cannot keep up: see client_cpu_s)"
     )
-    p.add_argument("--label", default="endpoint", help="what is measured (the `policy` key of the JSON)")
+    p.add_argument(
+        "--label",
+        help="what is measured (the `policy` key of the JSON); default: the router's policy from its /stats, "
+        "else 'endpoint'",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", help="write the result JSON here")
     p.add_argument("--records", help="also write every request's record here (JSON lines)")
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:
         return plot.main(argv[1:])
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console()
     try:
         _check(args)
         workload = load_workload(
@@ -101,19 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration_s, request_timeout_s=args.request_timeout_s, vocab_size=args.vocab_size,
         max_connections=args.max_connections,
     )  # fmt: skip
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True, disable=args.no_progress,
-    )  # fmt: skip
-    with progress:
-        task = progress.add_task("replaying", total=num_planned(workload, args.max_requests))
-        failed = 0
-        interrupted = False
+    before = read_router(args.url)
+    label = args.label or before.policy or "endpoint"
+    total = num_planned(workload, args.max_requests)
+    bound = "" if args.duration_s is None else f"; sending stops after {args.duration_s:g} s"
+    console.print(
+        f"replaying up to {total:,} requests ({len({t.session_id for t in workload}):,} sessions) of "
+        f"{args.trace or args.workload} against {args.url} ({label}){bound}",
+        highlight=False,
+    )
+    interrupted = False
+    with ProgressReport(console, total, enabled=not args.no_progress) as progress:
 
         def done(r: RequestRecord) -> None:
-            nonlocal failed
-            failed += not r.ok
-            progress.update(task, advance=1, description=f"replaying ({failed} failed)")
+            progress.finished(r.ok)
 
         if args.workers > 1:
             source = {"trace": args.trace, "spec": args.workload, "seed": args.seed}
@@ -131,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                 # Ctrl-C: keep what finished; the requests in flight are lost.
                 result = replay.result
                 interrupted = True
+    kv_bytes = kv_bytes_during(before, read_router(args.url))
     slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
-    summary = summarize(
-        result.records, slo=slo, wall_s=result.wall_s, policy=args.label, seed=args.seed,
+    s = summarize(
+        result.records, slo=slo, wall_s=result.wall_s, policy=label, seed=args.seed,
         source=args.trace or args.workload, rate_scale=args.rate_scale, url=args.url, api=args.api,
         model=result.model, client_cpu_s=result.client_cpu_s,
         num_planned=result.num_planned, num_not_sent=result.num_planned - len(result.records),
@@ -141,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         cached_prompt_fraction=cached_fractions(result.records),
         interrupted=interrupted, client_workers=args.workers, machine=machine_info(),
     )  # fmt: skip
-    console.print(summary_table(summary))
+    # The records carry no byte counts in a live run: the router counted them.
+    s["kv_bytes_transferred"], s["kv_bytes_avoided"] = kv_bytes["transferred"], kv_bytes["avoided"]
+    console.print(summary(s))
     if args.json:
-        console.print(f"wrote {write_result_json(args.json, summary)}")
+        console.print(f"wrote {write_result_json(args.json, s)}")
     if args.records:
         console.print(f"wrote {write_records_jsonl(args.records, result.records)}")
+    if interrupted:
+        return 130  # the shell's code for "stopped by SIGINT", so scripts see the run did not finish
     return 0 if any(r.ok for r in result.records) else 1
 
 
@@ -164,23 +178,3 @@ def error_counts(records: list[RequestRecord]) -> dict[str, int]:
     """Failures by message; long numbers (ids, rooms) become N so that like errors group together."""
     counts = Counter(re.sub(r"\d{3,}", "N", r.error or "no output")[:200] for r in records if not r.ok)
     return dict(counts.most_common())
-
-
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v:,.1f}"
-
-
-def summary_table(s: dict[str, Any]) -> Table:
-    att = s["slo_attainment"]
-    t = Table(
-        title=f"{s['policy']} on {s['source']}: {s['num_requests']} requests, {s['num_failed']} failed, "
-        f"SLO {'-' if att is None else f'{att:.1%}'}, goodput {s['goodput_rps']:.2f}/s"
-    )
-    for col in ("group", "count", "TTFT p50", "TTFT p95", "TPOT p50", "TPOT p95", "ITL p95", "E2E p95"):
-        t.add_column(col, justify="right")
-    for name in ("overall", "turn1", "turn2plus"):
-        g = s[name]
-        cells = [g[m][q] for m, q in (("ttft_ms", "p50"), ("ttft_ms", "p95"), ("tpot_ms", "p50"),
-                                      ("tpot_ms", "p95"), ("itl_ms", "p95"), ("e2e_ms", "p95"))]  # fmt: skip
-        t.add_row(name, str(g["count"]), *map(_ms, cells))
-    return t

@@ -11,6 +11,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+CLIP_MAX_NEW_TOKENS = 4096
+"""SGLang's ``SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION`` default: its schedulers (decode prealloc
+included) reserve at most this many output tokens per request, whatever ``max_new_tokens`` says."""
+
 
 class Role(str, enum.Enum):
     PREFILL = "prefill"
@@ -80,6 +84,11 @@ class WorkerSnapshot:
     num_local_inflight: int = 0
     """The router's own count of LOCAL/DEFLECT routes it sent there whose prefill has not finished
     (exact, like ``num_inflight``): telemetry's ``num_local_prefills`` lags a burst of routes."""
+    tbt_budget_ms: float | None = None
+    """The worker's own TBT budget (``--ppd-tbt-slo-ms``), when it publishes one."""
+    resident_output_len: int | None = None
+    """Mean output length (``max_new_tokens``, clipped) of the host's requests in flight there: the
+    number of tokens a resident's stall is spread over in its TPOT."""
 
     def is_fresh(self, max_age_ms: float) -> bool:
         return self.healthy and self.age_ms is not None and self.age_ms <= max_age_ms

@@ -124,5 +124,6 @@ def telemetry_msg(engine: Engine, worker_url: str, seq: int) -> telemetry.Worker
         decode_iter_ms=s.decode_iter_ms,
         mixed_iter_ms=s.mixed_iter_ms,
         tbt_headroom_ms=headroom,
+        tbt_budget_ms=cfg.tbt_budget_ms if local else None,
         supports_local_prefill=local and cfg.ppd,
     )

@@ -27,9 +27,9 @@ async def _once(url: str, console: Console) -> int:
         try:
             stats = await fetch_stats(session, url)
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
-            console.print(render(None, url, f"cannot read {url}/stats: {exc}"))
+            console.print(render(None, url, f"cannot read {url}/stats: {exc}", console.width))
             return 1
-    console.print(render(stats, url))
+    console.print(render(stats, url, width=console.width))
     return 0
 
 

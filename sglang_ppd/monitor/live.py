@@ -30,13 +30,16 @@ async def run_live(
     why at the top, so a router restart does not blank the screen."""
     stats: dict[str, Any] | None = None
     async with aiohttp.ClientSession() as session:
-        with Live(render(None, url), console=console, refresh_per_second=4, screen=False) as live:
+        console = console or Console()
+        first = render(None, url, width=console.width)
+        with Live(first, console=console, refresh_per_second=4, screen=False) as live:
             while not stop.is_set():
                 error = None
                 try:
                     stats = await fetch_stats(session, url)
                 except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
                     error = f"cannot read {url}/stats: {exc or type(exc).__name__}"
-                live.update(render(stats, url, error))
+                # The width is read each frame, so a resized terminal gets the layout that fits it.
+                live.update(render(stats, url, error, console.width))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval_s)

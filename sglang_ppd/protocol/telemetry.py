@@ -36,6 +36,8 @@ class WorkerTelemetry(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """EWMA of iterations that mixed prefill chunks into decode."""
     tbt_headroom_ms: float | None = None
     """TBT SLO minus the current decode iteration time, when the worker knows its SLO."""
+    tbt_budget_ms: float | None = None
+    """The worker's TBT SLO (``--ppd-tbt-slo-ms``), when it has one: routers keep local work within it."""
     supports_local_prefill: bool = False
 
 

@@ -122,6 +122,9 @@ class Attempt:
         """Dispatch and wait for the decode side's reply headers."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
         self._inflight(self.decode_url, +1)
+        d = self.router.registry.get(self.decode_url)
+        if d is not None:
+            d.lifecycle.on_dispatch(self.rid, len(self.prep.input_ids), self.prep.max_new_tokens)
         if self.route.kind is not RouteKind.PD:
             self._local(+1)
         if self.prefill_url is not None:
@@ -209,6 +212,9 @@ class Attempt:
         self._transfer_done()
         self._local(-1)
         self._inflight(self.decode_url, -1)
+        d = self.router.registry.get(self.decode_url)
+        if d is not None:
+            d.lifecycle.on_finish(self.rid)
         if self.decode_resp is not None:
             self.decode_resp.release()
         task = self.prefill_task

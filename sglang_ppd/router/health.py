@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from sglang_ppd.core.guard import STATE_UNKNOWN
 from sglang_ppd.router.breaker import Breakers
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from sglang_ppd.router.workers import WorkerState
 
 log = logging.getLogger(__name__)
-UNKNOWN_STATE_REASON = "router:decode_state_unknown"
+UNKNOWN_STATE_REASON = STATE_UNKNOWN
 
 
 class Reliability:

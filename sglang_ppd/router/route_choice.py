@@ -1,9 +1,9 @@
 """Choosing one request's route: the policy's decision, checked against the live cluster.
 
 The policy proposes; the router disposes. Workers that failed this request, are broken (circuit
-open) or unhealthy are excluded; a route naming an unavailable worker is refused; local work goes
-only to a PPD-capable decode worker whose state is known (issue 7), otherwise the request is
-re-routed PD to the least-loaded healthy prefill worker. A policy that raises answers 503, counted
+open) or unhealthy are excluded (the snapshot marks them unhealthy, so ``core.guard`` re-routes
+local work to them PD, as it does for a worker whose state is unknown); a route naming an
+unavailable worker is refused. A policy that raises answers 503, counted
 under reason ``policy_error`` and logged once per exception type.
 """
 
@@ -40,17 +40,10 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     d = reg.get(route.decode_worker)
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
-    # Local work only on a decode worker whose state is known (issue 7), whatever the policy said.
-    now_s = time.monotonic()  # one instant for the guard and its audit (an age may cross the limit)
-    known = d.supports_local_prefill and router.reliability.state_known(d, now_s)
-    if route.kind is not RouteKind.PD and not known:
-        prefills = [w for w in reg.by_role(Role.PREFILL) if w.healthy and w.url not in exclude]
-        if not prefills:
-            raise NoRoute(f"{d.url} cannot prefill locally and no prefill worker is healthy")
-        p = min(prefills, key=lambda w: w.num_inflight)
-        why = UNKNOWN_STATE_REASON if d.supports_local_prefill else "router:decode_not_ppd_capable"
-        router.reliability.num_local_overridden += why == UNKNOWN_STATE_REASON
-        route = Route(RouteKind.PD, d.url, prefill_worker=p.url, reason=why)
+    # ``router.decide`` ran the policy through ``core.guard``: local work only goes to a decode
+    # worker whose state is known (issue 7), whatever the policy said.
+    now_s = time.monotonic()
+    router.reliability.num_local_overridden += route.reason == UNKNOWN_STATE_REASON
     if route.kind is RouteKind.PD:
         pw = reg.get(route.prefill_worker or "")
         if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:

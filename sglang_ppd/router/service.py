@@ -21,7 +21,9 @@ import orjson
 import zmq.asyncio
 
 from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
+from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
 from sglang_ppd.protocol import block_hash
 from sglang_ppd.router import worker_probe
@@ -44,6 +46,7 @@ class Router:
         self, cfg: RouterConfig, policy: Policy, profile: CostProfile, tokenizer: Tokenizer, policy_name: str
     ) -> None:
         self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
+        self.step_model = StepModel.of(profile)
         self.policy_name = policy_name
         self.slo = Slo(**cfg.slo.model_dump())
         self.registry = WorkerRegistry()
@@ -219,7 +222,7 @@ class Router:
     def decide(self, features: RequestFeatures, exclude: Collection[str] = ()) -> Route:
         t0 = time.perf_counter()  # the snapshot is part of every decision's cost
         snap = self.snapshot(exclude)
-        route = self.policy.decide(features, snap, self.slo)
+        route = guard(self.policy.decide(features, snap, self.slo), features, snap, self.slo, self.step_model)
         self.metrics.decision.observe(time.perf_counter() - t0)
         return route
 

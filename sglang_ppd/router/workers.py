@@ -1,8 +1,9 @@
 """The router's live view of one worker, and the registry of all of them.
 
 ``WorkerState`` is mutable router state (updated by subscribers, the health loop and dispatch);
-:meth:`WorkerState.snapshot` freezes it into the contract's ``WorkerSnapshot`` at decision time,
-with ``age_ms`` measured on the router's own monotonic clock from the last telemetry received.
+:meth:`WorkerState.snapshot` freezes it into the contract's ``WorkerSnapshot`` at decision time
+through ``core.observe`` (as the simulator does), with ``age_ms`` measured on the router's own
+monotonic clock from the last telemetry received, reconciled with the router's own requests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sglang_ppd.core.lifecycle import Lifecycle
+from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import Role, WorkerSnapshot
 from sglang_ppd.protocol.load_stat import LoadSummary
 from sglang_ppd.protocol.server_info import ServerInfo
@@ -42,6 +45,12 @@ class WorkerState:
     num_kv_gaps: int = 0
     num_subscriber_resets: int = 0
     """ZMQ subscriptions cut (oversized/malformed message, publisher gone) and reopened."""
+    sample: Sample | None = None
+    """The last load numbers received (either source), checked by ``core.observe``."""
+    num_rejected_fields: int = 0
+    """Published fields dropped as out of range or non-finite (counted, never fatal)."""
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    """This router's requests on the worker since its last sample (exact residents)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -57,55 +66,55 @@ class WorkerState:
 
     def record_telemetry(self, t: WorkerTelemetry) -> None:
         self.telemetry, self.telemetry_source, self.telemetry_rx_s = t, "ppd", time.monotonic()
+        self._take_sample(sample_of_telemetry(t))
 
     def record_load(self, load: LoadSummary, source: str) -> None:
         if self.telemetry_source == "ppd" and source != "ppd" and self._fresh(2.0):
             return  # the richer snapshot wins while it is alive
         self.load, self.telemetry_source, self.telemetry_rx_s = load, source, time.monotonic()
         self.telemetry = None
+        self._take_sample(sample_of_load(load))
+
+    def _take_sample(self, checked: tuple[Sample, int]) -> None:
+        self.sample, num_rejected = checked
+        self.num_rejected_fields += num_rejected
+        self.lifecycle.on_sample()
 
     def _fresh(self, max_age_s: float) -> bool:
         return self.telemetry_rx_s is not None and time.monotonic() - self.telemetry_rx_s < max_age_s
 
     def snapshot(self, now_s: float) -> WorkerSnapshot:
-        t, load = self.telemetry, self.load
-        common = dict(
-            worker_id=self.url,
-            role=self.role,
-            age_ms=self.age_ms(now_s),
-            num_inflight=self.num_inflight,
-            num_local_inflight=self.num_local_inflight,
-            supports_local_prefill=self.supports_local_prefill,
+        return observe(
+            self.url, self.role, self.sample, self.age_ms(now_s),
+            num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
+            since=self.lifecycle.since(), supports_local_prefill=self.supports_local_prefill,
             healthy=self.healthy,
-        )
-        if t is not None:
-            return WorkerSnapshot(
-                **common,  # type: ignore[arg-type]
-                num_running=t.num_running,
-                num_waiting=t.num_waiting,
-                queued_prefill_tokens=t.queued_prefill_tokens + t.queued_local_prefill_tokens,
-                kv_used_tokens=t.kv_used_tokens,
-                kv_capacity_tokens=t.kv_capacity_tokens,
-                decode_iter_ms=t.decode_iter_ms,
-                mixed_iter_ms=t.mixed_iter_ms,
-                running_context_tokens=t.running_context_tokens,
-                num_local_prefills=t.num_local_prefills,
-            )
-        if load is not None:
-            return WorkerSnapshot(
-                **common,  # type: ignore[arg-type]
-                num_running=load.num_running,
-                num_waiting=load.num_waiting,
-                queued_prefill_tokens=load.queued_prefill_tokens,
-                kv_used_tokens=load.kv_used_tokens,
-                kv_capacity_tokens=load.kv_capacity_tokens,
-            )
-        return WorkerSnapshot(**common)  # type: ignore[arg-type]
+        )  # fmt: skip
 
     def cancel_tasks(self) -> None:
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
+
+
+def sample_of_telemetry(t: WorkerTelemetry) -> tuple[Sample, int]:
+    """A decode worker publishes its local-prefill backlog in both ``queued_prefill_tokens`` and
+    ``queued_local_prefill_tokens`` (the worker extension and the emulator alike); a prefill worker
+    only the first. The backlog is counted once: the larger of the two."""
+    queued = t.queued_prefill_tokens
+    if isinstance(queued, int) and isinstance(t.queued_local_prefill_tokens, int):
+        queued = max(queued, t.queued_local_prefill_tokens)
+    return checked_sample(
+        t.num_running, t.num_waiting, queued, t.kv_used_tokens, t.kv_capacity_tokens,
+        t.running_context_tokens, t.num_local_prefills, t.decode_iter_ms, t.mixed_iter_ms, t.tbt_budget_ms,
+    )  # fmt: skip
+
+
+def sample_of_load(load: LoadSummary) -> tuple[Sample, int]:
+    return checked_sample(
+        load.num_running, load.num_waiting, load.queued_prefill_tokens, load.kv_used_tokens,
+        load.kv_capacity_tokens,
+    )  # fmt: skip
 
 
 class WorkerRegistry:

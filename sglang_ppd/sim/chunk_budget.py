@@ -5,25 +5,16 @@ are resident, chunks are sized so that the mixed iteration stays within ``tbt_bu
 least ``min_chunk_len`` tokens run (so a local prefill always progresses). A route's chunk plan
 caps the chunk (the ``ppd_chunk_len`` the real worker gets); a cap below ``min_chunk_len`` is
 raised to it, so a plan made for a tiny append does not crawl when eviction made the uncached
-part longer by the time the request is admitted.
+part longer by the time the request is admitted. The fit is ``core.chunk.fit_len``, the rule the
+policies' estimator and the guard use.
 """
 
 from __future__ import annotations
 
 import math
 
+from sglang_ppd.core.chunk import fit_len
 from sglang_ppd.core.costmodel import CostProfile
-
-
-def max_chunk(profile: CostProfile, budget_ms: float, cached_len: int) -> int:
-    """Largest χ with c_pf·χ + c_attn·χ(k+χ/2) + c_ctx·k ≤ budget_ms."""
-    s = profile.step
-    rest = budget_ms - s.c_ctx_ms * cached_len
-    if rest <= 0:
-        return 0
-    a, b = s.c_attn_ms / 2, s.c_pf_ms + s.c_attn_ms * cached_len
-    x = rest / b if a == 0 else (-b + math.sqrt(b * b + 4 * a * rest)) / (2 * a)
-    return max(int(x), 0)
 
 
 class ChunkBudget:
@@ -58,7 +49,8 @@ class ChunkBudget:
         plan = max(chunk_cap, self.min_chunk_len) if chunk_cap else self.tokens
         n = min(remaining, self.tokens, plan)
         if self.ms_left != math.inf:
-            fit = max_chunk(self.profile, self.ms_left, done_len)
+            s = self.profile.step
+            fit = fit_len(s.c_pf_ms, s.c_attn_ms, s.c_ctx_ms, self.ms_left, done_len)
             n = min(n, fit if not first or fit >= self.min_chunk_len else self.min_chunk_len)
         if n <= 0:
             return n

@@ -6,7 +6,9 @@ change after τ: :meth:`SimWorker.observe` is called before every change and at 
 captures the state for the latest tick it has passed. The router therefore sees exactly what a
 periodic publisher would have sent, with ``age_ms`` = now - tick. Inside a decode leap the published
 context is the one at the leap's start (off by at most B tokens per step leapt). The router's own
-in-flight counts and the radix hit lengths (KV events) are exact.
+in-flight counts and the radix hit lengths (KV events) are exact. Snapshots come from
+``core.observe``, as in the live router, reconciled with the router's own request lifecycle since
+the sample (``core.lifecycle``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import random
 from dataclasses import dataclass, field
 
 from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.lifecycle import Lifecycle
+from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, Role, WorkerSnapshot
 from sglang_ppd.sim.config import SimConfig
 from sglang_ppd.sim.link import Link
@@ -41,6 +45,8 @@ class SimWorker:
     num_inflight: int = 0
     num_local_inflight: int = 0
     """LOCAL/DEFLECT routes sent here whose first token the router has not seen yet."""
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    """The router's own requests here since the published sample (exact residents)."""
 
     def observe(self, now_s: float) -> None:
         """Capture the state for the last publish tick at or before ``now_s`` (call before a change)."""
@@ -50,6 +56,7 @@ class SimWorker:
         if tick > self.published_s:
             self.published = self.sched.stats()
             self.published_s = tick
+            self.lifecycle.on_sample()
 
     def kick(self, now_s: float) -> float | None:
         """Start an iteration if idle, or cut a decode leap so new work joins at the next step.
@@ -73,26 +80,21 @@ class SimWorker:
     def snapshot(self, now_s: float) -> WorkerSnapshot:
         self.observe(now_s)
         s = self.published
-        age = None if s is None else 1000.0 * (now_s - self.published_s)
-        local = self.role is Role.DECODE
-        if s is None:
-            return WorkerSnapshot(
-                self.worker_id,
-                self.role,
-                None,
-                self.num_inflight,
-                supports_local_prefill=local,
-                num_local_inflight=self.num_local_inflight,
-            )
-        return WorkerSnapshot(
-            self.worker_id, self.role, age, self.num_inflight,
-            num_running=s.num_running, num_waiting=s.num_waiting,
-            queued_prefill_tokens=s.queued_prefill_tokens,
-            kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=s.kv_capacity_tokens,
-            decode_iter_ms=s.decode_iter_ms, mixed_iter_ms=s.mixed_iter_ms,
-            running_context_tokens=s.running_context_tokens, num_local_prefills=s.num_local_prefills,
-            supports_local_prefill=local, num_local_inflight=self.num_local_inflight,
+        sample = None if s is None else sample_of(s, self.sched.tbt_budget_ms)
+        return observe(
+            self.worker_id, self.role, sample, None if s is None else 1000.0 * (now_s - self.published_s),
+            num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
+            since=self.lifecycle.since(), supports_local_prefill=self.role is Role.DECODE,
         )  # fmt: skip
+
+
+def sample_of(s: LoadStats, tbt_budget_ms: float | None) -> Sample:
+    """What the simulated worker publishes, as every host's telemetry reaches ``core.observe``."""
+    sample, _ = checked_sample(
+        s.num_running, s.num_waiting, s.queued_prefill_tokens, s.kv_used_tokens, s.kv_capacity_tokens,
+        s.running_context_tokens, s.num_local_prefills, s.decode_iter_ms, s.mixed_iter_ms, tbt_budget_ms,
+    )  # fmt: skip
+    return sample
 
 
 @dataclass(slots=True)

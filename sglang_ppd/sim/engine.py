@@ -18,7 +18,9 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
+from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import RequestFeatures, Role, Route, RouteKind, Slo
 from sglang_ppd.metrics.record import RequestRecord
 from sglang_ppd.sim.cluster import SimCluster, SimWorker
@@ -65,6 +67,8 @@ class Simulation:
     ) -> None:
         self.policy, self.slo, self.cluster = policy, slo, cluster
         self.kv_bytes_per_token = cluster.profile.kv_bytes_per_token
+        self.step = StepModel.of(cluster.profile)
+        self.min_chunk_len = cluster.config.min_chunk_len
         self.check_invariants = check_invariants
         self.by_id = {w.worker_id: w for w in cluster.workers}
         self.flights: dict[str, _Flight] = {}
@@ -138,7 +142,9 @@ class Simulation:
     def _arrive(self, now: float, spec: object) -> list[Event]:
         assert isinstance(spec, TurnSpec)
         try:
-            route = self.policy.decide(self._features(spec), self.cluster.snapshot(now), self.slo)
+            feats, snap = self._features(spec), self.cluster.snapshot(now)
+            route = self.policy.decide(feats, snap, self.slo)
+            route = guard(route, feats, snap, self.slo, self.step, self.min_chunk_len)
             decode, prefill = self._check_route(route)
         except Exception as exc:  # a policy may find no route: the request fails, the run goes on
             return self._fail(now, spec, None, f"routing failed: {type(exc).__name__}: {exc}")
@@ -157,6 +163,8 @@ class Simulation:
             return self._fail(now, spec, route, str(exc))
         self.flights[spec.request_id] = f
         decode.num_inflight += 1
+        output_len = self.cluster.config.max_new_tokens or spec.output_len
+        decode.lifecycle.on_dispatch(spec.request_id, spec.input_len, output_len)
         if prefill is None:
             decode.num_local_inflight += 1
             return self._kick(decode, now)
@@ -239,6 +247,7 @@ class Simulation:
     # ---- endings -------------------------------------------------------------------------------
     def _finish(self, now: float, f: _Flight) -> list[Event]:
         f.decode.num_inflight -= 1
+        f.decode.lifecycle.on_finish(f.spec.request_id)
         spec = f.spec
         full = spec.input_len * self.kv_bytes_per_token
         self.records.append(RequestRecord(

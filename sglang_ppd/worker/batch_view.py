@@ -82,4 +82,5 @@ def telemetry_fields(
         "decode_iter_ms": _round2(model.decode_ms),
         "mixed_iter_ms": _round2(model.mixed_ms),
         "tbt_headroom_ms": _round2(policy.headroom_ms(model)),
+        "tbt_budget_ms": policy.tbt_slo_ms,
     }

@@ -3,7 +3,9 @@
 A mixed iteration (prefill chunks + the running decodes) costs about the decode-only iteration plus
 ``overhead + ms_per_token * chunk_tokens``: the overhead is mostly losing the decode CUDA graph.
 Both terms are re-estimated from the worker's own recent mixed iterations (a robust line fit), so
-the budget follows the real GPU instead of a fixed profile.
+the budget follows the real GPU instead of a fixed profile: this is the worker's measured model of
+the chunk cost that ``core.chunk.fit_len`` computes from the profile, and the chunk it runs follows
+the same ``core.chunk.run_len`` rule (floor and cap) that the simulator and the guard apply.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sglang_ppd.core.chunk import run_len
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +123,12 @@ class BudgetPolicy:
         if request_cap is not None:
             cap = min(max(request_cap, self.min_chunk_len), self.max_chunk_len)
         if not has_decodes or self.tbt_slo_ms is None:
-            return cap
+            return run_len(0, cap, self.min_chunk_len, False)
         overhead_ms, ms_per_token = model.cost_line()
         decode_ms = model.decode_ms or 0.0
         headroom_ms = self.tbt_slo_ms - decode_ms - overhead_ms
         fit = int(headroom_ms / ms_per_token) if headroom_ms > 0 else 0
-        return max(min(fit, cap), min(self.min_chunk_len, cap))
+        return run_len(fit, cap, self.min_chunk_len, True)
 
     def headroom_ms(self, model: IterationModel) -> float | None:
         decode_ms = model.decode_ms
