@@ -24,7 +24,7 @@ from test_router_support import (
 )
 
 from sglang_ppd.core.types import RouteKind
-from sglang_ppd.protocol import kv_events, telemetry
+from sglang_ppd.protocol import block_hash, kv_events, telemetry
 from sglang_ppd.router import dispatch
 from sglang_ppd.router.breaker import Breaker, BreakerState
 from sglang_ppd.router.health import UNKNOWN_STATE_REASON
@@ -152,7 +152,7 @@ async def test_refused_connection_drops_the_prefix_index_and_evicts_at_once() ->
         await pub.publish(
             [
                 kv_events.BlockStored(
-                    block_hashes=[11, 12],
+                    block_hashes=block_hash.full_page_hashes(list(range(8)), 4),
                     parent_block_hash=None,
                     token_ids=list(range(8)),
                     block_size=4,
@@ -180,7 +180,11 @@ async def test_kv_event_publisher_restart_resyncs_the_index() -> None:
     w = router.registry.get(d.url)
     assert w is not None and w.exact_index is not None
     stored = kv_events.BlockStored(
-        block_hashes=[1, 2, 3], parent_block_hash=None, token_ids=list(range(12)), block_size=4, lora_id=None
+        block_hashes=block_hash.full_page_hashes(list(range(12)), 4),
+        parent_block_hash=None,
+        token_ids=list(range(12)),
+        block_size=4,
+        lora_id=None,
     )
     try:
         await pub.publish([stored])
@@ -194,7 +198,7 @@ async def test_kv_event_publisher_restart_resyncs_the_index() -> None:
         await pub.publish(
             [
                 kv_events.BlockStored(
-                    block_hashes=[9],
+                    block_hashes=block_hash.full_page_hashes([0, 1, 2, 3], 4),
                     parent_block_hash=None,
                     token_ids=[0, 1, 2, 3],
                     block_size=4,

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from test_router_support import serve_loopback
 
+from sglang_ppd.core.observe import Sample
 from sglang_ppd.core.types import Route, RouteKind
 from sglang_ppd.router.attempt import first_token_timeout_s
 from sglang_ppd.router.upstream import Pool, UpstreamConnectError, UpstreamTimeout
@@ -78,9 +79,11 @@ async def test_connect_error() -> None:
 
 
 def test_first_token_timeout_scales_with_prompt_and_queue() -> None:
-    cfg = SimpleNamespace(first_token_timeout_s=600.0, first_token_timeout_per_ktok_s=2.0)
-    p = SimpleNamespace(telemetry=None, load=SimpleNamespace(queued_prefill_tokens=50_000))
-    d = SimpleNamespace(telemetry=None, load=None)
+    cfg = SimpleNamespace(
+        first_token_timeout_s=600.0, first_token_timeout_per_ktok_s=2.0, request_timeout_s=3600
+    )
+    p = SimpleNamespace(sample=Sample(queued_prefill_tokens=50_000))
+    d = SimpleNamespace(sample=None)
     workers = {"p": p, "d": d}
     router = SimpleNamespace(cfg=cfg, registry=SimpleNamespace(get=workers.get))
     prep = SimpleNamespace(input_ids=[0] * 100_000)
@@ -88,3 +91,7 @@ def test_first_token_timeout_scales_with_prompt_and_queue() -> None:
     local = Route(RouteKind.LOCAL, "d")
     assert first_token_timeout_s(router, prep, pd) == pytest.approx(600 + 2 * 150)  # type: ignore[arg-type]
     assert first_token_timeout_s(router, prep, local) == pytest.approx(600 + 2 * 100)  # type: ignore[arg-type]
+    p.sample = Sample(
+        queued_prefill_tokens=1 << 40
+    )  # a worker's claim never stretches it past the request timeout
+    assert first_token_timeout_s(router, prep, pd) == 3600  # type: ignore[arg-type]

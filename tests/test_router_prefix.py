@@ -108,10 +108,12 @@ async def test_seq_gap_without_replay_resyncs_by_clearing() -> None:
         await pub.publish([BlockRemoved(block_hashes=pages[1].block_hashes)], drop=True)  # lost
         await pub.publish([pages[2]])
         await wait_for(lambda: w.num_kv_gaps == 1)
-        # Only what arrived after the gap is trusted: page 3 alone is no prefix.
-        assert cached(router, d.url) == 0
+        # Only what arrived after the gap is trusted: page 3 alone is no prefix, and its parent is
+        # no longer known, so its hash cannot be checked: it is not indexed (under-counting is the
+        # accepted failure mode).
+        assert cached(router, d.url) == 0 and w.dropped["kv:bad_block_hash"] == 1
         await pub.publish(pages[:2])
-        await wait_for(lambda: cached(router, d.url) == 12)
+        await wait_for(lambda: cached(router, d.url) == 8)
 
 
 async def test_seq_gap_is_filled_from_the_replay_socket() -> None:

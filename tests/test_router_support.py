@@ -43,6 +43,8 @@ class FakeWorker:
     """Streaming: pause between chunks (a slow decode)."""
     """Wait this long before answering /generate (a decode side waiting for its KV)."""
     healthy: bool = True
+    silent: bool = False
+    """``/v1/loads`` stops answering (a worker whose telemetry went silent, e.g. SIGSTOPped)."""
     received: list[dict[str, Any]] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     url: str = ""
@@ -77,6 +79,8 @@ class FakeWorker:
         return web.Response(status=200 if self.healthy else 503)
 
     async def _loads(self, _: web.Request) -> web.Response:
+        while self.silent:
+            await asyncio.sleep(0.05)
         return web.json_response(
             {
                 "loads": [

@@ -29,6 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+MAX_DP_SIZE = 64
+"""Most DP ranks the router subscribes to per worker: each rank costs ZMQ sockets from a context
+shared by every worker (1,023 sockets by default), so one worker claiming a huge ``dp_size`` must
+not starve the others. A ``kv_events`` block past it is ignored (the worker gets an approximate
+index)."""
+MAX_PORT = 65535
 
 
 def zmq_bind_host(http_host: str) -> str:
@@ -91,9 +97,14 @@ def parse_kv_events(block: Any, worker_url: str) -> KvEventsInfo | None:
     if base is None or block_size is None or block_size <= 0:
         return None
     host = _dial_host(str(block.get("endpoint_host", "*")), worker_url)
-    dp_size = max(_opt_int(block, "dp_size") or 1, 1)
+    dp_size = 1 if block.get("dp_size") is None else _opt_int(block, "dp_size")
+    if dp_size is None or not 1 <= dp_size <= MAX_DP_SIZE:
+        return None
     replay_base = _opt_int(block, "replay_endpoint_port_base")
     load_base = _opt_int(block, "load_endpoint_port_base")
+    for port_base in (base, replay_base, load_base):
+        if port_base is not None and not 1 <= port_base <= MAX_PORT - dp_size + 1:
+            return None
 
     def ranks(port_base: int | None) -> tuple[str, ...] | None:
         return None if port_base is None else tuple(_tcp(host, port_base + r) for r in range(dp_size))

@@ -103,7 +103,11 @@ async def remove_worker(request: web.Request) -> web.Response:
 def auth_middleware(api_key: str | None, admin_key: str | None) -> Any:
     def allowed(request: web.Request, key: str) -> bool:
         given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {key}".encode())
+        try:
+            raw = given.encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (kept as surrogates): not the key
+            return False
+        return hmac.compare_digest(raw, f"Bearer {key}".encode())
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,13 +1,18 @@
 """HTTP front end: SGLang ``/generate``, OpenAI APIs, and the operator endpoints of
 :mod:`sglang_ppd.router.admin`, on one aiohttp application.
 
-Requests beyond ``max_inflight`` wait in a queue of ``max_queued``; past it the router answers 429
-with ``Retry-After``. Serving one request is :mod:`sglang_ppd.router.serving`.
+A generate-type request's path, each module entered once on the way in: the front door
+(:mod:`~sglang_ppd.router.front_door`: connection cap, header and body timeouts) -> admission (body
+read, then an in-flight slot: :mod:`~sglang_ppd.router.admission`) -> prepare
+(:mod:`~sglang_ppd.router.requests`) -> serve (:mod:`~sglang_ppd.router.serving`: decide, attempt,
+retry, stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,12 +27,13 @@ from sglang_ppd.router.admin import (
     remove_worker,
     stats,
 )
+from sglang_ppd.router.front_door import CappedSite, QuietServerLog, connection_cap, read_body
 from sglang_ppd.router.httpio import (
     MAX_NEW_TOKENS_CAP,
     ROUTER,
     Handler,
     error_response,
-    read_json,
+    parse_json,
 )
 from sglang_ppd.router.requests import BadRequest, prepare_generate, prepare_openai
 from sglang_ppd.router.service import Router
@@ -38,58 +44,57 @@ CLIENT_CLOSED = 499
 
 
 # --- handlers ----------------------------------------------------------------------------------
-def _admitted(handler: Handler, endpoint: str) -> Handler:
+BodyHandler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+
+
+def _admitted(handler: BodyHandler, endpoint: str) -> Handler:
+    """Admission, the first step of a request's path: read the body (bounded in time and size),
+    then take an in-flight slot, then hand the parsed body to ``handler``."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
         router = request.app[ROUTER]
-        if router.num_inflight >= router.cfg.max_inflight and router.num_queued >= router.cfg.max_queued:
-            router.metrics.rejected["overloaded"] += 1
-            router.metrics.requests[(endpoint, 429)] += 1
-            return error_response(429, "router overloaded; retry later", headers={"Retry-After": "1"})
-        if router._admission.locked():  # a free slot is taken at once (no wait_for task, no timer)
-            router.num_queued += 1
-            try:
-                await asyncio.wait_for(router._admission.acquire(), router.cfg.max_queue_wait_s)
-            except asyncio.TimeoutError:
-                router.metrics.rejected["queue_timeout"] += 1
-                router.metrics.requests[(endpoint, 503)] += 1
-                return error_response(503, "router busy: queued too long; retry later", {"Retry-After": "1"})
-            finally:
-                router.num_queued -= 1
-        else:
-            await router._admission.acquire()
-        router.num_inflight += 1
+        cfg = router.cfg
         status = 500
         try:
-            resp = await handler(request)
+            body = parse_json(await read_body(request, cfg.body_timeout_s, cfg.max_body_bytes))
+            rejected = await router.admission.acquire()
+            if rejected is not None:
+                router.metrics.rejected[rejected] += 1
+                status = 429 if rejected == "overloaded" else 503
+                msg = "router overloaded" if status == 429 else "router busy: queued too long"
+                return error_response(status, f"{msg}; retry later", {"Retry-After": "1"})
+            try:
+                resp = await handler(request, body)
+            finally:
+                router.admission.release()
             status = resp.status
             return resp
         except BadRequest as exc:
             status = exc.status
-            return error_response(exc.status, str(exc))
+            resp = error_response(exc.status, str(exc))
+            if exc.status == 408:
+                router.metrics.rejected["body_timeout"] += 1
+                resp.force_close()  # the rest of a slow body is not worth waiting for
+            return resp
         except (ConnectionError, asyncio.CancelledError):
             status = CLIENT_CLOSED  # the client went away: not a router or worker failure
             router.metrics.client_aborts += 1
             raise
         finally:
-            router.num_inflight -= 1
-            router._admission.release()
             router.metrics.requests[(endpoint, status)] += 1
 
     return wrapped
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
+async def generate(request: web.Request, body: Any) -> web.StreamResponse:
     router = request.app[ROUTER]
-    prep = prepare_generate(
-        await read_json(request), router.tokenizer, router.cfg.max_request_tokens, MAX_NEW_TOKENS_CAP
-    )
+    prep = prepare_generate(body, router.tokenizer, router.cfg.max_request_tokens, MAX_NEW_TOKENS_CAP)
     return await serve(request, prep, "generate")
 
 
-def _openai(chat: bool) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
+def _openai(chat: bool) -> BodyHandler:
+    async def handler(request: web.Request, body: Any) -> web.StreamResponse:
         router = request.app[ROUTER]
-        body = await read_json(request)
         prep = prepare_openai(
             body,
             chat,
@@ -135,10 +140,15 @@ def build_app(router: Router) -> web.Application:
 
 async def start_server(router: Router, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the bound port (useful with ``port=0``)."""
-    runner = web.AppRunner(build_app(router), handler_cancellation=True, access_log=None)
+    cfg = router.cfg
+    runner = web.AppRunner(
+        build_app(router),
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=cfg.header_timeout_s,
+        logger=QuietServerLog(logging.getLogger("aiohttp.server"), {}),
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
+    site = CappedSite(runner, host, port, connection_cap(cfg.max_connections), router.metrics)
     await site.start()
-    server: Any = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-    return runner, bound
+    return runner, site.bound_port()

@@ -2,8 +2,13 @@
 
 An :class:`Attempt` dispatches the upstream body (:mod:`sglang_ppd.router.dispatch`), waits for the
 decode side's reply under a first-token deadline that scales with the prompt and the prefill queue,
-reads the reply whole or as an SSE stream (merging the prefill side's input logprobs), keeps the
-router's in-flight accounting, and aborts both sides upstream when it is abandoned.
+reads the reply whole or as an SSE stream (merging the prefill side's input logprobs), and aborts
+both sides upstream when it is abandoned.
+
+Its hold on each worker is a :class:`~sglang_ppd.router.workers.Lease` taken from that worker's
+state object at dispatch (never looked up again by URL, so a worker removed and re-added meanwhile
+keeps its own counts). The attempt reports each side's verdict to its lease: success at the first
+token (or whole reply), failure only for the side to blame (:meth:`Attempt.blame`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sglang_ppd.router.dispatch import (
 from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.upstream import Response, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.workers import Lease, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +41,14 @@ log = logging.getLogger(__name__)
 def first_token_timeout_s(router: Router, prep: Prepared, route: CoreRoute) -> float:
     """How long an attempt may wait for its first token: ``first_token_timeout_s`` plus
     ``first_token_timeout_per_ktok_s`` per 1,000 tokens of this prompt and of the prefill queue the
-    worker that prefills it last reported (so a long prompt behind a long queue is not cut short)."""
+    worker that prefills it last reported (so a long prompt behind a long queue is not cut short),
+    never past ``request_timeout_s`` (the queue is the worker's claim, checked but not trusted)."""
     cfg = router.cfg
     w = router.registry.get(route.prefill_worker or route.decode_worker)
-    queued = 0
-    if w is not None:
-        if w.telemetry is not None:
-            queued = w.telemetry.queued_prefill_tokens + w.telemetry.queued_local_prefill_tokens
-        elif w.load is not None:
-            queued = w.load.queued_prefill_tokens or 0
+    sample = w.sample if w is not None else None
+    queued = (sample.queued_prefill_tokens or 0) if sample is not None else 0
     ktok = (len(prep.input_ids) + queued) / 1000
-    return cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok
+    return min(cfg.first_token_timeout_s + cfg.first_token_timeout_per_ktok_s * ktok, cfg.request_timeout_s)
 
 
 def _merge_logprobs(prefill: dict[str, Any] | None, decode: dict[str, Any]) -> dict[str, Any]:
@@ -70,29 +73,63 @@ class Attempt:
         self.router, self.prep, self.route, self.rid = router, prep, route, rid
         self.decode_url = route.decode_worker
         self.prefill_url = route.prefill_worker
+        self.decode_w = self._worker(route.decode_worker)
+        self.prefill_w = None if route.prefill_worker is None else self._worker(route.prefill_worker)
+        # Dispatched from here on: the leases are released by close(), whatever happens.
+        prompt_len, output_len = len(prep.input_ids), prep.max_new_tokens
+        local = route.kind is not RouteKind.PD
+        self.decode_lease = self.decode_w.dispatch(rid, local, prompt_len, output_len)
+        self.prefill_lease = (
+            None if self.prefill_w is None else self.prefill_w.dispatch(rid, False, prompt_len, output_len)
+        )
+        self.leases: list[Lease] = [x for x in (self.decode_lease, self.prefill_lease) if x is not None]
         self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
         self.decode_resp: Response | None = None
         self._pending: Response | None = None
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
         self._transfer_counted = False
-        self._local_counted = False
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._deadline = self._loop.time() + first_token_timeout_s(router, prep, route)
         self._abandoned: UpstreamFailure | None = None
 
+    def _worker(self, url: str) -> WorkerState:
+        w = self.router.registry.get(url)
+        assert w is not None, "route_choice only returns registered workers"
+        return w
+
     def urls(self) -> tuple[str, ...]:
         return (self.decode_url,) if self.prefill_url is None else (self.prefill_url, self.decode_url)
 
-    def _inflight(self, url: str, delta: int) -> None:
-        w = self.router.registry.get(url)
-        if w is not None:
-            w.num_inflight += delta
-
     def _timeout(self) -> UpstreamFailure:
+        """The first token did not come in time. A prefill side that already answered is not to
+        blame: the decode side is (a stopped decode must not open a healthy prefill's breaker)."""
         what = "the first token" if self.prep.stream else "the worker's reply"
-        return UpstreamFailure(f"timed out waiting for {what}", self.urls(), status=504)
+        task = self.prefill_task
+        prefill_done = task is None or (task.done() and not task.cancelled() and task.exception() is None)
+        blame = (self.decode_url,) if prefill_done else self.urls()
+        return UpstreamFailure(f"timed out waiting for {what}", blame, status=504)
+
+    # --- verdicts --------------------------------------------------------------------------------
+    def succeeded(self) -> None:
+        """The first token (or the whole reply) came: every side worked."""
+        for lease in self.leases:
+            lease.verdict(ok=True)
+
+    def blame(self, f: UpstreamFailure) -> None:
+        """Report a failure to the sides in ``f.workers``: a failure they are to blame for, or, for
+        a worker's own 4xx (not retryable), an answer (it is alive)."""
+        answered = not f.retryable and f.status < 500
+        connection_lost = f.body is None and f.status == 502
+        for lease in self.leases:
+            if lease.worker.url not in f.workers:
+                continue
+            if answered:
+                lease.verdict(ok=True)
+            else:
+                dropped = lease.verdict(ok=False, connection_lost=connection_lost)
+                self.router.reliability.after_failure(lease.worker, dropped, connection_lost)
 
     async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
         """The prefill side: its status, and its first reply object when logprobs are merged."""
@@ -121,16 +158,9 @@ class Attempt:
     async def open(self) -> None:
         """Dispatch and wait for the decode side's reply headers."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
-        self._inflight(self.decode_url, +1)
-        d = self.router.registry.get(self.decode_url)
-        if d is not None:
-            d.lifecycle.on_dispatch(self.rid, len(self.prep.input_ids), self.prep.max_new_tokens)
-        if self.route.kind is not RouteKind.PD:
-            self._local(+1)
-        if self.prefill_url is not None:
+        if self.prefill_w is not None:
             self.router.pd_transfer_bytes_inflight += self.kv_bytes
             self._transfer_counted = True
-            self._inflight(self.prefill_url, +1)
             self.prefill_task = asyncio.create_task(self._prefill(payload))
             self.prefill_task.add_done_callback(self._prefill_done)
         try:
@@ -170,23 +200,14 @@ class Attempt:
         if resp is not None:
             resp.set_exception(failure)
 
-    def _local(self, delta: int) -> None:
-        """The decode worker's ``num_local_inflight``: +1 at dispatch, -1 at first token or failure."""
-        if (delta > 0) == self._local_counted:
-            return
-        self._local_counted = delta > 0
-        w = self.router.registry.get(self.decode_url)
-        if w is not None:
-            w.num_local_inflight += delta
-
     def _got_first_token(self) -> None:
         self.first_token_s = time.monotonic()
         self._transfer_done()
-        self._local(-1)
+        self.decode_lease.first_token()
 
     def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
-        assert self.prefill_url is not None
-        self._inflight(self.prefill_url, -1)
+        assert self.prefill_lease is not None
+        self.prefill_lease.release()
         if not task.cancelled() and task.exception() is not None:
             log.debug("prefill side of %s failed: %s", self.rid, task.exception())
             self._abandon(self._prefill_failure())
@@ -210,11 +231,9 @@ class Attempt:
             return
         self._closed = True
         self._transfer_done()
-        self._local(-1)
-        self._inflight(self.decode_url, -1)
-        d = self.router.registry.get(self.decode_url)
-        if d is not None:
-            d.lifecycle.on_finish(self.rid)
+        self.decode_lease.release()
+        if self.prefill_lease is not None and self.prefill_task is None:
+            self.prefill_lease.release()  # open() never started the prefill side
         if self.decode_resp is not None:
             self.decode_resp.release()
         task = self.prefill_task
@@ -245,6 +264,7 @@ class Attempt:
         """The decode reply body (raw), and its parsed form when it had to be parsed (logprob merge)."""
         assert self.decode_resp is not None
         deadline = max(self._deadline, self._loop.time() + self.router.cfg.read_timeout_s)
+
         def broke(exc: UpstreamError) -> UpstreamFailure:
             return self._read_failure(exc, "reading the reply of")
 

@@ -5,15 +5,21 @@ requests succeed?" from the data plane, at once. ``failure_threshold`` consecuti
 open the breaker: the worker gets no new requests for ``cooldown_s``. Then it is half-open: one
 trial request may go through; its success closes the breaker, its failure opens it again for
 another cooldown. A success in the closed state resets the count. Only failures the worker is to
-blame for count (connection errors, 5xx, broken streams, timeouts), never a 4xx.
+blame for count (connection errors, 5xx, broken streams, timeouts); a 4xx is a worker that answers,
+so it counts as a success.
+
+A trial that ends in neither (its client left before the first token) must give the trial back,
+or the breaker would stay half-open with a trial "in flight" forever and lock the worker out:
+:meth:`Breaker.on_dispatch` hands out a trial number and :meth:`Breaker.release` returns it (a late
+release of an older trial never frees a newer one).
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class BreakerState(enum.Enum):
@@ -29,7 +35,9 @@ class Breaker:
     clock: Callable[[], float] = time.monotonic
     num_failures: int = 0
     opened_at_s: float | None = None
-    trial_in_flight: bool = False
+    trial: int | None = None
+    """The number of the half-open trial in flight, if any."""
+    num_trials: int = 0
     num_opened: int = 0
 
     @property
@@ -43,14 +51,23 @@ class Breaker:
     def allows(self) -> bool:
         """May a new request go to this worker now? (Does not claim the half-open trial.)"""
         state = self.state
-        return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self.trial_in_flight)
+        return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and self.trial is None)
 
-    def on_dispatch(self) -> None:
-        if self.state is BreakerState.HALF_OPEN:
-            self.trial_in_flight = True
+    def on_dispatch(self) -> int | None:
+        """A request goes to the worker; in the half-open state it is the trial: its number."""
+        if self.state is not BreakerState.HALF_OPEN:
+            return None
+        self.num_trials += 1
+        self.trial = self.num_trials
+        return self.trial
+
+    def release(self, trial: int) -> None:
+        """The trial ended with no verdict (its client left): the next request may try."""
+        if self.trial == trial:
+            self.trial = None
 
     def on_success(self) -> None:
-        self.num_failures, self.opened_at_s, self.trial_in_flight = 0, None, False
+        self.num_failures, self.opened_at_s, self.trial = 0, None, None
 
     def on_failure(self) -> None:
         self.num_failures += 1
@@ -58,30 +75,4 @@ class Breaker:
         if half_open or (self.opened_at_s is None and self.num_failures >= self.failure_threshold):
             self.opened_at_s = self.clock()
             self.num_opened += 1
-        self.trial_in_flight = False
-
-
-@dataclass(slots=True)
-class Breakers:
-    """The breakers of all workers, created on first use (workers come and go at runtime)."""
-
-    failure_threshold: int
-    cooldown_s: float
-    clock: Callable[[], float] = time.monotonic
-    _by_url: dict[str, Breaker] = field(default_factory=dict)
-
-    def get(self, url: str) -> Breaker:
-        b = self._by_url.get(url)
-        if b is None:
-            b = self._by_url[url] = Breaker(self.failure_threshold, self.cooldown_s, self.clock)
-        return b
-
-    def blocked(self, urls: Iterable[str]) -> set[str]:
-        """The workers among ``urls`` that may not take a new request now."""
-        return {u for u in urls if u in self._by_url and not self._by_url[u].allows()}
-
-    def forget(self, url: str) -> None:
-        self._by_url.pop(url, None)
-
-    def states(self) -> dict[str, str]:
-        return {u: b.state.value for u, b in self._by_url.items()}
+        self.trial = None

@@ -60,6 +60,14 @@ class RouterConfig(StrictModel):
     """``max_tokens`` for chat requests that give none."""
     max_request_tokens: int = Field(1_000_000, gt=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_connections: int = Field(16384, gt=0)
+    """Open client connections at most (lowered to the file-handle limit minus a reserve); past it
+    a new connection gets 503 and is closed."""
+    header_timeout_s: float = Field(30.0, gt=0)
+    """A client connection must send its request headers within this of opening (or of its last
+    reply); an idle or stalled one is closed."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request body must arrive whole within this (else 408); no in-flight slot is held meanwhile."""
     max_inflight: int = Field(4096, gt=0)
     max_queued: int = Field(4096, ge=0)
     """Requests waiting for an in-flight slot; past this the router answers 429."""

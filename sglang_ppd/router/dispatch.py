@@ -114,7 +114,7 @@ async def post_generate(
     except UpstreamConnectError as exc:
         w = router.registry.get(url)
         if w is not None:
-            router.note_failure(w, hard=True)
+            router.note_failure(w, refused=True)
         raise UpstreamFailure(str(exc), (url,)) from None
     except UpstreamError as exc:
         raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None

@@ -20,16 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from sglang_ppd.core.guard import STATE_UNKNOWN
-from sglang_ppd.router.breaker import Breakers
+from sglang_ppd.core.types import Role
 
 if TYPE_CHECKING:
-    from sglang_ppd.router.dispatch import UpstreamFailure
     from sglang_ppd.router.service import Router
     from sglang_ppd.router.workers import WorkerState
 
@@ -38,12 +36,11 @@ UNKNOWN_STATE_REASON = STATE_UNKNOWN
 
 
 class Reliability:
-    """Per-router failure bookkeeping: breakers, pending probes and counters."""
+    """Per-router failure bookkeeping: pending probes and counters (each worker's breaker and health
+    live in its :class:`~sglang_ppd.router.workers.WorkerState`)."""
 
     def __init__(self, router: Router) -> None:
-        cfg = router.cfg
         self.router = router
-        self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown_s)
         self._probes: dict[str, asyncio.Task[None]] = {}
         self.inflight_rids: set[str] = set()
         """Client request ids being served (at most ``max_inflight``)."""
@@ -56,50 +53,39 @@ class Reliability:
 
     # --- routing ---------------------------------------------------------------------------------
     def blocked(self) -> set[str]:
-        return self.breakers.blocked(w.url for w in self.router.registry.all())
+        return {w.url for w in self.router.registry.all() if not w.breaker.allows()}
+
+    def silent_decodes(self, now_s: float) -> set[str]:
+        """Decode workers whose telemetry stopped (a stopped process) while another decode's is
+        fresh: they get no new request. When every decode is silent (a telemetry outage), none is
+        excluded: the guard then keeps routes PD, as it does for unknown state."""
+        max_age = self.router.slo.max_telemetry_age_ms
+        decodes = [w for w in self.router.registry.by_role(Role.DECODE) if w.healthy]
+        silent = {w.url for w in decodes if w.silent(now_s, max_age)}
+        return silent if len(silent) < len(decodes) else set()
 
     def state_known(self, w: WorkerState, now_s: float | None = None) -> bool:
         age = w.age_ms(time.monotonic() if now_s is None else now_s)
         return (
             w.healthy
-            and self.breakers.get(w.url).allows()
+            and w.breaker.allows()
             and age is not None
             and age <= self.router.slo.max_telemetry_age_ms
         )
 
-    def on_dispatch(self, urls: Iterable[str], local_to: WorkerState | None, now_s: float) -> None:
-        if local_to is not None and not self.state_known(local_to, now_s):
+    def audit_local(self, local_to: WorkerState, now_s: float) -> None:
+        if not self.state_known(local_to, now_s):
             self.num_local_unknown_dispatched += 1
-        for url in urls:
-            self.breakers.get(url).on_dispatch()
 
     # --- outcomes --------------------------------------------------------------------------------
-    def on_success(self, urls: Iterable[str]) -> None:
-        for url in urls:
-            self.breakers.get(url).on_success()
-
-    def on_failure(self, failure: UpstreamFailure) -> None:
-        """An attempt failed; ``failure.workers`` are to blame (never called for a worker's 4xx)."""
-        connection_lost = failure.body is None and failure.status == 502
-        for url in failure.workers:
-            self.breakers.get(url).on_failure()
-            w = self.router.registry.get(url)
-            if w is None or not connection_lost:
-                continue
-            self.drop_index(w)
-            self.probe_soon(w)
-
-    def drop_index(self, w: WorkerState) -> None:
-        dropped = False
-        if w.exact_index is not None and w.exact_index.num_blocks():
-            w.exact_index.clear()
-            dropped = True
-        if w.approx_index is not None and w.approx_index.num_blocks():
-            w.approx_index.clear()
-            dropped = True
-        if dropped:
+    def after_failure(self, w: WorkerState, index_dropped: bool, connection_lost: bool) -> None:
+        """A request failed on ``w``, which is to blame. A lost connection may mean the process is
+        gone: it is probed now, not at the next health tick."""
+        if index_dropped:
             self.num_index_drops += 1
-            log.warning("dropped the prefix index of %s: its connection failed", w.url)
+            log.warning("dropped the prefix index of %s: its connection failed", w.name)
+        if connection_lost:
+            self.probe_soon(w)
 
     def probe_soon(self, w: WorkerState) -> None:
         if w.url in self._probes:
@@ -116,7 +102,7 @@ class Reliability:
         except aiohttp.ClientConnectorError:
             if w.healthy:
                 self.num_fast_evictions += 1
-            router.note_failure(w, hard=True)
+            router.note_failure(w, refused=True)
             return
         except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
@@ -129,7 +115,7 @@ class Reliability:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "breakers": self.breakers.states(),
+            "breakers": {w.url: w.breaker.state.value for w in self.router.registry.all()},
             "local_overridden_unknown_state": self.num_local_overridden,
             "local_dispatched_unknown_state": self.num_local_unknown_dispatched,
             "prefix_index_drops": self.num_index_drops,

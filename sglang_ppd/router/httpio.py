@@ -36,7 +36,10 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

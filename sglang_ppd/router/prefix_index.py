@@ -13,6 +13,12 @@ The prompt's page hashes come from a :class:`BlockTable` shared by all workers o
 instead of one SHA-256 (:mod:`sglang_ppd.protocol.block_hash`), and it stops exactly where no
 worker holds the next page, so nothing past the longest possible hit is ever computed.
 
+The table is shared, so no worker may teach it a false chain: every ``BlockStored`` page is checked
+against SGLang's hash chain computed from its own tokens and its parent's digest
+(:func:`~sglang_ppd.protocol.block_hash.page_digests`); a page whose claimed hash does not match, or
+whose parent is unknown (unreachable from a prompt's first page anyway), is rejected with the rest
+of its event and counted. The table keeps each block's full digest to continue chains from it.
+
 Approximate (workers without KV events): the prompts the router sent there recently, as coarse
 page hashes in an LRU. Hits from it are marked approximate (``RequestFeatures.approx_workers``).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from sglang_ppd.protocol.block_hash import digest_to_int64, page_digests
 from sglang_ppd.protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 
 PageKey = int | tuple[int, ...]
@@ -36,11 +43,16 @@ class BlockTable:
         self._children: dict[int | None, dict[PageKey, int]] = {}
         self._where: dict[int, tuple[int | None, PageKey]] = {}
         self._refs: dict[int, int] = {}
+        self._digests: dict[int, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._refs)
 
-    def add(self, parent: int | None, key: PageKey, block: int) -> None:
+    def digest(self, block: int) -> bytes | None:
+        """The full SHA-256 digest of a block some worker holds (a chain continues from it)."""
+        return self._digests.get(block)
+
+    def add(self, parent: int | None, key: PageKey, block: int, digest: bytes) -> None:
         refs = self._refs.get(block)
         if refs is not None:
             self._refs[block] = refs + 1
@@ -48,6 +60,7 @@ class BlockTable:
         self._refs[block] = 1
         self._children.setdefault(parent, {})[key] = block
         self._where[block] = (parent, key)
+        self._digests[block] = digest
 
     def drop(self, block: int) -> None:
         refs = self._refs.get(block)
@@ -57,6 +70,7 @@ class BlockTable:
             self._refs[block] = refs - 1
             return
         del self._refs[block]
+        del self._digests[block]
         parent, key = self._where.pop(block)
         siblings = self._children.get(parent)
         if siblings is not None and siblings.get(key) == block:
@@ -87,18 +101,16 @@ class ExactPrefixIndex:
         self.max_blocks = max_blocks
         self._ranks: list[set[int]] = [set() for _ in range(max(num_ranks, 1))]
         self.num_resyncs = 0
+        self.num_rejected = 0
+        """Stored blocks refused because their hash does not match their tokens' chain."""
 
-    def apply(self, rank: int, events: Sequence[KVEvent]) -> None:
-        blocks, table, size = self._ranks[rank], self.table, self.block_size
+    def apply(self, rank: int, events: Sequence[KVEvent]) -> int:
+        """Apply one batch to a rank; returns how many stored blocks were rejected."""
+        blocks, table = self._ranks[rank], self.table
+        rejected = 0
         for ev in events:
             if isinstance(ev, BlockStored):
-                parent, tokens = ev.parent_block_hash, ev.token_ids
-                for i, block in enumerate(ev.block_hashes):
-                    page = tokens[i * size : (i + 1) * size]
-                    if block not in blocks and len(page) == size:
-                        blocks.add(block)
-                        table.add(parent, page[0] if size == 1 else tuple(page), block)
-                    parent = block
+                rejected += self._store(blocks, ev)
             elif isinstance(ev, BlockRemoved):
                 for block in ev.block_hashes:
                     if block in blocks:
@@ -108,6 +120,31 @@ class ExactPrefixIndex:
                 self._clear_rank(rank)
         if len(blocks) > self.max_blocks:
             self.clear(rank)
+        self.num_rejected += rejected
+        return rejected
+
+    def _store(self, blocks: set[int], ev: BlockStored) -> int:
+        """Index the event's whole pages whose hashes match the chain; the number rejected."""
+        table, size = self.table, self.block_size
+        parent, tokens, hashes = ev.parent_block_hash, ev.token_ids, ev.block_hashes
+        prior = None if parent is None else table.digest(parent)
+        if parent is not None and prior is None:
+            return len(hashes)
+        num_pages = min(len(hashes), len(tokens) // size)
+        try:
+            digests = page_digests(tokens[: num_pages * size], size, prior)
+        except (ValueError, TypeError):  # token ids that are not uint32
+            return len(hashes)
+        for i in range(num_pages):
+            block, digest = hashes[i], digests[i]
+            if digest_to_int64(digest) != block:
+                return len(hashes) - i
+            if block not in blocks:
+                blocks.add(block)
+                page = tokens[i * size : (i + 1) * size]
+                table.add(parent, page[0] if size == 1 else tuple(page), block, digest)
+            parent = block
+        return 0
 
     def _clear_rank(self, rank: int) -> None:
         blocks = self._ranks[rank]

@@ -1,10 +1,11 @@
 """Choosing one request's route: the policy's decision, checked against the live cluster.
 
 The policy proposes; the router disposes. Workers that failed this request, are broken (circuit
-open) or unhealthy are excluded (the snapshot marks them unhealthy, so ``core.guard`` re-routes
-local work to them PD, as it does for a worker whose state is unknown); a route naming an
-unavailable worker is refused. A policy that raises answers 503, counted
-under reason ``policy_error`` and logged once per exception type.
+open) or unhealthy are excluded, and so are decode workers whose telemetry went silent while
+another decode's is fresh (a stopped process keeps its TCP listener but serves nothing). The
+snapshot marks excluded workers unhealthy, so ``core.guard`` re-routes local work to them PD, as it
+does for a worker whose state is unknown; a route naming an unavailable worker is refused. A policy
+that raises answers 503, counted under reason ``policy_error`` and logged once per exception type.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class NoRoute(Exception):
 
 def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     reg = router.registry
-    exclude = exclude | router.reliability.blocked()
+    now_s = time.monotonic()  # one instant for the exclusions and the audit
+    exclude = exclude | router.reliability.blocked() | router.reliability.silent_decodes(now_s)
     if not any(w.healthy and w.role is Role.DECODE and w.url not in exclude for w in reg.all()):
         raise NoRoute("no healthy decode worker")
     try:
@@ -42,15 +44,14 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
     # ``router.decide`` ran the policy through ``core.guard``: local work only goes to a decode
     # worker whose state is known (issue 7), whatever the policy said.
-    now_s = time.monotonic()
     router.reliability.num_local_overridden += route.reason == UNKNOWN_STATE_REASON
     if route.kind is RouteKind.PD:
         pw = reg.get(route.prefill_worker or "")
         if pw is None or not pw.healthy or pw.role is not Role.PREFILL or pw.url in exclude:
             raise NoRoute(f"policy chose unavailable prefill worker {route.prefill_worker}")
     router.metrics.count_decision(route.kind.value, route.reason or "unspecified")
-    urls = (d.url,) if route.prefill_worker is None else (route.prefill_worker, d.url)
-    router.reliability.on_dispatch(urls, d if route.kind is not RouteKind.PD else None, now_s)
+    if route.kind is not RouteKind.PD:
+        router.reliability.audit_local(d, now_s)
     return route
 
 

@@ -17,7 +17,6 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import aiohttp
-import orjson
 import zmq.asyncio
 
 from sglang_ppd.core.costmodel import CostProfile
@@ -27,6 +26,8 @@ from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
 from sglang_ppd.protocol import block_hash
 from sglang_ppd.router import worker_probe
+from sglang_ppd.router.admission import Admission
+from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
@@ -37,8 +38,6 @@ from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
 log = logging.getLogger(__name__)
 MAX_SESSIONS = 100_000
-READ_BUFSIZE = 4 * 1024 * 1024
-"""Longest upstream SSE line accepted (a logprob-heavy chunk); bounds per-stream buffering."""
 
 
 class Router:
@@ -57,17 +56,22 @@ class Router:
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
-        self.num_inflight = 0
-        self.num_queued = 0
         self.pd_transfer_bytes_inflight = 0
-        self._admission = asyncio.Semaphore(cfg.max_inflight)
+        self.admission = Admission(cfg.max_inflight, cfg.max_queued, cfg.max_queue_wait_s)
         self.zmq_ctx = zmq.asyncio.Context()
-        self._sessions_http: dict[str, aiohttp.ClientSession] = {}
         self._control: aiohttp.ClientSession | None = None
         self.upstream = Pool(cfg.connect_timeout_s)
         """The data path's pooled keep-alive client (``POST /generate`` to the workers)."""
         self._health_task: asyncio.Task[None] | None = None
         self.reliability = Reliability(self)
+
+    @property
+    def num_inflight(self) -> int:
+        return self.admission.num_inflight
+
+    @property
+    def num_queued(self) -> int:
+        return self.admission.num_queued
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,32 +96,10 @@ class Router:
         self.reliability.close()
         for w in self.registry.all():
             w.cancel_tasks()
-        for s in [*self._sessions_http.values(), *([self._control] if self._control else [])]:
-            await s.close()
+        if self._control is not None:
+            await self._control.close()
         self.upstream.close()
         self.zmq_ctx.destroy(linger=0)
-
-    def http(self, url: str) -> aiohttp.ClientSession:
-        """The pooled session of one upstream worker (created on first use)."""
-        s = self._sessions_http.get(url)
-        if s is None or s.closed:
-            s = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    total=self.cfg.request_timeout_s,
-                    connect=self.cfg.connect_timeout_s,
-                    sock_read=self.cfg.read_timeout_s,
-                ),
-                read_bufsize=READ_BUFSIZE,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                # Per-request savings on the hot path: workers set no cookies, and without an
-                # Accept-Encoding header they never compress, so nothing needs decompressing.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding",),
-            )
-            self._sessions_http[url] = s
-        return s
 
     @property
     def control(self) -> aiohttp.ClientSession:
@@ -127,13 +109,14 @@ class Router:
     # --- workers ---------------------------------------------------------------------------------
     async def add_worker(self, spec: WorkerSpec) -> WorkerState:
         url = normalize_url(spec.url)
-        if self.registry.get(url) is not None:
-            raise ValueError(f"worker {url} is already registered")
-        w = WorkerState(url=url, role=Role(spec.role), bootstrap_port=spec.bootstrap_port)
+        breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
+        w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
         self.registry.add(w)
         if not await self._discover(w):
             w.healthy = False
-            log.warning("worker %s did not answer /server_info; it stays out of rotation until it does", url)
+            log.warning(
+                "worker %s did not answer /server_info; it stays out of rotation until it does", w.name
+            )
         return w
 
     async def remove_worker(self, url: str) -> WorkerState:
@@ -141,28 +124,16 @@ class Router:
         w.cancel_tasks()
         if w.exact_index is not None:
             w.exact_index.clear()
-        self.reliability.breakers.forget(w.url)
-        s = self._sessions_http.pop(w.url, None)
-        if s is not None:
-            await s.close()
         return w
 
     async def _discover(self, w: WorkerState) -> bool:
         """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
         return await worker_probe.discover(self, w)
 
-    def note_failure(self, w: WorkerState, hard: bool = False) -> None:
-        """A failed call or health check; ``hard`` (connection refused) takes it out at once."""
-        w.num_failures += 1
-        if w.healthy and (hard or w.num_failures >= self.cfg.health_failures):
-            log.warning("worker %s taken out of rotation after %d failures", w.url, w.num_failures)
-            w.healthy = False
-            # Its cache state is unknown from now on: nothing may be routed on it (issue 7).
-            if w.exact_index is not None:
-                w.exact_index.clear()
-            if w.approx_index is not None:
-                w.approx_index.clear()
-            w.info = None if hard else w.info
+    def note_failure(self, w: WorkerState, refused: bool = False) -> None:
+        """A failed health check or call; ``refused`` (nothing listens) takes it out at once."""
+        if w.on_probe_failure(refused, self.cfg.health_failures):
+            log.warning("worker %s taken out of rotation after %d failures", w.name, w.num_failures)
 
     # --- decisions -------------------------------------------------------------------------------
     def features(

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
+import secrets
 import time
 from typing import Any
 
@@ -56,13 +55,10 @@ def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None,
     return session, turn, turn_class
 
 
-_RID_PREFIX = os.urandom(8).hex()
-_rid_counter = itertools.count()
-
-
 def _new_rid() -> str:
-    """A request id unique to this router process (random prefix + counter; cheaper than uuid4)."""
-    return f"{_RID_PREFIX}{next(_rid_counter):016x}"
+    """A router-made request id: 128 random bits, so no client can predict (and squat) the ids of
+    other clients' requests, which every reply's ``id`` would otherwise reveal."""
+    return secrets.token_hex(16)
 
 
 def _header_safe(reason: str | None) -> str:
@@ -108,6 +104,14 @@ class _Finish:
             router.slo.ttft_ms / 1000.0,
             router.slo.tpot_ms / 1000.0,
         )
+
+
+def _count_upstream_error(router: Router, f: UpstreamFailure) -> None:
+    """Failures of the workers to blame; a worker's own 4xx is an answer, not an upstream error."""
+    if f.retryable or f.status >= 500:
+        for url in f.workers:
+            w = router.registry.get(url)
+            router.metrics.upstream_errors[w.name if w is not None else url] += 1
 
 
 def _failure_response(f: UpstreamFailure) -> web.Response:
@@ -176,14 +180,12 @@ async def _serve(
             else:
                 raw, parsed = await att.whole()
             last_failure = None
-            router.reliability.on_success(att.urls())
+            att.succeeded()
             break
         except UpstreamFailure as f:
+            att.blame(f)
             await att.fail()
-            if f.retryable:
-                router.reliability.on_failure(f)
-            for url in f.workers:
-                router.metrics.upstream_errors[url] += 1
+            _count_upstream_error(router, f)
             last_failure = f
             if not f.retryable:
                 break
@@ -260,8 +262,8 @@ async def _stream(
             await resp.write(conv.done())
         ok = True
     except UpstreamFailure as f:
-        router.metrics.upstream_errors[att.decode_url] += 1
-        router.reliability.on_failure(f)
+        att.blame(f)
+        _count_upstream_error(router, f)
         err = {
             "error": {
                 "message": f"{f} (after the first token; not retried)",

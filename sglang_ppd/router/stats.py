@@ -15,7 +15,8 @@
                    "num_local_prefills": int|null,
                    "telemetry_age_ms": float|null, "telemetry_source": "ppd"|"loadstat"|"v1/loads"|null,
                    "prefix_index": "exact"|"approx"|null, "indexed_blocks": int,
-                   "kv_events": int, "kv_event_gaps": int, "dropped_messages": int}],
+                   "kv_events": int, "kv_event_gaps": int, "dropped_messages": int,
+                   "dropped_by_reason": {"<feed>:<reason>": int}, "rejected_fields": int}],
       "routes": {"pd": int, "local": int, "deflect": int},
       "top_reasons": [{"route": str, "reason": str, "count": int}],      # at most 8, most first
       "latency": {"turn1": L, "turn2+": L},
@@ -37,7 +38,6 @@ import time
 from typing import Any
 
 from sglang_ppd.router.metrics import Histogram
-from sglang_ppd.router.security import public_url
 from sglang_ppd.router.service import Router
 
 
@@ -55,7 +55,7 @@ def worker_rows(router: Router) -> list[tuple[str, str, float | None, int, int]]
     rows = []
     for w in router.registry.all():
         index = w.exact_index or w.approx_index
-        rows.append((w.url, w.role.value, w.age_ms(now), w.num_inflight, index.num_blocks() if index else 0))
+        rows.append((w.name, w.role.value, w.age_ms(now), w.num_inflight, index.num_blocks() if index else 0))
     return rows
 
 
@@ -69,7 +69,7 @@ def build_stats(router: Router) -> dict[str, Any]:
         index = w.exact_index or w.approx_index
         workers.append(
             {
-                "url": public_url(w.url),
+                "url": w.name,
                 "role": w.role.value,
                 "healthy": w.healthy,
                 "supports_local_prefill": w.supports_local_prefill,
@@ -91,6 +91,8 @@ def build_stats(router: Router) -> dict[str, Any]:
                 "kv_events": w.num_kv_events,
                 "kv_event_gaps": w.num_kv_gaps,
                 "dropped_messages": w.num_dropped_messages,
+                "dropped_by_reason": dict(w.dropped),
+                "rejected_fields": w.num_rejected_fields,
             }
         )
     routes = {"pd": 0, "local": 0, "deflect": 0}

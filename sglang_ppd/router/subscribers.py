@@ -2,8 +2,9 @@
 
 Each runs as one asyncio task per socket, owned by the worker it feeds, and is cancelled when the
 worker is removed. Every received message is size-bounded (ZMQ_MAXMSGSIZE) and decoded without
-pickle; a malformed one is dropped and counted, never fatal. The SUB queue is bounded (RCVHWM). A
-cut subscription (oversized message, dead publisher) is counted and reopened
+pickle; a message that fails to decode or validate, for whatever reason (even a decoder bug), is
+dropped and counted per ``feed:reason`` in ``WorkerState.dropped``; it never stops the feed. The
+SUB queue is bounded (RCVHWM). A cut subscription (oversized message, dead publisher) is counted and reopened
 (:mod:`sglang_ppd.router.zmq_sub`); a cut KV-event subscription also drops that rank's index.
 """
 
@@ -50,7 +51,7 @@ async def replay(
                 break
             if start_seq <= seq <= end_seq:
                 got[seq] = kv_events.decode_batch(frames[2])
-    except (zmq.ZMQError, kv_events.KVEventDecodeError) as exc:
+    except Exception as exc:  # a socket error or any decoder failure: the gap resyncs instead
         log.warning("KV event replay from %s failed: %s", endpoint, exc)
         return None
     finally:
@@ -78,14 +79,13 @@ class KvEventConsumer:
     async def on_message(self, frames: list[bytes]) -> None:
         w = self.worker
         if len(frames) != 3:
-            w.num_dropped_messages += 1
+            w.dropped["kv:frames"] += 1
             return
         try:
             seq = kv_events.seq_from_bytes(frames[1])
             batch = kv_events.decode_batch(frames[2])
-        except kv_events.KVEventDecodeError as exc:
-            log.warning("dropping KV event message from %s: %s", w.url, exc)
-            w.num_dropped_messages += 1
+        except Exception as exc:  # any decoder failure costs this message only
+            drop(w, "kv", exc)
             return
         last = self.last_seq
         if last is not None and seq <= last:
@@ -100,19 +100,24 @@ class KvEventConsumer:
                 missed = await replay(self.ctx, self.replay_endpoint, first_missing, seq - 1)
             if missed is not None:
                 for b in missed:
-                    self.index.apply(self.rank, b.events)
+                    self._apply(b.events)
             elif last is not None:
                 w.num_kv_gaps += 1
                 log.warning(
                     "KV event gap from %s (%d..%d lost): resyncing its prefix index",
-                    w.url,
+                    w.name,
                     first_missing,
                     seq - 1,
                 )
                 self.index.clear(self.rank)
-        self.index.apply(self.rank, batch.events)
+        self._apply(batch.events)
         w.num_kv_events += len(batch.events)
         self.last_seq = seq
+
+    def _apply(self, events: list[kv_events.KVEvent]) -> None:
+        rejected = self.index.apply(self.rank, events)
+        if rejected:  # hashes that do not match their tokens' chain: never indexed
+            self.worker.dropped["kv:bad_block_hash"] += rejected
 
 
 async def run_kv_events(consumer: KvEventConsumer, endpoint: str, topic: str) -> None:
@@ -140,9 +145,8 @@ async def run_telemetry(ctx: zmq.asyncio.Context, worker: WorkerState, endpoint:
                 if len(frames) != 2:
                     raise ValueError(f"expected 2 frames, got {len(frames)}")
                 worker.record_telemetry(telemetry.decode(frames[1]))
-            except ValueError as exc:
-                log.warning("dropping telemetry message from %s: %s", worker.url, exc)
-                worker.num_dropped_messages += 1
+            except Exception as exc:
+                drop(worker, "telemetry", exc)
     finally:
         sock.close()
 
@@ -163,11 +167,11 @@ async def run_loadstat(
                 try:
                     if len(frames) != 3:
                         raise ValueError(f"expected 3 frames, got {len(frames)}")
-                    latest[rank] = load_stat.decode(frames[2])
-                except ValueError as exc:
-                    log.warning("dropping LoadStat from %s: %s", worker.url, exc)
-                    worker.num_dropped_messages += 1
+                    stat = load_stat.decode(frames[2])
+                except Exception as exc:
+                    drop(worker, "loadstat", exc)
                     continue
+                latest[rank] = stat
                 stats = list(latest.values())
                 worker.record_load(
                     load_stat.LoadSummary(
@@ -184,6 +188,13 @@ async def run_loadstat(
     await asyncio.gather(*(rank_loop(r, ep) for r, ep in enumerate(endpoints)))
 
 
+def drop(worker: WorkerState, feed: str, exc: Exception) -> None:
+    """Count (and log at debug: a noisy publisher must not flood the log) one dropped message."""
+    reason = "malformed" if isinstance(exc, ValueError) else type(exc).__name__
+    worker.dropped[f"{feed}:{reason}"] += 1
+    log.debug("dropping a %s message from %s: %s", feed, worker.name, exc)
+
+
 def _on_reset(worker: WorkerState) -> Callable[[], None]:
     def count() -> None:
         worker.num_subscriber_resets += 1
@@ -198,4 +209,4 @@ async def run_task(coro_name: str, worker: WorkerState, coro: object) -> None:
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("%s for %s stopped", coro_name, worker.url)
+        log.exception("%s for %s stopped", coro_name, worker.name)

@@ -36,7 +36,7 @@ async def discover(router: Router, w: WorkerState) -> bool:
                 return False
             info = parse_server_info(orjson.loads(await resp.read()), w.url)
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
-        log.debug("server_info of %s failed: %s", w.url, exc)
+        log.debug("server_info of %s failed: %s", w.name, exc)
         return False
     w.info = info
     if w.role is Role.PREFILL and w.bootstrap_port is None:
@@ -46,7 +46,7 @@ async def discover(router: Router, w: WorkerState) -> bool:
     if info.disaggregation_mode not in (None, "null", w.role.value):
         log.warning(
             "worker %s reports disaggregation_mode=%s but was registered as %s",
-            w.url,
+            w.name,
             info.disaggregation_mode,
             w.role.value,
         )
@@ -87,7 +87,7 @@ async def poll_loads(router: Router, w: WorkerState) -> None:
                 if resp.status == 200:
                     w.record_load(summary_from_loads_json(orjson.loads(await resp.read())), "v1/loads")
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
-            log.debug("/v1/loads of %s failed: %s", w.url, exc)
+            log.debug("/v1/loads of %s failed: %s", w.name, exc)
         await asyncio.sleep(router.cfg.loads_poll_interval_s)
 
 
@@ -102,14 +102,14 @@ async def check(router: Router, w: WorkerState) -> None:
         async with router.control.get(f"{w.url}/health") as resp:
             ok = resp.status == 200
     except aiohttp.ClientConnectorError:
-        router.note_failure(w, hard=True)  # nothing listens: the process is gone (issue 7)
+        router.note_failure(w, refused=True)  # nothing listens: the process is gone (issue 7)
         return
     except (aiohttp.ClientError, asyncio.TimeoutError):
         ok = False
     if ok:
         if not w.healthy and (w.info is not None or await discover(router, w)):
-            log.info("worker %s is healthy again", w.url)
+            log.info("worker %s is healthy again", w.name)
             w.healthy = True
-        w.num_failures = 0
+        w.on_probe_ok()
     else:
         router.note_failure(w)

@@ -1,0 +1,104 @@
+"""The router's listening socket and what it tolerates from clients before a handler runs.
+
+- **Connection cap**: past ``max_connections`` open client connections (bounded further by the
+  process's file-handle limit), a new connection gets ``503`` with ``Retry-After`` and is closed at
+  once, so idle connections can never use up the file handles every request needs.
+- **Header timeout**: a connection must deliver its request headers within ``header_timeout_s`` of
+  opening (or of its previous reply); aiohttp's keep-alive timer enforces it, partial headers
+  included.
+- **Body timeout**: handlers read the body within ``body_timeout_s`` (:func:`read_body`), *before*
+  they take an in-flight slot, so slow uploads hold no slot (408 past it).
+- **Malformed HTTP** is one debug line, not an ERROR with a traceback per bad request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import MutableMapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from sglang_ppd.router.metrics import RouterMetrics
+from sglang_ppd.router.requests import BadRequest
+
+log = logging.getLogger(__name__)
+RESERVED_FDS = 256
+"""File handles kept for upstream connections, ZMQ sockets and logs when capping client connections."""
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: 77\r\n\r\n"
+    b'{"error":{"message":"too many connections","type":"server_error","code":503}}'
+)
+
+
+class QuietServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with malformed requests as one debug line (they are the client's
+    problem, and an attacker could otherwise fill the log with tracebacks)."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            first = (exc_info.message or type(exc_info).__name__).strip().splitlines()[0]
+            self.logger.debug("malformed HTTP request: %s", first[:200])
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kw)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_REFUSAL)
+        transport.close()
+
+
+def connection_cap(configured: int) -> int:
+    """``configured``, lowered to what the process's file-handle limit leaves for clients."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - RESERVED_FDS))
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that refuses connections past ``cap`` (counted in ``rejected["connections"]``)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int, metrics: RouterMetrics) -> None:
+        super().__init__(runner, host, port, backlog=4096)
+        self.cap, self.metrics = cap, metrics
+
+    async def start(self) -> None:
+        server = self._runner.server
+        assert isinstance(server, web.Server)
+        open_conns = server._connections  # aiohttp's own registry of live connections
+
+        def factory() -> asyncio.Protocol:
+            if len(open_conns) >= self.cap:
+                self.metrics.rejected["connections"] += 1
+                return _Refused()
+            return server()
+
+        self._runner._reg_site(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address
+        )
+
+    def bound_port(self) -> int:
+        server: Any = self._server  # asyncio's or uvloop's Server: both have ``sockets``
+        return int(server.sockets[0].getsockname()[1])
+
+
+async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:
+    """The whole body within ``timeout_s`` (408) and ``max_bytes`` (the app's ``client_max_size``: 413)."""
+    try:
+        return await asyncio.wait_for(request.read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise BadRequest(f"request body not received within {timeout_s:g} s", status=408) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BadRequest(f"request body exceeds {max_bytes} bytes", status=413) from None

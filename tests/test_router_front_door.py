@@ -1,0 +1,108 @@
+"""The router's front door against clients that misbehave: slow uploads, stalled headers, too many
+connections, malformed HTTP, invalid header bytes, and how their rejections are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+import pytest
+from conftest import ClusterFactory, RawConnect
+
+pytestmark = pytest.mark.timeout(60)
+
+SLOW_HEAD = (
+    b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+)
+
+
+async def _status_line(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readline(), 10)
+
+
+async def test_slow_uploads_hold_no_inflight_slot(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
+    """Bodies trickling in must not take the in-flight slots that normal requests need."""
+    c = await pd_cluster(max_inflight=4, max_queued=64, max_queue_wait_s=1.0)
+    for _ in range(8):
+        _, w = await raw_connect(c.url)
+        w.write(SLOW_HEAD)
+        await w.drain()
+    await asyncio.sleep(0.3)
+    status, _, _ = await c.post("/generate", {"text": "abc"})
+    assert status == 200
+    assert c.router.num_inflight == 0
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
+    c = await pd_cluster(body_timeout_s=0.3)
+    reader, w = await raw_connect(c.url)
+    w.write(SLOW_HEAD)
+    await w.drain()
+    assert (await _status_line(reader)).startswith(b"HTTP/1.1 408")
+    assert c.router.metrics.rejected["body_timeout"] == 1
+    assert c.router.metrics.requests[("generate", 408)] == 1
+
+
+async def test_stalled_headers_are_cut(pd_cluster: ClusterFactory, raw_connect: RawConnect) -> None:
+    c = await pd_cluster(header_timeout_s=0.3)
+    reader, w = await raw_connect(c.url)
+    w.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-")
+    await w.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the router
+    status, _, _ = await c.post("/generate", {"text": "abc"})
+    assert status == 200
+
+
+async def test_connections_past_the_cap_are_refused_with_503(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
+    c = await pd_cluster(max_connections=4)
+    idle = [await raw_connect(c.url) for _ in range(4)]
+    await asyncio.sleep(0.1)
+    reader, w = await raw_connect(c.url)
+    w.write(b"GET /health HTTP/1.1\r\nHost: r\r\n\r\n")
+    assert (await _status_line(reader)).startswith(b"HTTP/1.1 503")
+    assert c.router.metrics.rejected["connections"] >= 1
+    for _, iw in idle:
+        iw.close()
+    await asyncio.sleep(0.2)
+    status, _, _ = await c.post("/generate", {"text": "abc"})
+    assert status == 200
+
+
+async def test_malformed_http_is_one_debug_line(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = await pd_cluster()
+    caplog.set_level(logging.DEBUG)
+    reader, w = await raw_connect(c.url)
+    w.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Length: abc\r\n\r\n")
+    assert b" 400 " in await _status_line(reader)
+    await asyncio.sleep(0.1)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not loud, [r.getMessage() for r in loud]
+    malformed = [r for r in caplog.records if "malformed HTTP" in r.getMessage()]
+    assert len(malformed) == 1 and malformed[0].exc_info is None and malformed[0].levelno == logging.DEBUG
+
+
+async def test_non_utf8_authorization_header_is_401(
+    pd_cluster: ClusterFactory, raw_connect: RawConnect
+) -> None:
+    c = await pd_cluster(api_key="k")
+    reader, w = await raw_connect(c.url)
+    w.write(b"GET /stats HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+    assert (await _status_line(reader)).startswith(b"HTTP/1.1 401")
+
+
+async def test_an_oversized_body_is_counted_as_413_not_as_an_error(pd_cluster: ClusterFactory) -> None:
+    c = await pd_cluster(max_body_bytes=1000)
+    status, _, _ = await c.post("/generate", {"text": "a" * 2000})
+    assert status == 413
+    assert c.router.metrics.requests[("generate", 413)] == 1
+    _, raw = await c.get("/stats")
+    assert orjson.loads(raw)["requests"]["errors"] == 0
