@@ -30,6 +30,7 @@ from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix_index import BlockTable
 from sglang_ppd.router.tokenizer import Tokenizer
@@ -51,6 +52,7 @@ class Router:
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
+        self.kv_sessions = KvSessions(MAX_SESSIONS)
         self.block_tables: dict[int, BlockTable] = {}
         """One shared block table per KV-event block size (see ``ExactPrefixIndex``)."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -173,6 +175,7 @@ class Router:
             approx_workers=frozenset(approx),
             session_id=session_id,
             turn=turn,
+            session_workers=self.kv_sessions.workers(session_id),
         )
 
     def snapshot(self, exclude: Collection[str] = ()) -> ClusterSnapshot:
