@@ -43,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="served model name (default: emulated/<profile>)")
     p.add_argument("--ppd", action=argparse.BooleanOptionalAction, default=False,
                    help="decode only: honour do_local_prefill (local and deflected prefill)")
+    p.add_argument("--conditional-agg", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode only: honour do_local_prefill as a stock server with upstream's "
+                        "--disaggregation-decode-enable-conditional-agg would (SGLang draft PR #34773), "
+                        "without the sglang_ppd extension's fields")
     p.add_argument("--decode-radix-cache", action=argparse.BooleanOptionalAction, default=None,
                    help="decode only: keep finished KV in the radix cache (default: on with --ppd)")
     p.add_argument("--page-size", type=int, default=None, help="default: the profile's page size")
@@ -72,8 +76,11 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         role=role,
         profile=profile,
         model_name=args.model_name or f"emulated/{profile.name}",
-        ppd=args.ppd and role is Role.DECODE,
-        decode_radix_cache=args.ppd if args.decode_radix_cache is None else args.decode_radix_cache,
+        ppd=(args.ppd or args.conditional_agg) and role is Role.DECODE,
+        conditional_agg=args.conditional_agg and role is Role.DECODE,
+        decode_radix_cache=(args.ppd or args.conditional_agg)
+        if args.decode_radix_cache is None
+        else args.decode_radix_cache,
         page_size=args.page_size or profile.page_size,
         time_scale=args.time_scale,
         kv_capacity_tokens=args.kv_capacity_tokens,
@@ -142,7 +149,7 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
             await web.TCPSite(runner, args.host, port).start()
         print(f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
               + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
-              + (", ppd" if cfg.ppd else ""), flush=True)
+              + (", conditional-agg" if cfg.conditional_agg else ", ppd" if cfg.ppd else ""), flush=True)
         await stop.wait()
     finally:
         pub_task.cancel()

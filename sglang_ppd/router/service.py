@@ -29,6 +29,7 @@ from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix import PrefixLookup
 from sglang_ppd.router.tokenizer import Tokenizer
@@ -50,7 +51,8 @@ class Router:
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup)
+        self.kv_sessions = KvSessions(MAX_SESSIONS)
+        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup, self.kv_sessions)
         self.features = self.prefix.features
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
