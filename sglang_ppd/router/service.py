@@ -121,9 +121,7 @@ class Router:
 
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
-        w.cancel_tasks()
-        if w.exact_index is not None:
-            w.exact_index.clear()
+        w.on_removed()
         return w
 
     async def _discover(self, w: WorkerState) -> bool:
