@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import aiohttp
 import pytest
@@ -88,9 +89,38 @@ def test_predictions_split_prefill_work_from_the_rest() -> None:
     assert predict_ttft(gone, r, cs, SLO, m, PROFILE.kv_bytes_per_token) is None
 
 
+async def _learned_factor(
+    purl: str, bport: int, durl: str, profile: CostProfile, salt: int, num: int = 20
+) -> dict[str, Any]:
+    """A router with ``profile`` and ``self_correct`` sends ``num`` streamed 3000-token prompts that
+    share no prefix (with each other, or with another ``salt``'s): its P worker's correction."""
+    cfg = RouterConfig.model_validate({
+        "port": 0, "self_correct": True,
+        "workers": [{"url": purl, "role": "prefill", "bootstrap_port": bport},
+                    {"url": durl, "role": "decode"}],
+    })  # fmt: skip
+    router = Router(cfg, load_policy("pd", {}, profile), profile, ByteTokenizer(), "pd")
+    runner, port = await start_server(router, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(num):
+                ids = [1 + (salt + i * 7 + j) % 250 for j in range(3000)]
+                body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 2}, "stream": True}
+                async with s.post(f"http://127.0.0.1:{port}/generate", json=body) as r:
+                    assert r.status == 200
+                    await r.read()
+            stats = await (await s.get(f"http://127.0.0.1:{port}/stats")).json()
+    finally:
+        await runner.cleanup()
+    return next(w for w in stats["workers"] if w["role"] == "prefill")
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(90)
-async def test_the_router_learns_a_prefill_profile_off_by_two_from_streamed_ttfts() -> None:
+@pytest.mark.timeout(120)
+async def test_the_router_learns_which_way_its_prefill_profile_is_off() -> None:
+    """Real time on a shared machine only adds to a TTFT, so the test asserts the direction with a
+    margin, not the value: a profile 2x too slow learns a factor well below 1, one 2x too fast
+    well above (``benchmarks/self_correction.py`` measures the convergence itself)."""
     pport, bport, dport = free_port(), free_port(), free_port()
     p = await _spawn("emulate", "--role", "prefill", "--port", str(pport), "--bootstrap-port", str(bport))
     d = await _spawn("emulate", "--role", "decode", "--port", str(dport))
@@ -98,30 +128,10 @@ async def test_the_router_learns_a_prefill_profile_off_by_two_from_streamed_ttft
     try:
         await wait_until_healthy(purl, p)
         await wait_until_healthy(durl, d)
-        cfg = RouterConfig.model_validate({
-            "port": 0, "self_correct": True,
-            "workers": [{"url": purl, "role": "prefill", "bootstrap_port": bport},
-                        {"url": durl, "role": "decode"}],
-        })  # fmt: skip
-        wrong = prefill_off_by(2.0)
-        router = Router(cfg, load_policy("pd", {}, wrong), wrong, ByteTokenizer(), "pd")
-        runner, port = await start_server(router, "127.0.0.1", 0)
-        try:
-            async with aiohttp.ClientSession() as s:
-                for i in range(30):
-                    ids = [1 + (i * 7 + j) % 250 for j in range(3000)]  # no prefix shared
-                    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 2}, "stream": True}
-                    async with s.post(f"http://127.0.0.1:{port}/generate", json=body) as r:
-                        assert r.status == 200
-                        await r.read()
-                stats = await (await s.get(f"http://127.0.0.1:{port}/stats")).json()
-        finally:
-            await runner.cleanup()
-        pw_ = next(w for w in stats["workers"] if w["role"] == "prefill")
-        # 3000-token prefills take half what the wrong profile predicts (HTTP and the transfer add a
-        # little): the factor lands near 0.5, from 30 samples.
-        assert pw_["correction_samples"] == 30
-        assert 0.4 < pw_["prefill_cost_factor"] < 0.7, pw_
+        slow = await _learned_factor(purl, bport, durl, prefill_off_by(2.0), salt=0)
+        fast = await _learned_factor(purl, bport, durl, prefill_off_by(0.5), salt=3)
     finally:
         await stop_process(p)
         await stop_process(d)
+    assert slow["correction_samples"] == fast["correction_samples"] == 20
+    assert slow["prefill_cost_factor"] < 0.9 and fast["prefill_cost_factor"] > 1.3, (slow, fast)
