@@ -16,7 +16,11 @@ and counted. The factor reaches the pure policy through the snapshot
 that worker's prefill estimates by it (P queue and compute, local/deflected chunks, the TBT fit).
 
 P workers learn from PD routes, decode workers from their local and deflected prefills: the factor
-is per worker and, through the role, per route kind.
+is per worker and, through the role, per route kind. A worker with fewer than
+``MIN_OWN_SAMPLES`` samples of its own uses the cluster-wide residual (:func:`factor_of`): every
+worker serves one model on one GPU type with one profile, and decode workers see few local
+prefills (none at all while the wrong profile keeps refusing them), so their own factor would
+otherwise stay at the profile's error longest where it matters most.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ MIN_FACTOR = 0.25
 MAX_FACTOR = 4.0
 ALPHA = 0.1
 """Weight of one sample: about 20 requests to move most of the way to a new level."""
+MIN_OWN_SAMPLES = 8
 MIN_PREDICTED_MS = 5.0
 """A predicted prefill shorter than this is mostly the noise of the rest: not a sample."""
 
@@ -65,6 +70,12 @@ class Residual:
         self.num_samples += 1
 
 
+def factor_of(own: Residual, pooled: Residual) -> float:
+    """The factor a worker's snapshot carries: its own once it has ``MIN_OWN_SAMPLES``, else the
+    cluster-wide one."""
+    return own.factor if own.num_samples >= MIN_OWN_SAMPLES else pooled.factor
+
+
 def predict_ttft(
     route: Route, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo, m: StepModel, kv_bytes_per_token: int
 ) -> Prediction | None:
@@ -94,8 +105,10 @@ def predict_ttft(
     plan = route.chunk_plan.chunk_len if route.chunk_plan is not None else m.chunk_len
     residents = StepModel.residents(d, fresh_d)
     extra = m.decode_step_ms(d, fresh_d, prompt_len) - m.dec_base_ms if residents else 0.0
-    # The chunk the worker runs: within its TBT budget while decodes are resident.
-    fit = m.max_chunk_len(prompt_len, extra, tbt_budget_ms(d, slo)) if residents else plan
+    # The chunk the worker runs: within its TBT budget while decodes are resident, sized at the
+    # current factor (so the residual measures the price of a chunk, not an error in its size).
+    budget = tbt_budget_ms(d, slo)
+    fit = m.max_chunk_len(prompt_len, extra, budget, d.prefill_cost_factor) if residents else plan
     chunk = max(run_len(fit, min(plan, m.chunk_len), MIN_CHUNK_LEN, bool(residents)), 1)
     prefill = m.queue_ms(d.queued_prefill_tokens or 0, prompt_len) + m.chunked_ms(new_len, hit, chunk, 0.0)
     return Prediction(d.worker_id, prefill, -(-max(new_len, 1) // chunk) * extra)

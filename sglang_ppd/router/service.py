@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import zmq.asyncio
 
-from sglang_ppd.core.correction import Prediction, predict_ttft
+from sglang_ppd.core.correction import Prediction, Residual, predict_ttft
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
@@ -47,6 +47,8 @@ class Router:
     ) -> None:
         self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
         self.step_model = StepModel.of(profile)
+        self.pooled = Residual()
+        """Every worker's samples together (``core.correction.factor_of``)."""
         self.prediction: Prediction | None = None
         """The model's TTFT for the route :meth:`decide` returned last (taken by the caller at once,
         before any await), when ``self_correct``."""
@@ -115,7 +117,7 @@ class Router:
         url = normalize_url(spec.url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
-        w.correct = self.cfg.self_correct
+        w.pooled = self.pooled if self.cfg.self_correct else None
         self.registry.add(w)
         if not await self._discover(w):
             w.healthy = False
@@ -212,6 +214,7 @@ class Router:
         w = self.registry.get(prediction.worker_id)
         if w is not None:
             w.residual.update(prediction, ttft_ms)
+            self.pooled.update(prediction, ttft_ms)
 
     def remember_session(self, session_id: str | None, decode_url: str) -> None:
         if session_id is None:

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sglang_ppd.core.correction import Residual
+from sglang_ppd.core.correction import Residual, factor_of
 from sglang_ppd.core.lifecycle import Lifecycle
 from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import Role, WorkerSnapshot
@@ -71,8 +71,8 @@ class WorkerState:
     """This router's requests on the worker since its last sample (exact residents)."""
     residual: Residual = field(default_factory=Residual)
     """Measured over predicted prefill time here (``core.correction``), when the router corrects."""
-    correct: bool = False
-    """Whether snapshots carry ``residual.factor`` (the router's ``self_correct``)."""
+    pooled: Residual | None = None
+    """The router's cluster-wide residual when it corrects (``self_correct``), else ``None``."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     name: str = ""
     """The URL with any password masked: the only form that goes into logs, errors and metrics."""
@@ -174,7 +174,8 @@ class WorkerState:
             self.url, self.role, self.sample, self.age_ms(now_s),
             num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
             since=self.lifecycle.since(), supports_local_prefill=self.supports_local_prefill,
-            healthy=self.healthy, prefill_cost_factor=self.residual.factor if self.correct else 1.0,
+            healthy=self.healthy,
+            prefill_cost_factor=1.0 if self.pooled is None else factor_of(self.residual, self.pooled),
         )  # fmt: skip
 
     def cancel_tasks(self) -> None:
