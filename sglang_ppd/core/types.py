@@ -47,6 +47,9 @@ class RequestFeatures:
     approx_workers: frozenset[str] = frozenset()
     session_id: str | None = None
     turn: int | None = None
+    session_workers: frozenset[str] = frozenset()
+    """Workers whose KV events attributed stored blocks to ``session_id`` (SGLang 0.5.20+'s
+    ``BlockStored.session_id``; attribution only, not residency: ``cached_len`` is that)."""
 
     def hit_len(self, worker_id: str) -> int:
         # A full hit still needs one token computed to produce logits, as in SGLang.

@@ -22,13 +22,16 @@ from sglang_ppd.emulator.publishers import KvEventPublisher, LoadPublisher
 from sglang_ppd.emulator.reports import Ports, load_stat_msg, telemetry_msg
 from sglang_ppd.emulator.server import build_app
 from sglang_ppd.eventloop import install_uvloop
+from sglang_ppd.helptext import HelpFormatter, plain
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
 SHUTDOWN_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang-ppd emulate", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="sglang-ppd emulate", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--role", choices=[r.value for r in Role], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
@@ -38,6 +41,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="served model name (default: emulated/<profile>)")
     p.add_argument("--ppd", action=argparse.BooleanOptionalAction, default=False,
                    help="decode only: honour do_local_prefill (local and deflected prefill)")
+    p.add_argument("--conditional-agg", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode only: honour do_local_prefill as a stock server with upstream's "
+                        "--disaggregation-decode-enable-conditional-agg would (SGLang draft PR #34773), "
+                        "without the sglang_ppd extension's fields")
     p.add_argument("--decode-radix-cache", action=argparse.BooleanOptionalAction, default=None,
                    help="decode only: keep finished KV in the radix cache (default: on with --ppd)")
     p.add_argument("--page-size", type=int, default=None, help="default: the profile's page size")
@@ -67,8 +74,11 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         role=role,
         profile=profile,
         model_name=args.model_name or f"emulated/{profile.name}",
-        ppd=args.ppd and role is Role.DECODE,
-        decode_radix_cache=args.ppd if args.decode_radix_cache is None else args.decode_radix_cache,
+        ppd=(args.ppd or args.conditional_agg) and role is Role.DECODE,
+        conditional_agg=args.conditional_agg and role is Role.DECODE,
+        decode_radix_cache=(args.ppd or args.conditional_agg)
+        if args.decode_radix_cache is None
+        else args.decode_radix_cache,
         page_size=args.page_size or profile.page_size,
         time_scale=args.time_scale,
         kv_capacity_tokens=args.kv_capacity_tokens,
@@ -137,7 +147,7 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
             await web.TCPSite(runner, args.host, port).start()
         print(f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
               + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
-              + (", ppd" if cfg.ppd else ""), flush=True)
+              + (", conditional-agg" if cfg.conditional_agg else ", ppd" if cfg.ppd else ""), flush=True)
         await stop.wait()
     finally:
         pub_task.cancel()

@@ -59,8 +59,14 @@ def server_info_body(engine: Engine, ports: Ports) -> dict[str, Any]:
         "max_total_num_tokens": engine.sched.capacity,
         "kv_events_config": json.dumps(kv_config),
         "kv_events": kv_block,
-        server_info.LOCAL_PREFILL_FIELD: decode and cfg.ppd,
-        server_info.TELEMETRY_ENDPOINT_FIELD: f"tcp://*:{ports.telemetry}",
+        **(
+            {server_info.UPSTREAM_LOCAL_PREFILL_FIELD: True}
+            if cfg.conditional_agg
+            else {
+                server_info.LOCAL_PREFILL_FIELD: decode and cfg.ppd,
+                server_info.TELEMETRY_ENDPOINT_FIELD: f"tcp://*:{ports.telemetry}",
+            }
+        ),
         "version": VERSION,
         "emulator": {
             "profile": cfg.profile.name,
@@ -99,7 +105,13 @@ def loads_body(engine: Engine) -> dict[str, Any]:
 
 def load_stat_msg(engine: Engine) -> load_stat.LoadStat:
     s = engine.sched.stats()
-    return load_stat.LoadStat(s.num_running, s.num_waiting, s.kv_used_tokens, s.kv_capacity_tokens, 0)
+    # SGLang 0.5.20+'s 10-field shape; the cumulative prefill counters are not modelled (0, as unknown).
+    return load_stat.LoadStat(
+        s.num_running, s.num_waiting, s.kv_used_tokens, s.kv_capacity_tokens, 0,
+        num_waiting_uncached_tokens=s.queued_prefill_tokens,
+        num_total_tokens=s.kv_used_tokens + s.queued_prefill_tokens,
+        max_running_requests=0, total_prefill_uncached_tokens=0, total_prefill_busy_us=0,
+    )  # fmt: skip
 
 
 def telemetry_msg(engine: Engine, worker_url: str, seq: int) -> telemetry.WorkerTelemetry:
