@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from typing import Any
 
 import zmq.asyncio
@@ -26,6 +27,7 @@ from sglang_ppd.helptext import HelpFormatter, plain
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
 SHUTDOWN_S = 2.0
+ZMQ_TERM_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +160,17 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
             await runner.cleanup()
         await kv_pub.close()
         load_pub.close()
-        ctx.destroy(linger=0)
+        _terminate(ctx)
+
+
+def _terminate(ctx: zmq.asyncio.Context) -> None:
+    """Terminate the ZMQ context, but never wait on it for more than ``ZMQ_TERM_S``: with every
+    socket closed at linger 0, ``zmq_ctx_term`` still blocked forever about once in ten stops where
+    the whole cluster died at once (its launcher SIGKILLed), leaving this worker an orphan. The
+    process exits right after, which frees whatever the context still held."""
+    done = threading.Thread(target=ctx.destroy, kwargs={"linger": 0}, daemon=True)
+    done.start()
+    done.join(ZMQ_TERM_S)
 
 
 def main(argv: list[str] | None = None) -> int:
