@@ -90,14 +90,40 @@ def run_task(task: Task) -> dict[str, Any]:
     return out
 
 
-def parallel_map(fn: Callable[[T], R], items: Iterable[T], processes: int | None = None) -> list[R]:
-    """``map`` over worker processes (each simulation is single-threaded and independent)."""
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    processes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[R]:
+    """``map`` over worker processes (each simulation is single-threaded and independent), results
+    in input order; ``progress(done, total)`` after each item completes."""
     items = list(items)
     n = processes or os.cpu_count() or 1
+    report = progress or (lambda done, total: None)
     if n <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
+        out = []
+        for x in items:
+            out.append(fn(x))
+            report(len(out), len(items))
+        return out
+    results: dict[int, R] = {}
     with multiprocessing.get_context("fork").Pool(n) as pool:
-        return pool.map(fn, items, chunksize=1)
+        for i, r in pool.imap_unordered(_Indexed(fn), enumerate(items), chunksize=1):
+            results[i] = r
+            report(len(results), len(items))
+    return [results[i] for i in range(len(items))]
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    """``fn`` applied to the item of an (index, item) pair, keeping the index (picklable, unlike a
+    closure, for the worker processes)."""
+
+    fn: Callable[[Any], Any]
+
+    def __call__(self, pair: tuple[int, Any]) -> tuple[int, Any]:
+        return pair[0], self.fn(pair[1])
 
 
 def mean(values: Iterable[float | None]) -> float | None:

@@ -8,8 +8,8 @@ samples a replica does not see what its peers just sent. Configurations per R > 
 ``roundrobin`` without sync (the default deployment), ``roundrobin`` with peer sync of in-flight
 reservations delivered ``--sync-ms`` later, and ``leastconn`` without sync. Sessions are not
 sticky (HAProxy's default); ``session`` stickiness is not in the grid. Workloads and SLO profiles
-are those of ``sim_regret.py`` (ShareGPT sessions at 0.3/0.5 sessions/s, the Azure conversation
-hour at x10/x12; TTFT-tight 500/100 ms, TPOT-tight 5000/25 ms), fixed before any run here.
+are those of the earlier regret grid (ShareGPT sessions at 0.3/0.5 sessions/s, the Azure
+conversation hour at x10/x12; TTFT-tight 500/100 ms, TPOT-tight 5000/25 ms), fixed before any run.
 
 Goodput regret of a configuration in a cell = 1 - good/good(R = 1), ``good`` being the requests
 that met the SLO (the workload is the same in every configuration of a cell, so this is the

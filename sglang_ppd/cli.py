@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import version
 
 # command -> (module with a ``main(argv: list[str]) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def usage() -> str:
-    lines = ["usage: sglang-ppd <command> [args...]", "", "commands:"]
+    lines = ["usage: sglang-ppd <command> [args...]   (or sglang-ppd --version)", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"sglang-ppd {version('sglang-ppd')}")
+        return 0
     if args[0] not in COMMANDS:
         print(f"unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2

@@ -1,11 +1,16 @@
-"""Shared test fixtures: a fake 1P1D cluster behind an in-process router, and raw loopback sockets
-(for what a well-behaved HTTP client never sends: stalled headers, slow bodies, invalid bytes)."""
+"""Shared test fixtures: a fake 1P1D cluster behind an in-process router, raw loopback sockets
+(for what a well-behaved HTTP client never sends: stalled headers, slow bodies, invalid bytes), the
+released SGLang wheels' sources, and contract-bound SGLang stand-ins for the worker adapter."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +21,7 @@ from test_router_support import FakeWorker, start_router
 
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.router.service import Router
+from sglang_ppd.worker.contract import CONTRACTS, Attr, Func, Method
 
 
 @dataclass
@@ -81,3 +87,110 @@ async def raw_connect() -> AsyncIterator[RawConnect]:
     yield connect
     for w in writers:
         w.close()
+
+
+# The releases CI checks: the supported ones, and 0.5.20 (the one the worker must refuse by name).
+SGLANG_WHEEL_VERSIONS = (*CONTRACTS, "0.5.20")
+
+
+def _extract(wheel: Path, dest: Path) -> None:
+    """The wheel's Python sources and metadata (what the contract check and importlib.metadata read)."""
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            if name.endswith(".py") or name.endswith(".dist-info/METADATA"):
+                zf.extract(name, dest)
+    (dest / ".complete").touch()
+
+
+@pytest.fixture(scope="session")
+def sglang_sources(pytestconfig: pytest.Config) -> dict[str, Path]:
+    """version -> a directory holding that SGLang release's ``sglang/`` sources and dist-info, from the
+    real wheel (``pip download --no-deps``), cached on disk across runs. A failed download fails the
+    tests that need it: the contract must never go unchecked silently."""
+    cache = Path(pytestconfig.cache.mkdir("sglang-wheels"))  # type: ignore[union-attr]
+    out: dict[str, Path] = {}
+    for version in SGLANG_WHEEL_VERSIONS:
+        dest = cache / f"sglang-{version}"
+        if not (dest / ".complete").exists():
+            wheels = list(cache.glob(f"sglang-{version}-*.whl"))
+            if not wheels:
+                cmd = [sys.executable, "-m", "pip", "download", "-q", f"sglang=={version}", "--no-deps",
+                       "--only-binary=:all:", "--python-version", "3.11",
+                       "--platform", "manylinux_2_34_x86_64", "-d", str(cache)]  # fmt: skip
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                wheels = list(cache.glob(f"sglang-{version}-*.whl"))
+                if r.returncode != 0 or not wheels:
+                    pytest.fail(f"could not download the sglang {version} wheel:\n{r.stdout}\n{r.stderr}")
+            _extract(wheels[0], dest)
+        out[version] = dest
+    return out
+
+
+_INTERNAL = frozenset({"_allowed", "_what", "_check"})
+
+
+class ContractBound:
+    """A stand-in for an SGLang object that answers only the names ``cls`` has in a release's contract.
+
+    The adapter's CPU seam tests drive the real hooks through these, so a hook that touches a name
+    the contract (checked against the release's wheel) does not declare fails here instead of on a GPU.
+    """
+
+    def __init__(self, allowed: frozenset[str], what: str, **attrs: Any) -> None:
+        object.__setattr__(self, "_allowed", allowed)
+        object.__setattr__(self, "_what", what)
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def _check(self, name: str) -> None:
+        if name not in self._allowed:
+            raise AssertionError(f"the adapter touched {self._what}.{name}, which no contract entry declares")
+
+    def __getattribute__(self, name: str) -> Any:
+        if name not in _INTERNAL and not name.startswith("__"):
+            object.__getattribute__(self, "_check")(name)
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._check(name)
+        object.__setattr__(self, name, value)
+
+
+# Our own per-object state that the adapter keeps on SGLang objects.
+_OURS = {"Scheduler": {"_ppd_state"}}
+
+
+@pytest.fixture(params=tuple(CONTRACTS))
+def sglang_release(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., ContractBound]]:
+    """Selects one supported release's adapter implementation and returns ``make(cls, **attrs)``,
+    which builds a :class:`ContractBound` stand-in for SGLang class ``cls`` of that release. Modules
+    the adapter imports come from ``make.modules`` (name -> ``make(module_name, **functions)``)."""
+    from sglang_ppd.worker import releases, sglang_ext
+
+    version: str = request.param
+    previous = sglang_ext.impl().version
+    sglang_ext.select(version)
+    names: dict[str, set[str]] = {}
+    for e in CONTRACTS[version].entries:
+        if isinstance(e, Method | Attr):
+            names.setdefault(e.cls, set()).add(e.name)
+        elif isinstance(e, Func):
+            names.setdefault(e.module, set()).add(e.name)
+
+    def make(cls: str, **attrs: Any) -> ContractBound:
+        return ContractBound(frozenset(names.get(cls, set()) | _OURS.get(cls, set())), cls, **attrs)
+
+    modules: dict[str, ContractBound] = {}
+
+    def sglang_module(name: str) -> ContractBound:
+        if name not in modules:
+            raise AssertionError(f"the adapter imported {name}, which the test did not provide")
+        return modules[name]
+
+    monkeypatch.setattr(releases, "sglang_module", sglang_module)
+    make.version = version  # type: ignore[attr-defined]
+    make.modules = modules  # type: ignore[attr-defined]
+    yield make
+    sglang_ext.select(previous)

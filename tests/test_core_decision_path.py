@@ -173,3 +173,17 @@ def test_hosts_feed_the_policy_equal_snapshots_and_routes() -> None:
             cs = snap(p, dataclasses.replace(d, age_ms=50.0))
             routes.append(guard(policy.decide(r, cs, SLO), r, cs, SLO, STEP))
         assert routes[0] == routes[1]
+
+
+def test_the_router_counts_rejected_telemetry_fields_and_keeps_the_rest() -> None:
+    w = WorkerState("http://d", Role.DECODE)
+    bad = telemetry.WorkerTelemetry(
+        worker_url="http://d", role="decode", seq=1, num_running=-5, num_waiting=2,
+        queued_prefill_tokens=10, kv_used_tokens=10, kv_capacity_tokens=100,
+        decode_iter_ms=math.inf, tbt_budget_ms=-3.0,
+    )  # fmt: skip
+    w.record_telemetry(telemetry.decode(telemetry.encode(bad)[1]))
+    snap_ = w.snapshot(w.telemetry_rx_s or 0.0)
+    assert w.num_rejected_fields == 3
+    assert (snap_.num_running, snap_.decode_iter_ms, snap_.tbt_budget_ms) == (None, None, None)
+    assert (snap_.num_waiting, snap_.queued_prefill_tokens, snap_.kv_used_tokens) == (2, 10, 10)

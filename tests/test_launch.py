@@ -105,16 +105,21 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _launch(tmp_path: Path, extra: dict[str, object]) -> tuple[subprocess.Popen[str], int]:
+def _launch(
+    tmp_path: Path, extra: dict[str, object], temp_dir: Path | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """The launcher on a free block of ports; its logs in ``tmp_path/logs``, or with ``temp_dir``
+    in a temporary directory of the launcher's own making under it."""
     base = free_block(4)
     port = base + 3  # workers take base .. base+2
     cfg = {"num_prefill": 1, "num_decode": 1, "base_port": base, "page_size": 16,
            "emulator": {"time_scale": 0.1}, "router": {"port": port}, "startup_timeout_s": 30, **extra}
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path),
-                             "--log-dir", str(tmp_path / "logs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = [] if temp_dir else ["--log-dir", str(tmp_path / "logs")]
+    env = {**os.environ, "TMPDIR": str(temp_dir)} if temp_dir else None
+    proc = subprocess.Popen([sys.executable, "-m", "sglang_ppd.launch", "--config", str(path), *logs],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     return proc, port
 
 
@@ -217,3 +222,23 @@ def test_shipped_cluster_configs_plan(path: Path) -> None:
 
     plan = make_plan(load_yaml(LaunchConfig, path))
     assert plan.workers and plan.router_url.startswith("http://")
+
+
+@pytest.mark.slow
+def test_temporary_logs_go_on_a_clean_exit_and_stay_on_a_failure(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc, _ = _launch(tmp_path, {}, temp_dir=temp)
+    try:
+        _wait_ready(proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and not list(temp.iterdir())
+    proc, _ = _launch(tmp_path, {"emulator": {"extra_args": ["--no-such-flag"]}}, temp_dir=temp)
+    out, _ = proc.communicate(timeout=60)
+    kept = list(temp.iterdir())
+    assert proc.returncode == 1 and len(kept) == 1 and f"logs kept in {kept[0]}" in out, out

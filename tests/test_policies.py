@@ -12,7 +12,11 @@ from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import NoRouteError, available_policies
 from sglang_ppd.core.types import Route, RouteKind
 
-ALL = ["pd", "pd_cache_aware", "always_local", "threshold", "ppd", "deflect", "ppd_deflect"]
+ALL = [
+    "pd", "pd_cache_aware", "always_local", "threshold", "ppd", "deflect", "ppd_deflect",
+    "dynamo_isl_bounding", "dynamo_prefill_load", "dynamo_isl_or_load",
+    "llmd_non_cached_tokens", "llmd_prompt_tokens",
+]  # fmt: skip
 
 
 # -- pd ---------------------------------------------------------------------------------------------
@@ -93,7 +97,9 @@ def test_no_decode_worker_raises(name: str) -> None:
 def test_no_prefill_falls_back_to_fresh_capable_decode(name: str) -> None:
     s = snap(pw("p0", healthy=False), dw("d0", age_ms=None), dw("d1", local=False), dw("d2"), dw("d3"))
     r = policy(name).decide(req(3000, d3=2000), s, SLO)
-    want = "resident_prefix" if name == "always_local" else "no_prefill"
+    # A rule that keeps this 1,000-token append local names its own reason; the rest find no P.
+    keeps = {"always_local": "resident_prefix", "dynamo_isl_bounding": "below_threshold"}
+    want = keeps.get(name, "below_threshold" if name == "dynamo_isl_or_load" else "no_prefill")
     assert (r.kind, r.decode_worker, r.reason) == (RouteKind.LOCAL, "d3", want)
     r = policy(name).decide(req(3000), s, SLO)
     assert (r.kind, r.decode_worker, r.reason) == (RouteKind.DEFLECT, "d2", "no_prefill")

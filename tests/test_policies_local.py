@@ -204,10 +204,11 @@ def test_full_hit_still_computes_one_token(name: str) -> None:
     assert r.kind is RouteKind.LOCAL and r.chunk_plan == ChunkPlan(chunk_len=1, num_chunks=1)
 
 
-@pytest.mark.parametrize(("tpot_ms", "reason"), [(100.0, "append_cheaper"), (25.0, "pd_cheaper")])
-def test_ppd_tight_tbt_budget_makes_appends_slow(tpot_ms: float, reason: str) -> None:
-    # 32 residents: at a 25 ms TBT the D fits only min_chunk_len tokens per step, so a 600-token
-    # append takes ~10 mixed iterations and PD wins even behind a 32k-token P queue.
+@pytest.mark.parametrize(("tpot_ms", "reason"), [(100.0, "append_cheaper"), (25.0, "tbt_budget")])
+def test_ppd_tight_tbt_budget_refuses_appends(tpot_ms: float, reason: str) -> None:
+    # 32 residents: at a 25 ms TBT not even min_chunk_len tokens fit a step over this context, and
+    # the worker would run that many anyway: the append would break TBT, so PD, even behind a
+    # 32k-token P queue.
     s = snap(pw("p0", queued=32_000), dw("d0", 32))
     r = policy("ppd").decide(req(3000, p0=2000, d0=2400), s, Slo(ttft_ms=2000.0, tpot_ms=tpot_ms))
     assert r.reason == reason
@@ -243,3 +244,68 @@ def test_idle_prefill_is_never_deflected_even_when_d_would_be_faster(name: str) 
     # An idle P behind a congested KV link (2 s of backlog) is a queued PD path too.
     congested = snap(pw("p0"), pw("p1"), dw("d0", 0), dw("d1", 0), queued_bytes=int(100e9))
     assert policy(name).decide(req(16), congested, SLO).kind is RouteKind.DEFLECT
+
+
+# -- the field's static rules (Dynamo conditional disaggregation, llm-d P/D deciders) ---------------
+
+
+@pytest.mark.parametrize(
+    ("name", "prompt_len", "hit", "p_queue", "kind", "where", "reason"),
+    [
+        # isl_bounding: effective ISL < 2048 AND effective/raw < 0.7, on the worker with the hit.
+        ("dynamo_isl_bounding", 4000, 1953, 0, RouteKind.LOCAL, "d1", "below_threshold"),  # 2047
+        ("dynamo_isl_bounding", 4000, 1952, 0, RouteKind.PD, "d0", "above_threshold"),  # 2048
+        ("dynamo_isl_bounding", 2000, 600, 0, RouteKind.PD, "d0", "above_threshold"),  # ratio 0.70
+        ("dynamo_isl_bounding", 2000, 601, 0, RouteKind.LOCAL, "d1", "below_threshold"),  # 0.6995
+        ("dynamo_isl_bounding", 300, 0, 90_000, RouteKind.PD, "d0", "above_threshold"),  # no load rule
+        # prefill_load: the least-queued P above 16384 tokens keeps even a Turn 1 on D.
+        ("dynamo_prefill_load", 8000, 0, 16_385, RouteKind.DEFLECT, "d0", "prefill_busy"),
+        ("dynamo_prefill_load", 8000, 0, 16_384, RouteKind.PD, "d0", "prefill_idle"),
+        ("dynamo_prefill_load", 8000, 7900, 0, RouteKind.PD, "d1", "prefill_idle"),  # no ISL rule
+        ("dynamo_prefill_load", 8000, 2000, 20_000, RouteKind.LOCAL, "d1", "prefill_busy"),
+        ("dynamo_isl_or_load", 4000, 3000, 0, RouteKind.LOCAL, "d1", "below_threshold"),
+        ("dynamo_isl_or_load", 8000, 0, 20_000, RouteKind.DEFLECT, "d0", "prefill_busy"),
+        ("dynamo_isl_or_load", 8000, 0, 0, RouteKind.PD, "d0", "prefill_idle"),
+        # (a PD route takes pd_cache_aware's decode choice: the hit's worker above a 0.5 hit ratio)
+        # llm-d: remote prefill iff uncached >= 512 / iff prompt >= 512; else the decode pod prefills.
+        ("llmd_non_cached_tokens", 4000, 3489, 0, RouteKind.LOCAL, "d1", "below_threshold"),  # 511
+        ("llmd_non_cached_tokens", 4000, 3488, 0, RouteKind.PD, "d1", "above_threshold"),  # 512
+        ("llmd_non_cached_tokens", 300, 0, 0, RouteKind.DEFLECT, "d0", "below_threshold"),
+        ("llmd_prompt_tokens", 511, 0, 0, RouteKind.DEFLECT, "d0", "below_threshold"),
+        ("llmd_prompt_tokens", 512, 500, 0, RouteKind.PD, "d1", "above_threshold"),
+    ],
+)
+def test_field_rules(
+    name: str, prompt_len: int, hit: int, p_queue: int, kind: RouteKind, where: str, reason: str
+) -> None:
+    s = snap(pw("p0", queued=p_queue), pw("p1", queued=p_queue + 10), dw("d0", 2), dw("d1", 6))
+    hits = {"d1": hit} if hit else {}
+    r = policy(name).decide(req(prompt_len, **hits), s, SLO)
+    assert (r.kind, r.decode_worker, r.reason) == (kind, where, reason)
+    if kind is not RouteKind.PD:
+        assert r.chunk_plan is not None
+        assert r.chunk_plan.chunk_len * r.chunk_plan.num_chunks >= prompt_len - hit
+
+
+def test_field_rules_have_no_tbt_model() -> None:
+    """A 300-token append beside 64 long decodes breaks a 25 ms TPOT target: ``threshold``'s veto
+    sends it PD, the field's rules keep it local (that blindness is what the grid measures)."""
+    s = snap(pw("p0"), dw("d0", 64))
+    r, tight = req(4000, d0=3700), Slo(ttft_ms=2000.0, tpot_ms=25.0)
+    assert policy("threshold").decide(r, s, tight).reason == "decode_busy"
+    for name in ("dynamo_isl_bounding", "dynamo_isl_or_load", "llmd_non_cached_tokens"):
+        assert policy(name).decide(r, s, tight).kind is RouteKind.LOCAL, name
+
+
+def test_dynamo_decode_busy_guard() -> None:
+    """Off by default; set, it sends PD when D's KV use with this request passes the fraction, and
+    when D reports no capacity (Dynamo's fallback)."""
+    cap = 100_000
+    s = snap(pw("p0"), dw("d0", 2, kv_used_tokens=60_000, kv_capacity_tokens=cap))
+    r = req(4000, max_new=1000, d0=3000)  # needs 5,000 tokens of KV
+    assert policy("dynamo_isl_bounding").decide(r, s, SLO).kind is RouteKind.LOCAL
+    assert policy("dynamo_isl_bounding", decode_busy_threshold=0.65).decide(r, s, SLO).kind is RouteKind.LOCAL
+    busy = policy("dynamo_isl_bounding", decode_busy_threshold=0.64).decide(r, s, SLO)
+    assert (busy.kind, busy.reason) == (RouteKind.PD, "decode_busy")
+    blind = snap(pw("p0"), dw("d0", 2, kv_used_tokens=None, kv_capacity_tokens=None))
+    assert policy("dynamo_isl_bounding", decode_busy_threshold=0.9).decide(r, blind, SLO).kind is RouteKind.PD

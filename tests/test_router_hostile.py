@@ -40,6 +40,7 @@ async def test_a_half_open_trial_ending_in_a_worker_4xx_closes_the_breaker(
     assert status == 200
 
 
+@pytest.mark.slow
 async def test_a_half_open_trial_whose_client_leaves_frees_the_trial(pd_cluster: ClusterFactory) -> None:
     c = await pd_cluster(decode={"fail_status": 500}, breaker_failures=1, breaker_cooldown_s=0.2)
     status, _, _ = await c.post("/generate", {"text": "abc"})
@@ -108,6 +109,7 @@ async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(
         ctx.destroy(linger=0)
 
 
+@pytest.mark.slow
 async def test_a_client_cannot_squat_the_next_router_made_rids(pd_cluster: ClusterFactory) -> None:
     c = await pd_cluster(decode={"delay_s": 0.5})
     _, raw, _ = await c.post("/v1/completions", {"prompt": "abc", "max_tokens": 2})
@@ -124,6 +126,7 @@ async def test_a_client_cannot_squat_the_next_router_made_rids(pd_cluster: Clust
     assert len(orjson.loads(raw2)["id"]) >= 32 and orjson.loads(raw2)["id"][:16] != prefix
 
 
+@pytest.mark.slow
 async def test_removing_and_readding_a_busy_worker_keeps_its_counts(pd_cluster: ClusterFactory) -> None:
     c = await pd_cluster(decode={"delay_s": 0.5})
     busy = [asyncio.create_task(c.post("/generate", {"text": "abc"})) for _ in range(5)]
@@ -167,6 +170,7 @@ async def test_worker_4xx_is_not_an_upstream_error(pd_cluster: ClusterFactory) -
     assert sum(c.router.metrics.upstream_errors.values()) == 0
 
 
+@pytest.mark.slow
 async def test_a_decode_timeout_does_not_count_against_the_prefill(pd_cluster: ClusterFactory) -> None:
     c = await pd_cluster(
         decode={"hang": True}, first_token_timeout_s=0.5, breaker_failures=1, breaker_cooldown_s=60
@@ -177,6 +181,7 @@ async def test_a_decode_timeout_does_not_count_against_the_prefill(pd_cluster: C
     assert breakers[c.decode.url] == "open" and breakers[c.prefill.url] == "closed"
 
 
+@pytest.mark.slow
 async def test_a_decode_whose_telemetry_went_silent_gets_no_new_requests() -> None:
     p = await FakeWorker("prefill").start()
     d1 = await FakeWorker("decode").start()

@@ -69,6 +69,13 @@ async def test_local_hf_tokenizer_feeds_input_ids(tmp_path: Path, monkeypatch: p
                 assert r.status == 200
             async with s.post(f"http://127.0.0.1:{port}/generate", json={"text": "hello world"}) as r:
                 assert r.status == 200
+            # Token ids past the model's vocabulary are the client's error, not the worker's crash.
+            for path, body in (
+                ("/generate", {"input_ids": [4, 7]}),
+                ("/v1/completions", {"prompt": [2**31 - 1]}),
+            ):
+                async with s.post(f"http://127.0.0.1:{port}{path}", json=body) as r:
+                    assert r.status == 400 and "0..6" in await r.text(), path
         assert [b["input_ids"] for b in d.received] == [[1, 2, 6, 3], [4, 5]]
     finally:
         await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,13 +66,13 @@ def test_options_round_trip_through_the_environment() -> None:
     assert options.PpdOptions.from_env({}) == options.PpdOptions()
 
 
-def test_version_check_accepts_the_pins_and_refuses_others_by_name() -> None:
-    for v in versions.SUPPORTED_SGLANG_VERSIONS:
-        assert versions.check_version(v) == v
-    for found in ("0.5.18", "0.5.16", None):
-        with pytest.raises(versions.UnsupportedSglangVersion) as exc:
-            versions.check_version(found)
-        assert "0.5.17" in str(exc.value)
+def test_the_version_check_refuses_a_missing_sglang_and_names_the_supported_ones(tmp_path: Path) -> None:
+    assert versions.SUPPORTED_SGLANG_VERSIONS == ("0.5.17", "0.5.23")
+    with pytest.raises(versions.UnsupportedSglangVersion, match="supports sglang 0.5.17, 0.5.23 only"):
+        versions.check_installed(None, None)
+    # A supported version string over a tree without its source is refused, naming the first gap.
+    with pytest.raises(versions.UnsupportedSglangVersion, match="class sglang.srt.managers.scheduler"):
+        versions.check_installed("0.5.23", tmp_path)
     assert "0.5.18 is installed" in versions.refusal_message("0.5.18")
 
 
@@ -101,4 +102,4 @@ def test_worker_entry_point_refuses_an_unsupported_or_missing_sglang() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 2
-    assert "supports sglang 0.5.17" in r.stderr
+    assert "supports sglang 0.5.17, 0.5.23 only" in r.stderr

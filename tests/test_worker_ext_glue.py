@@ -1,12 +1,14 @@
-"""The scheduler extension's own functions, driven through a fake decode scheduler (no sglang/torch).
+"""The adapter's hooks, driven through stand-ins of a decode scheduler (no sglang/torch).
 
-These are the functions the GPU runs install on SGLang's Scheduler; here ``self`` is a stand-in with
-just the attributes they touch, and SGLang's originals (``sglang_ext._ORIG``) are recording fakes.
+These are the functions the GPU runs install on SGLang's Scheduler. Each test runs once per supported
+release (the ``sglang_release`` fixture selects that release's implementation), and every stand-in
+answers only the names that release's contract declares, the contract CI checks against the wheel
+(tests/test_worker_contract.py). SGLang's originals (``sglang_ext._ORIG``) are recording fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,72 +17,97 @@ import pytest
 from sglang_ppd.worker import sglang_ext as ext
 from sglang_ppd.worker.carrier import LocalTag, encode_tag
 
-
-class FakeReq:
-    def __init__(self, rid: str, prompt_len: int, cached_len: int = 0, tag: LocalTag | None = None) -> None:
-        self.rid = rid
-        self.origin_input_ids = list(range(prompt_len))
-        self.bootstrap_host = encode_tag(tag) if tag else "10.0.0.1"
-        self.time_stats = SimpleNamespace(set_wait_queue_entry_time=lambda: None)
-        self.extend_range: Any = None
-        self.prefix_indices: list[int] = []
-        self._cached_len = cached_len
-
-    def init_next_round_input(self, tree_cache: Any) -> None:
-        self.full_untruncated_fill_ids = self.origin_input_ids
-        self.prefix_indices = list(range(self._cached_len))
+Make = Callable[..., Any]
 
 
-class FakeBatch:
-    def __init__(self, reqs: list[Any]) -> None:
-        self.reqs = reqs
-        self.forward_mode = SimpleNamespace(is_extend=lambda: False, is_decode=lambda: True)
+def fake_req(make: Make, rid: str, prompt_len: int, cached_len: int = 0, tag: LocalTag | None = None) -> Any:
+    v17 = make.version == "0.5.17"  # type: ignore[attr-defined]
+    prefix = {"prefix_indices": []} if v17 else {"prefix_len": 0, "extend_end": None}
+    req = make(
+        "Req",
+        rid=rid,
+        origin_input_ids=list(range(prompt_len)),
+        bootstrap_host=encode_tag(tag) if tag else "10.0.0.1",
+        time_stats=SimpleNamespace(set_wait_queue_entry_time=lambda: None),
+        **({"extend_range": None} if v17 else {}),
+        **prefix,
+    )
 
-    def is_empty(self) -> bool:
-        return not self.reqs
+    def init_next_round_input(tree_cache: Any) -> None:
+        req.full_untruncated_fill_ids = req.origin_input_ids
+        if v17:
+            req.prefix_indices = list(range(cached_len))
+        else:
+            req.prefix_len = cached_len
+
+    req.init_next_round_input = init_next_round_input
+    return req
 
 
-class FakeScheduler:
-    def __init__(self, allocatable: int, schedule_first_n: int = 1) -> None:
-        self.disagg_decode_prealloc_queue = SimpleNamespace(
-            num_reserved_decode_tokens=10,
-            queue=[],
-            retracted_queue=[],
-            scheduler=self,
-            allocatable=allocatable,
+def fake_batch(make: Make, reqs: list[Any]) -> Any:
+    batch = make("ScheduleBatch", reqs=reqs)
+    batch.forward_mode = SimpleNamespace(is_extend=lambda: False, is_decode=lambda: True)
+    batch.is_empty = lambda: not batch.reqs
+    return batch
+
+
+def fake_scheduler(make: Make, allocatable: int, schedule_first_n: int = 1) -> Any:
+    s = make("Scheduler")
+    s.disagg_decode_prealloc_queue = make(
+        "DecodePreallocQueue", num_reserved_decode_tokens=10, queue=[], retracted_queue=[], scheduler=s
+    )
+    s.disagg_decode_transfer_queue = make(
+        "DecodeTransferQueue", queue=[], pop_transferred=lambda: ["arrived"]
+    )
+    s.enable_overlap = False
+    s.enable_hisparse = False
+    s.spec_algorithm = SimpleNamespace(is_none=lambda: True)
+    s.chunked_req = None
+    s.last_batch = None
+    s.waiting_queue = []
+    s.tree_cache = object()
+    s.max_running_requests = 64
+    s.chunked_prefill_size = 8192
+    s.max_prefill_tokens = 16384
+    aborted: list[Any] = []
+    mods = make.modules  # type: ignore[attr-defined]
+    if make.version == "0.5.17":  # type: ignore[attr-defined]
+        mods["sglang.srt.managers.io_struct"] = make(
+            "sglang.srt.managers.io_struct", AbortReq=lambda rid: SimpleNamespace(rid=rid)
         )
-        self.disagg_decode_transfer_queue = SimpleNamespace(queue=[], pop_transferred=lambda: ["arrived"])
-        self.enable_overlap = False
-        self.ps = SimpleNamespace(tp_rank=1)
-        self.spec_algorithm = SimpleNamespace(is_none=lambda: True)
-        self.chunked_req: Any = None
-        self.last_batch: Any = None
-        self.waiting_queue: list[Any] = []
-        self.running_batch = FakeBatch([])
-        self.tree_cache = object()
-        self.max_running_requests = 64
-        self.chunked_prefill_size = 8192
-        self.max_prefill_tokens = 16384
-        self.schedule_first_n = schedule_first_n
-        self.seen: list[tuple[list[str], int]] = []
+        s.ps = SimpleNamespace(tp_rank=1)
+        s.ipc_channels = SimpleNamespace(
+            send_to_tokenizer=SimpleNamespace(send_output=lambda out, req: aborted.append(req.rid))
+        )
+    else:
+        mods["sglang.srt.runtime_context"] = make(
+            "sglang.srt.runtime_context", get_parallel=lambda: SimpleNamespace(tp_rank=1)
+        )
+        mods["sglang.srt.managers.scheduler"] = make(
+            "sglang.srt.managers.scheduler", _make_abort_req=lambda req, finished_reason=None: req.rid
+        )
+        s.dynamic_chunk_sizer = None
+        s.processed_tokens_counter = 777
+        s._release_aborted_request = lambda req: aborted.append(("released", req.rid))
+        s.send_abort_output = lambda out, req: aborted.append(req.rid)
+    s._set_or_validate_priority = lambda req: True
+    s.get_new_prebuilt_batch = lambda running_batch: None
+    s.get_num_allocatable_reqs = lambda running_bs: 8
+    seen: list[tuple[list[str], int]] = []
 
-    def _set_or_validate_priority(self, req: Any) -> bool:
-        return True
-
-    def get_new_prebuilt_batch(self, running_batch: Any) -> None:
-        return None
-
-    def get_num_allocatable_reqs(self, running_bs: int) -> int:
-        return 8
-
-    def get_next_batch_to_run(self, running_batch: Any, last_batch: Any) -> Any:
+    def get_next_batch_to_run(running_batch: Any, last_batch: Any) -> Any:
         """Stands in for SGLang's aggregated scheduler: takes the first n of the waiting queue."""
-        self.seen.append(([r.rid for r in self.waiting_queue], self.chunked_prefill_size))
-        taken, self.waiting_queue = (
-            self.waiting_queue[: self.schedule_first_n],
-            self.waiting_queue[self.schedule_first_n :],
-        )
-        return SimpleNamespace(batch_to_run=FakeBatch(taken) if taken else None, running_batch=running_batch)
+        seen.append(([r.rid for r in s.waiting_queue], s.chunked_prefill_size))
+        taken, s.waiting_queue = s.waiting_queue[:schedule_first_n], s.waiting_queue[schedule_first_n:]
+        batch = fake_batch(make, taken) if taken else None
+        return make("NextBatchPlan", batch_to_run=batch, running_batch=running_batch)
+
+    s.get_next_batch_to_run = get_next_batch_to_run
+    return s, seen, aborted
+
+
+ALLOCATABLE = [0]
+"""What SGLang's own prealloc budget returns in the current test."""
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +123,9 @@ def fake_originals(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[A
 
     monkeypatch.setattr(ext, "_ORIG", {
         "_add_request_to_queue": rec("_add_request_to_queue"),
-        "_allocatable_token_budgets": rec("_allocatable_token_budgets", lambda q, *a: q.allocatable),
+        "_allocatable_token_budgets": rec("_allocatable_token_budgets", lambda q, *a: ALLOCATABLE[0]),
         "process_decode_queue": rec("process_decode_queue"),
+        "abort_request": rec("abort_request"),
         "is_fully_idle": rec("is_fully_idle", True),
         "get_next_disagg_decode_batch_to_run": rec(
             "stock_next", lambda s, rb: SimpleNamespace(batch_to_run=None, running_batch=rb)
@@ -108,10 +136,11 @@ def fake_originals(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[A
 
 
 def test_tagged_requests_go_to_the_local_queue_and_others_to_sglang(
-    fake_originals: dict[str, list[Any]],
+    sglang_release: Make, fake_originals: dict[str, list[Any]]
 ) -> None:
-    s = FakeScheduler(allocatable=10_000)
-    local, pd = FakeReq("l1", 100, tag=LocalTag("local", 64)), FakeReq("p1", 100)
+    make = sglang_release
+    s, _, _ = fake_scheduler(make, allocatable=10_000)
+    local, pd = fake_req(make, "l1", 100, tag=LocalTag("local", 64)), fake_req(make, "p1", 100)
     ext._add_request_to_queue(s, local)
     ext._add_request_to_queue(s, pd)
     ext._add_request_to_queue(s, local, True)  # a retracted local decode takes SGLang's retract path
@@ -119,17 +148,37 @@ def test_tagged_requests_go_to_the_local_queue_and_others_to_sglang(
     assert [e.req.rid for e in q] == ["l1"] and q.waiting[0].chunk_len == 64
     assert [a[1].rid for a in fake_originals["_add_request_to_queue"]] == ["p1", "l1"]
     assert not ext._is_fully_idle(s)
+    if make.version == "0.5.23":  # type: ignore[attr-defined]
+        assert local.arrival_processed_tokens == 777  # stamped as SGLang's own waiting queue does
 
 
-def test_local_step_runs_sglang_on_admitted_requests_and_restores_its_queue() -> None:
-    s = FakeScheduler(allocatable=10_000, schedule_first_n=1)
+def test_aborts_and_refusals_of_queued_local_requests_use_the_release_s_cleanup(sglang_release: Make) -> None:
+    make = sglang_release
+    s, _, aborted = fake_scheduler(make, allocatable=10_000)
+    for rid in ("a1", "b1"):
+        ext._add_request_to_queue(s, fake_req(make, rid, 100, tag=LocalTag("local", None)))
+    ext._abort_request(s, make("AbortReq", abort_all=False, rid="a", finished_reason=None))
+    assert [e.req.rid for e in ext._state(s).queue] == ["b1"]
+    s._set_or_validate_priority = lambda req: False
+    ext._add_request_to_queue(s, fake_req(make, "c1", 100, tag=LocalTag("local", None)))
+    assert [e.req.rid for e in ext._state(s).queue] == ["b1"]
+    if make.version == "0.5.17":  # type: ignore[attr-defined]
+        assert aborted == ["a1"]
+    else:  # 0.5.23 releases an aborted request's cache-side state before telling the tokenizer
+        assert aborted == [("released", "a1"), "a1", ("released", "c1")]
+
+
+def test_local_step_runs_sglang_on_admitted_requests_and_restores_its_queue(sglang_release: Make) -> None:
+    make = sglang_release
+    s, seen, _ = fake_scheduler(make, allocatable=10_000, schedule_first_n=1)
+    ALLOCATABLE[0] = 10_000
     for rid in ("a", "b"):
-        ext._add_request_to_queue(s, FakeReq(rid, 200, cached_len=150, tag=LocalTag("local", None)))
+        ext._add_request_to_queue(s, fake_req(make, rid, 200, cached_len=150, tag=LocalTag("local", None)))
     s.waiting_queue = ["transferred"]
-    plan = ext._get_next_disagg_decode_batch_to_run(s, s.running_batch)
+    plan = ext._get_next_disagg_decode_batch_to_run(s, fake_batch(make, []))
     assert [r.rid for r in plan.batch_to_run.reqs] == ["a"]
     # SGLang saw both local requests, never the transferred one, with the budget as chunk size.
-    assert s.seen == [(["a", "b"], ext.PpdOptions().max_chunk_len)]
+    assert seen == [(["a", "b"], ext.PpdOptions().max_chunk_len)]
     assert (
         s.waiting_queue == ["transferred"]
         and s.chunked_prefill_size == 8192
@@ -139,30 +188,37 @@ def test_local_step_runs_sglang_on_admitted_requests_and_restores_its_queue() ->
     assert [e.req.rid for e in q] == ["b"] and not q.inflight  # "b" waits again, first in line
 
 
-def test_admission_leaves_the_kv_sglang_reserves_for_transfers() -> None:
-    s = FakeScheduler(allocatable=100)
-    ext._add_request_to_queue(s, FakeReq("big", 4000, tag=LocalTag("deflect", None)))
-    plan = ext._get_next_disagg_decode_batch_to_run(s, s.running_batch)
-    assert plan.batch_to_run is None and s.seen == [([], ext.PpdOptions().max_chunk_len)]
+def test_admission_leaves_the_kv_sglang_reserves_for_transfers(sglang_release: Make) -> None:
+    make = sglang_release
+    s, seen, _ = fake_scheduler(make, allocatable=100)
+    ALLOCATABLE[0] = 100
+    ext._add_request_to_queue(s, fake_req(make, "big", 4000, tag=LocalTag("deflect", None)))
+    plan = ext._get_next_disagg_decode_batch_to_run(s, fake_batch(make, []))
+    assert plan.batch_to_run is None and seen == [([], ext.PpdOptions().max_chunk_len)]
     assert len(ext._state(s).queue) == 1
 
 
 def test_a_chunked_local_prefill_reserves_kv_and_defers_preallocation(
-    fake_originals: dict[str, list[Any]],
+    sglang_release: Make, fake_originals: dict[str, list[Any]]
 ) -> None:
-    s = FakeScheduler(allocatable=10_000)
-    req = FakeReq("d", 3000, tag=LocalTag("deflect", 512))
+    make = sglang_release
+    s, seen, _ = fake_scheduler(make, allocatable=10_000)
+    ALLOCATABLE[0] = 10_000
+    req = fake_req(make, "d", 3000, tag=LocalTag("deflect", 512))
     ext._add_request_to_queue(s, req)
 
     def chunk_it(running_batch: Any, last_batch: Any) -> Any:
-        s.seen.append(([r.rid for r in s.waiting_queue], s.chunked_prefill_size))
+        seen.append(([r.rid for r in s.waiting_queue], s.chunked_prefill_size))
         s.chunked_req, s.waiting_queue = req, []
-        req.extend_range = SimpleNamespace(end=512)
-        return SimpleNamespace(batch_to_run=FakeBatch([req]), running_batch=running_batch)
+        if make.version == "0.5.17":  # type: ignore[attr-defined]
+            req.extend_range = SimpleNamespace(end=512)
+        else:
+            req.extend_end = 512
+        return make("NextBatchPlan", batch_to_run=fake_batch(make, [req]), running_batch=running_batch)
 
-    s.get_next_batch_to_run = chunk_it  # type: ignore[method-assign]
-    ext._get_next_disagg_decode_batch_to_run(s, s.running_batch)
-    assert s.seen == [(["d"], 512)]  # the router's ppd_chunk_len caps the chunk
+    s.get_next_batch_to_run = chunk_it
+    ext._get_next_disagg_decode_batch_to_run(s, fake_batch(make, []))
+    assert seen == [(["d"], 512)]  # the router's ppd_chunk_len caps the chunk
     # 3000 - 512 tokens still to allocate + the decode reserve come off the prealloc budget.
     assert ext._allocatable_token_budgets(s.disagg_decode_prealloc_queue) == 10_000 - (2488 + 10)
     ext._process_decode_queue(s)
@@ -172,7 +228,19 @@ def test_a_chunked_local_prefill_reserves_kv_and_defers_preallocation(
     assert len(fake_originals["process_decode_queue"]) == 1
 
 
-def test_without_local_work_the_stock_decode_path_runs(fake_originals: dict[str, list[Any]]) -> None:
-    s = FakeScheduler(allocatable=10_000)
-    ext._get_next_disagg_decode_batch_to_run(s, s.running_batch)
-    assert len(fake_originals["stock_next"]) == 1 and s.seen == []
+def test_without_local_work_the_stock_decode_path_runs(
+    sglang_release: Make, fake_originals: dict[str, list[Any]]
+) -> None:
+    s, seen, _ = fake_scheduler(sglang_release, allocatable=10_000)
+    ext._get_next_disagg_decode_batch_to_run(s, fake_batch(sglang_release, []))
+    assert len(fake_originals["stock_next"]) == 1 and seen == []
+
+
+def test_a_stand_in_rejects_names_outside_the_release_s_contract(sglang_release: Make) -> None:
+    """The guard the tests above rely on: a name no contract declares cannot be read or written."""
+    s, _, _ = fake_scheduler(sglang_release, allocatable=1)
+    with pytest.raises(AssertionError, match="no contract entry declares"):
+        s.running_batch = None
+    other = "ps" if sglang_release.version == "0.5.23" else "processed_tokens_counter"  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError, match=f"Scheduler.{other}"):
+        getattr(s, other)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import pytest
 
 from sglang_ppd.workload import TurnSpec, Workload, load_trace, load_workload
 from sglang_ppd.workload.azure import parse_timestamp_s
+from sglang_ppd.workload.grammar import build_workload
 from sglang_ppd.workload.loader import detect_format
 
 DATA = Path(str(resources.files("sglang_ppd.workload") / "data"))
 AZURE = DATA / "azure_conv_2023.csv"
-MOONCAKE = DATA / "mooncake_conversation_first1500.jsonl"
+MOONCAKE = DATA / "mooncake_conversation_first30min.jsonl"
 SIDECAR = DATA / "mooncake_conversation_first1500.sessions.csv"
 SHAREGPT = DATA / "sharegpt_v3_turn_tokens_first1500.csv"
 
@@ -70,7 +72,7 @@ def test_timestamp_formats() -> None:
 
 
 def test_mooncake_sample() -> None:
-    w = load_trace(MOONCAKE, seed=3)
+    w = build_workload("mooncake:n=1500", seed=3)
     assert len(w) == 1500
     first = next(t for t in w if t.session_id == "mc1")
     assert (first.input_len, first.output_len, first.shared_prefix_len) == (6758, 500, 512)
@@ -89,7 +91,7 @@ def test_mooncake_sample() -> None:
 def test_mooncake_sessions_match_sidecar() -> None:
     """The loader's inferred conversations agree with the heuristic's sidecar; the differences are
     the forks (a second continuation of one parent), which start new sessions here."""
-    w = load_trace(MOONCAKE)
+    w = build_workload("mooncake:n=1500")
     rows = list(csv.DictReader(SIDECAR.read_text().splitlines()))
     ours = sorted(w, key=lambda t: t.arrival_s or 0.0)
     assert [t.input_len for t in ours] == [int(r["input_length"]) for r in rows]
@@ -161,3 +163,18 @@ def test_mooncake_limit_keeps_the_full_runs_arrivals() -> None:
     arrivals = {t.request_id: t.arrival_s for t in full}
     assert len(short) == 10 and 1.0 < max(t.arrival_s or 0.0 for t in short) < 3.0
     assert all(t.arrival_s == arrivals[t.request_id] for t in short if t.turn == 1)
+
+
+def test_mooncake_window() -> None:
+    """``start_s``/``duration_s`` keep the rows of that window of the trace, re-based to 0; the
+    30-minute trace ships whole (5,719 rows, timestamps 0 to 1,797 s)."""
+    assert len(build_workload("mooncake:", seed=0)) == 5719
+    rows = [json.loads(line) for line in MOONCAKE.read_text().splitlines()]
+    inside = [r for r in rows if 900_000 <= r["timestamp"] < 1_200_000]
+    w = build_workload("mooncake:start_s=900,duration_s=300", seed=0)
+    assert sorted(t.input_len for t in w) == sorted(r["input_length"] for r in inside)
+    assert all(0.0 <= (t.arrival_s or 0.0) < 303.0 for t in w)
+    # Sessions are inferred inside the window: a conversation begun before it restarts at turn 1.
+    assert any(t.turn > 1 for t in w) and min(t.arrival_s or 0.0 for t in w) < 3.0
+    with pytest.raises(ValueError, match="yields no requests"):
+        build_workload("mooncake:start_s=5000", seed=0)

@@ -101,7 +101,8 @@ def test_defaults_and_dists() -> None:
 def test_file_key_reads_your_own_trace(tmp_path: Path) -> None:
     data = Path(str(resources.files("sglang_ppd.workload") / "data"))
     mine = tmp_path / "mine.jsonl"
-    mine.write_text("\n".join((data / "mooncake_conversation_first1500.jsonl").read_text().splitlines()[:40]))
+    sample = data / "mooncake_conversation_first30min.jsonl"
+    mine.write_text("\n".join(sample.read_text().splitlines()[:40]))
     assert len(build_workload(f"mooncake:file={mine}")) == 40
     table = tmp_path / "table.csv"
     table.write_text("conv_idx,turn,user_tokens,assistant_tokens,system_tokens\n7,1,10,20,0\n7,2,5,30,0\n")
@@ -144,3 +145,32 @@ def test_any_sessions_spec_gives_valid_chains(
             assert t.turn == 1 and t.history_len == 0 and t.arrival_s is not None and t.arrival_s >= 0
             assert t.input_len > system
         prev = t
+
+
+def test_agentic_sessions() -> None:
+    """Tool loops: every session opens with the shared tool-schema prompt; later turns append one
+    tool output in [100, 8000] tokens after a sub-second pause; tens of turns; contexts past 32k."""
+    w = build_workload("agentic:n=60", seed=4)
+    assert w == build_workload("agentic:n=60", seed=4)
+    assert w != build_workload("agentic:n=60", seed=5)
+    by_session: dict[str, list[object]] = {}
+    for t in w:
+        by_session.setdefault(t.session_id, []).append(t)
+        assert t.shared_prefix_len == 12000
+        if t.turn == 1:
+            assert t.history_len == 0 and t.input_len > 12000
+        else:
+            assert 100 <= t.input_len - t.history_len <= 8000
+            assert t.think_time_s is not None and 0.0 <= t.think_time_s < 1.0
+    turns = sorted(len(v) for v in by_session.values())
+    assert len(turns) == 60 and 10 <= turns[len(turns) // 2] <= 40
+    assert max(t.input_len for t in w) > 32_000
+    assert all(t.input_len + t.output_len <= 131072 for t in w)
+
+
+def test_agentic_keys() -> None:
+    w = build_workload("agentic:n=5,turns=3,tool_output=50000,tool_min=200,tool_max=300,system=0", seed=0)
+    assert {t.input_len - t.history_len for t in w if t.turn > 1} == {300}
+    assert all(t.shared_prefix_len == 0 for t in w) and len(w) == 15
+    with pytest.raises(ValueError, match="tool_min"):
+        build_workload("agentic:tool_min=900,tool_max=100", seed=0)

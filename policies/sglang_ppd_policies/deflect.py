@@ -11,9 +11,12 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
   larger of its telemetry's count and the router's own ``num_local_inflight``) and free
   KV for this request and the ones already waiting there (:meth:`View.has_room`: a D with an
   admission backlog has no spare capacity to lend): the largest chunk χ whose mixed iteration with
-  its resident decodes stays within ``beta*slo.tpot_ms`` (attending over the whole prompt, the last
-  chunk's worst case; an idle D gets full chunks). TTFT_D = its current iteration + its queued
-  local prefill tokens + ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
+  its resident decodes stays within ``beta*TBT`` (TBT: the TPOT SLO, or the worker's own
+  ``tbt_budget_ms`` where tighter; attending over the whole prompt, the last chunk's worst case; an
+  idle D gets full chunks). A D where the chunk the worker would really run (at least
+  ``min_chunk_len``, ``core.chunk.run_len``) breaks the TBT budget is skipped (``core.guard``'s
+  rule; reason ``tbt_budget``). TTFT_D = its current iteration + its queued local prefill tokens +
+  ceil(uncached/χ) mixed iterations. Any exact hit on that D shortens it.
 - Deflect to the D with the lowest TTFT_D iff the PD path is queued (the chosen P's queue wait plus
   the KV link's backlog exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and
   TTFT_D <= slo.ttft_ms; else PD.
@@ -42,7 +45,9 @@ from collections.abc import Callable
 from pydantic import Field
 
 from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.guard import tbt_chunk
 from sglang_ppd.core.policy import PolicyParams
+from sglang_ppd.core.stepmodel import tbt_budget_ms
 from sglang_ppd.core.types import (
     ClusterSnapshot,
     RequestFeatures,
@@ -95,7 +100,6 @@ class DeflectPolicy(BuiltinPolicy):
         prompt_len = v.req.prompt_len
         p, d_pd, chooser_reason = self._chooser.pair(v)
         why = pd_reason = pd_reason or chooser_reason
-        budget_ms = self._beta * v.slo.tpot_ms
         fresh = v.fresh
         best: WorkerSnapshot | None = None
         best_ttft, best_chunk, best_new, best_stall = math.inf, 0, 0, 0.0
@@ -113,8 +117,10 @@ class DeflectPolicy(BuiltinPolicy):
             if not v.has_room(d):
                 continue
             new_len = prompt_len - v.exact_hit(wid, self._allow_approx)
-            ttft, chunk, stall = est.deflected_ttft_ms(d, new_len, prompt_len - new_len, budget_ms)
-            if chunk <= 0:
+            tbt_ms = tbt_budget_ms(d, v.slo)
+            cached_len = prompt_len - new_len
+            ttft, chunk, stall = est.deflected_ttft_ms(d, new_len, cached_len, self._beta * tbt_ms)
+            if chunk <= 0 or not tbt_chunk(est.step, d, True, prompt_len, new_len, tbt_ms, chunk):
                 if why == pd_reason:
                     why = reasons.TBT_BUDGET
                 continue

@@ -11,19 +11,23 @@ For each route, from the live snapshot and the step model (:mod:`.estimate`):
   + one decode iteration on D. No TPOT impact on D.
 - LOCAL on each local-capable D with a resident prefix: TTFT = its current decode iteration + its
   queued local prefills + the append in chunks mixed into its decode steps. A busy D sizes each
-  chunk to its TBT budget (taken to be ``slo.tpot_ms``, as the simulator and the worker extension
-  do by default), but by at least ``min_chunk_len`` tokens, so a tight TPOT target on a busy D
-  makes an append slow as well as costly to residents. Each mixed iteration
-  stalls the B resident decodes by (mixed - decode-only) ms; spread over their output, each one's
-  TPOT grows by stall/L, so ΔTPOT = B*stall/L summed over the residents, with L the expected output
-  length (``tpot_horizon_len``, else this request's ``max_new_tokens`` clipped at 4096 as SGLang's
-  own estimate is).
+  chunk to its TBT budget (the TPOT SLO, or the worker's own ``tbt_budget_ms`` where tighter), but
+  runs at least ``min_chunk_len`` tokens (``core.chunk.run_len``). A D where even that chunk breaks
+  the budget is not a candidate (``core.guard``'s rule, applied here so that the PD route is this
+  policy's own choice; reason ``tbt_budget``); so is an idle D for an append longer than one
+  chunk, which residents arriving meanwhile would share. Each mixed iteration stalls the B resident
+  decodes by (mixed - decode-only) ms; spread over their output, each one's TPOT grows by stall/L,
+  so ΔTPOT = B*stall/L summed over the residents, with L the residents' mean output length where
+  the host knows it (``resident_output_len``: the router's and simulator's own in-flight
+  requests), else this request's ``max_new_tokens`` clipped at 4096 as SGLang's own estimate is;
+  ``tpot_horizon_len`` overrides both.
 
 Score = w_ttft*TTFT/slo.ttft_ms + w_tpot*ΔTPOT/slo.tpot_ms (both SLO-normalized). The lowest score
 wins; ties go to PD. No resident prefix (Turn 1, or evicted) -> the ``pd_cache_aware`` route.
 
 Parameters:
-  tpot_horizon_len: L above (None: the request's max_new_tokens, at most 4096).
+  tpot_horizon_len: L above (None: the residents' mean output length, else the request's
+    max_new_tokens, at most 4096).
   local_chunk_len: largest chunk of a local append, and the route's chunk cap (None: the profile's
     chunked_prefill_size, as SGLang).
   min_chunk_len: smallest chunk a busy D runs per iteration (64: the worker extension's and the
@@ -38,7 +42,9 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from sglang_ppd.core.costmodel import CostProfile
+from sglang_ppd.core.guard import tbt_chunk
 from sglang_ppd.core.policy import PolicyParams
+from sglang_ppd.core.stepmodel import StepModel, tbt_budget_ms
 from sglang_ppd.core.types import (
     CLIP_MAX_NEW_TOKENS,
     ClusterSnapshot,
@@ -98,42 +104,47 @@ class PpdPolicy(BuiltinPolicy):
         req, slo = v.req, v.slo
         prompt_len = req.prompt_len
         p, d_pd, _ = self._chooser.pair(v)
-        ttft_w, tpot_w = self._weights(v)
+        ttft_w = slo.w_ttft / slo.ttft_ms
         best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
         best: tuple[WorkerSnapshot, int] | None = None
-        max_chunk, min_chunk = self._chunk_len, self._min_chunk_len
+        why = reasons.PD_CHEAPER
         for d, h in cands:
             new_len = prompt_len - h
-            residents = d.num_running if d.num_running is not None else d.num_inflight
+            residents = StepModel.residents(d, True)
+            chunk = tbt_chunk(
+                est.step, d, True, prompt_len, new_len, tbt_budget_ms(d, slo), self._chunk_len,
+                self._min_chunk_len,
+            )  # fmt: skip
+            if not chunk:
+                why = reasons.TBT_BUDGET
+                continue
             step = est.decode_step_ms(d, True, prompt_len)
-            extra = step - est.dec_base_ms
-            chunk = max_chunk
-            if residents:
-                fit = est.max_chunk_len(prompt_len, extra, slo.tpot_ms)
-                chunk = min(max(fit, min_chunk), max_chunk)
+            extra = step - est.dec_base_ms if residents else 0.0
             run = est.chunked_ms(new_len, h, chunk, extra)
             ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk, extra) + run
             stall = run - -(-new_len // chunk) * step
-            score = ttft_w * ttft + tpot_w * residents * stall
+            score = ttft_w * ttft + self._tpot_weight(v, d) * residents * stall
             if score < best_score:
                 best_score, best = score, (d, h)
         if best is None:
-            return self.pd_routes.get(p, d_pd, reasons.PD_CHEAPER)
+            return self.pd_routes.get(p, d_pd, why)
         d, h = best
-        return local_route(RouteKind.LOCAL, d, prompt_len - h, max_chunk, reasons.APPEND_CHEAPER)
+        return local_route(RouteKind.LOCAL, d, prompt_len - h, self._chunk_len, reasons.APPEND_CHEAPER)
 
-    def _weights(self, v: View) -> tuple[float, float]:
-        """Score weights: per ms of this request's TTFT, and per ms of stall per resident decode
-        (its TPOT grows by stall/L over an output of L tokens)."""
+    def _tpot_weight(self, v: View, d: WorkerSnapshot) -> float:
+        """Score weight per ms of stall per resident decode on ``d``: its TPOT grows by stall/L
+        over an output of L tokens, L the residents' own mean output length where the host knows
+        it (``resident_output_len``), else this request's."""
         slo = v.slo
-        horizon_len = self._horizon_len or min(max(v.req.max_new_tokens, 1), CLIP_MAX_NEW_TOKENS)
-        return slo.w_ttft / slo.ttft_ms, slo.w_tpot / slo.tpot_ms / horizon_len
+        own = min(max(v.req.max_new_tokens, 1), CLIP_MAX_NEW_TOKENS)
+        horizon_len = self._horizon_len or d.resident_output_len or own
+        return slo.w_tpot / slo.tpot_ms / horizon_len
 
     def prefers_local(
         self, v: View, d: WorkerSnapshot, ttft_local_ms: float, stall_ms: float, ttft_pd_ms: float
     ) -> bool:
         """This policy's score applied to any prefill on ``d`` (a :data:`DeflectGate`): whether its
         TTFT and the stall it puts on ``d``'s residents cost less than the PD path's TTFT."""
-        ttft_w, tpot_w = self._weights(v)
-        residents = d.num_running if d.num_running is not None else d.num_inflight
-        return ttft_w * ttft_local_ms + tpot_w * residents * stall_ms < ttft_w * ttft_pd_ms
+        ttft_w = v.slo.w_ttft / v.slo.ttft_ms
+        residents = StepModel.residents(d, True)
+        return ttft_w * ttft_local_ms + self._tpot_weight(v, d) * residents * stall_ms < ttft_w * ttft_pd_ms

@@ -17,6 +17,7 @@ from sglang_ppd.bench.parallel import run_parallel
 from sglang_ppd.bench.runner import BenchOptions, Replay, num_planned
 from sglang_ppd.bench.tokens import DEFAULT_VOCAB_SIZE
 from sglang_ppd.core.types import Slo
+from sglang_ppd.helptext import HelpFormatter, plain
 from sglang_ppd.metrics.record import RequestRecord
 from sglang_ppd.metrics.result import machine_info, write_records_jsonl, write_result_json
 from sglang_ppd.metrics.summary import summarize
@@ -29,7 +30,9 @@ USAGE = """sglang-ppd bench --url URL (--trace FILE | --workload SPEC) [--api sg
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang-ppd bench", usage=USAGE, description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="sglang-ppd bench", usage=USAGE, description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--url", required=True, help="base URL of the endpoint, e.g. http://127.0.0.1:30000")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="Azure CSV, Mooncake JSONL or ShareGPT turn table (detected)")

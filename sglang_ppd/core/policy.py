@@ -69,7 +69,12 @@ def load_policy(name: str, params: Mapping[str, Any] | None, profile: CostProfil
     if name not in eps:
         known = ", ".join(sorted(eps)) or "(none installed: is sglang-ppd installed with pip?)"
         raise ConfigError(f"unknown policy {name!r}; available policies: {known}")
-    cls = eps[name].load()
+    try:
+        cls = eps[name].load()
+    except Exception as exc:  # the plugin's own import failed: one line naming it, not our traceback
+        raise ConfigError(
+            f"policy {name!r}: cannot load its entry point {eps[name].value!r}: {type(exc).__name__}: {exc}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
         raise ConfigError(f"entry point {name!r} -> {cls!r} is not a sglang_ppd Policy subclass")
     parsed = validate(cls.Params, dict(params or {}), f"parameters of policy {name!r}")

@@ -22,13 +22,16 @@ from sglang_ppd.emulator.publishers import KvEventPublisher, LoadPublisher
 from sglang_ppd.emulator.reports import Ports, load_stat_msg, telemetry_msg
 from sglang_ppd.emulator.server import build_app
 from sglang_ppd.eventloop import install_uvloop
+from sglang_ppd.helptext import HelpFormatter, plain
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
 SHUTDOWN_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang-ppd emulate", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="sglang-ppd emulate", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--role", choices=[r.value for r in Role], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

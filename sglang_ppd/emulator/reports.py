@@ -99,7 +99,13 @@ def loads_body(engine: Engine) -> dict[str, Any]:
 
 def load_stat_msg(engine: Engine) -> load_stat.LoadStat:
     s = engine.sched.stats()
-    return load_stat.LoadStat(s.num_running, s.num_waiting, s.kv_used_tokens, s.kv_capacity_tokens, 0)
+    # SGLang 0.5.20+'s 10-field shape; the cumulative prefill counters are not modelled (0, as unknown).
+    return load_stat.LoadStat(
+        s.num_running, s.num_waiting, s.kv_used_tokens, s.kv_capacity_tokens, 0,
+        num_waiting_uncached_tokens=s.queued_prefill_tokens,
+        num_total_tokens=s.kv_used_tokens + s.queued_prefill_tokens,
+        max_running_requests=0, total_prefill_uncached_tokens=0, total_prefill_busy_us=0,
+    )  # fmt: skip
 
 
 def telemetry_msg(engine: Engine, worker_url: str, seq: int) -> telemetry.WorkerTelemetry:

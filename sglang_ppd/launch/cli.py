@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sglang_ppd.core.config import ConfigError, load_yaml
+from sglang_ppd.helptext import HelpFormatter, plain
 from sglang_ppd.launch.config import LaunchConfig
 from sglang_ppd.launch.plan import Plan, make_plan
 from sglang_ppd.launch.procs import ChildFailed, Supervisor, busy_ports, wait_healthy
@@ -22,12 +24,17 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "emulated-2p2
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sglang_ppd.launch", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m sglang_ppd.launch", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="launch YAML (LaunchConfig)")
     p.add_argument("--port", type=int, default=None, help="router port (default 30000, or the config's)")
     p.add_argument("--base-port", type=int, default=None, help="first worker port (overrides the config's)")
     p.add_argument("--no-monitor", action="store_true", help="run headless (also automatic without a TTY)")
-    p.add_argument("--log-dir", default=None, help="child logs (default: the config's, or a temp dir)")
+    p.add_argument(
+        "--log-dir", default=None,
+        help="child logs (default: the config's, or a temporary directory, removed on a clean exit)",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print every command line and exit")
     return p
 
@@ -113,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: port(s) {', '.join(map(str, busy))} on {cfg.host} are already in use; stop what "
               "listens there or pick other ports with --base-port / --port", file=sys.stderr)
         return 2
+    temporary = not (args.log_dir or cfg.log_dir)
     log_dir = Path(args.log_dir or cfg.log_dir or tempfile.mkdtemp(prefix="sglang-ppd-launch-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     show_monitor = cfg.monitor and not args.no_monitor and sys.stdout.isatty()
-    return asyncio.run(launch(plan, cfg, log_dir, show_monitor))
+    rc = asyncio.run(launch(plan, cfg, log_dir, show_monitor))
+    if temporary and rc == 0:  # nothing went wrong, so nobody needs them; --log-dir keeps them
+        shutil.rmtree(log_dir, ignore_errors=True)
+    elif temporary:
+        say(f"logs kept in {log_dir}")
+    return rc

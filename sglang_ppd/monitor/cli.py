@@ -9,12 +9,15 @@ import signal
 import aiohttp
 from rich.console import Console
 
+from sglang_ppd.helptext import HelpFormatter, plain
 from sglang_ppd.monitor.live import fetch_stats, run_live
 from sglang_ppd.monitor.render import render
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang-ppd monitor", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="sglang-ppd monitor", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     p.add_argument("--router", default="http://127.0.0.1:30000", help="router base URL")
     p.add_argument("--interval-s", type=float, default=0.5)
     p.add_argument("--once", action="store_true", help="print one frame and exit (no TTY needed)")

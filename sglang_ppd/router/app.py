@@ -77,8 +77,15 @@ def _admitted(handler: BodyHandler, endpoint: str) -> Handler:
                 router.metrics.rejected["body_timeout"] += 1
                 resp.force_close()  # the rest of a slow body is not worth waiting for
             return resp
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            # The client hung up and a write saw it before aiohttp cancelled this handler. Raised, it
+            # would be logged as a traceback at ERROR; a response returned to a closed connection is
+            # dropped quietly.
             status = CLIENT_CLOSED  # the client went away: not a router or worker failure
+            router.metrics.client_aborts += 1
+            return web.Response(status=CLIENT_CLOSED)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
             router.metrics.client_aborts += 1
             raise
         finally:

@@ -20,6 +20,7 @@ from sglang_ppd.core.config import ConfigError, load_yaml, validate
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import load_policy, parse_param_overrides
 from sglang_ppd.eventloop import install_uvloop
+from sglang_ppd.helptext import HelpFormatter, plain, policies_epilog
 from sglang_ppd.router import security
 from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.peers import Group
@@ -47,9 +48,12 @@ class _PrefillAction(argparse.Action):
 
 
 def parser() -> argparse.ArgumentParser:
+    # Flags default to None so that --config can set them; the help shows RouterConfig's defaults.
+    d = RouterConfig.model_validate({})
     p = argparse.ArgumentParser(
-        prog="sglang-ppd router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+        prog="sglang-ppd router", description=plain(__doc__), formatter_class=HelpFormatter,
+        epilog=policies_epilog(d.policy),
+    )  # fmt: skip
     p.add_argument("--config", help="router YAML (RouterConfig); flags override it")
     p.add_argument(
         "--prefill",
@@ -62,16 +66,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--decode", action="append", default=[], metavar="URL", help="a decode worker (repeatable)"
     )
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--policy")
-    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--profile", help="cost profile name or YAML path")
+    p.add_argument("--host", help=f"address to listen on (default: {d.host})")
+    p.add_argument("--port", type=int, help=f"(default: {d.port})")
+    p.add_argument("--policy", help=f"a policy name, listed below (default: {d.policy})")
+    p.add_argument(
+        "--policy-param", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    p.add_argument("--profile", help=f"cost profile name or YAML path (default: {d.profile})")
     p.add_argument("--tokenizer", help="local HF tokenizer directory (default: built-in byte tokenizer)")
     p.add_argument("--model-name")
-    p.add_argument("--slo-ttft-ms", type=float)
-    p.add_argument("--slo-tpot-ms", type=float)
-    p.add_argument("--max-telemetry-age-ms", type=float)
+    p.add_argument("--slo-ttft-ms", type=float, help=f"(default: {d.slo.ttft_ms:g})")
+    p.add_argument("--slo-tpot-ms", type=float, help=f"(default: {d.slo.tpot_ms:g})")
+    p.add_argument(
+        "--max-telemetry-age-ms", type=float,
+        help=f"older load telemetry counts as unknown (default: {d.slo.max_telemetry_age_ms:g})",
+    )  # fmt: skip
     p.add_argument("--api-key", help="require Authorization: Bearer KEY (or set SGLANG_PPD_API_KEY)")
     p.add_argument(
         "--admin-key", help="key for POST/DELETE /workers (or SGLANG_PPD_ADMIN_KEY; default: the API key)"
@@ -86,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N router processes sharing the port (SO_REUSEPORT); /metrics and /stats sum over them",
     )
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
     return p
 
 

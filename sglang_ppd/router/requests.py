@@ -14,6 +14,8 @@ from sglang_ppd.protocol import fields
 from sglang_ppd.router.tokenizer import Tokenizer
 
 DEFAULT_GENERATE_MAX_NEW_TOKENS = 128  # SGLang's default
+MAX_TOKEN_ID = 2**31
+"""Ids at or past this are refused whatever the tokenizer (SGLang keeps them in int32)."""
 DEFAULT_COMPLETIONS_MAX_TOKENS = 16  # OpenAI's default
 ROUTER_OWNED = (
     fields.BOOTSTRAP_HOST,
@@ -93,7 +95,7 @@ def prepare_generate(body: Any, tok: Tokenizer, max_prompt_tokens: int, max_new_
         if not isinstance(text, str) or not text:
             raise BadRequest("text must be a non-empty string")
         ids = tok.encode(text)
-    ids = _token_ids(ids, 2**31)
+    ids = _token_ids(ids, tok.id_limit or MAX_TOKEN_ID)
     _check_len(ids, max_prompt_tokens)
     sp = body.get("sampling_params") or {}
     if not isinstance(sp, dict):
@@ -181,7 +183,7 @@ def prepare_openai(
         if isinstance(prompt, str) and prompt:
             ids = tok.encode(prompt)
         elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            ids = _token_ids(prompt, 2**31)
+            ids = _token_ids(prompt, tok.id_limit or MAX_TOKEN_ID)
         elif isinstance(prompt, list) and prompt:
             raise BadRequest(
                 "batch requests (a list of prompts) are not supported by the router; send one each"

@@ -274,7 +274,7 @@ async def _stream(
         with contextlib.suppress(ConnectionError):
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
     except (ConnectionError, asyncio.CancelledError):
-        log.info("client of %s went away; aborting upstream", att.rid)
+        log.debug("client of %s went away; aborting upstream", att.rid)  # routine: a user's Ctrl-C
         await att.fail()
         raise
     finally:

@@ -17,6 +17,7 @@
                    "prefix_index": "exact"|"approx"|null, "indexed_blocks": int,
                    "kv_events": int, "kv_event_gaps": int, "dropped_messages": int,
                    "dropped_by_reason": {"<feed>:<reason>": int}, "rejected_fields": int}],
+      (rejected_fields: published load fields out of range or non-finite, dropped by core.observe)
       "routes": {"pd": int, "local": int, "deflect": int},
       "top_reasons": [{"route": str, "reason": str, "count": int}],      # at most 8, most first
       "latency": {"turn1": L, "turn2+": L},

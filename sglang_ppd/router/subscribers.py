@@ -172,16 +172,7 @@ async def run_loadstat(
                     drop(worker, "loadstat", exc)
                     continue
                 latest[rank] = stat
-                stats = list(latest.values())
-                worker.record_load(
-                    load_stat.LoadSummary(
-                        num_running=sum(s.num_running_reqs for s in stats),
-                        num_waiting=sum(s.num_waiting_reqs for s in stats),
-                        kv_used_tokens=sum(s.num_tokens for s in stats),
-                        kv_capacity_tokens=sum(s.max_total_num_tokens for s in stats) or None,
-                    ),
-                    "loadstat",
-                )
+                worker.record_load(load_stat.summary_from_stats(list(latest.values())), "loadstat")
         finally:
             sock.close()
 

@@ -21,6 +21,9 @@ from typing import Any, Protocol
 
 class Tokenizer(Protocol):
     name: str
+    id_limit: int | None
+    """Token ids must be below this (the model's vocabulary, added tokens included); ``None`` when
+    the tokenizer does not know the model's vocabulary."""
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -32,6 +35,8 @@ class Tokenizer(Protocol):
 class ByteTokenizer:
     name = "byte"
     vocab_size = 256
+    id_limit: int | None = None
+    """A stand-in for emulated workers, whose clients send ids of any (e.g. a 32k) vocabulary."""
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -79,6 +84,13 @@ class HfTokenizer:
             self._load_tokenizers_package(p)
         else:
             self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.id_limit: int | None = self._vocab_size()
+
+    def _vocab_size(self) -> int:
+        """The model's vocabulary, added (special) tokens included."""
+        if self._tok is not None:
+            return len(self._tok)
+        return int(self._fast.get_vocab_size(with_added_tokens=True))
 
     def _load_tokenizers_package(self, p: Path) -> None:
         try:

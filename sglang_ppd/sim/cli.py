@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.table import Table
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import parse_param_overrides
 from sglang_ppd.core.types import Slo
+from sglang_ppd.helptext import HelpFormatter, policies_epilog
+from sglang_ppd.metrics.record import RequestRecord
 from sglang_ppd.metrics.result import write_result_json
 from sglang_ppd.sim.config import load_sim_config
 from sglang_ppd.sim.run import simulate
@@ -35,23 +38,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--param", action="append", default=[], metavar="k=v",
         help="policy parameter (repeatable); in compare, POLICY.k=v applies to one policy only",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="workload and simulator seed")
     parser.add_argument("--limit", type=int, default=None, help="at most N requests")
-    parser.add_argument("--slo-ttft-ms", type=float, default=Slo().ttft_ms)
-    parser.add_argument("--slo-tpot-ms", type=float, default=Slo().tpot_ms)
+    parser.add_argument("--slo-ttft-ms", type=float, default=Slo().ttft_ms, help="a request meets the SLO")
+    parser.add_argument("--slo-tpot-ms", type=float, default=Slo().tpot_ms, help="... when both hold")
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    run = argparse.ArgumentParser(prog="sglang-ppd sim", usage=USAGE, description="Simulate a PD cluster.")
+    epilog = policies_epilog()
+    run = argparse.ArgumentParser(
+        prog="sglang-ppd sim", usage=USAGE, description="Simulate a PD cluster.", epilog=epilog,
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     _common(run)
-    run.add_argument("--policy", required=True)
+    run.add_argument("--policy", required=True, help="a policy name (listed below)")
     run.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
     run.add_argument("--json", help="write the result JSON here")
     cmp = argparse.ArgumentParser(
-        prog="sglang-ppd sim compare", usage=USAGE, description="Sweep policies x loads x seeds."
-    )
+        prog="sglang-ppd sim compare", usage=USAGE, description="Sweep policies x loads x seeds.",
+        epilog=epilog, formatter_class=HelpFormatter,
+    )  # fmt: skip
     _common(cmp)
-    cmp.add_argument("--policies", required=True, help="comma-separated policy names")
+    cmp.add_argument("--policies", required=True, help="comma-separated policy names (listed below)")
     cmp.add_argument("--rate-scales", default="1", help="comma-separated arrival-rate multipliers")
     cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, from --seed on")
     cmp.add_argument("--out", required=True, help="directory for the JSON files and PNG plots")
@@ -78,24 +86,36 @@ def run_one(args: argparse.Namespace, console: Console) -> int:
     params = parse_param_overrides(args.param)
     with _progress(console) as bar:
         task = bar.add_task(f"simulating {args.policy}", total=len(workload))
-        result, _ = simulate(
+        result, outcome = simulate(
             workload, args.policy, params=params, slo=_slo(args), config=config, seed=args.seed,
             progress=lambda n: bar.update(task, completed=n),
         )  # fmt: skip
         bar.update(task, completed=len(workload))
     result["rate_scale"] = args.rate_scale
     result["source"] = args.trace or args.workload
-    console.print(summary_table([result], title=f"{result['source']} x{args.rate_scale}"))
+    title = f"{result['source']}, rate scale x{args.rate_scale:g}, seed {args.seed}"
+    console.print(summary_table([result], title=title))
     if args.json:
         write_result_json(args.json, result)
         console.print(f"wrote {args.json}")
-    return 0
+    return report_failures(args.policy, outcome.records)
+
+
+def report_failures(policy: str, records: Sequence[RequestRecord]) -> int:
+    """Say how many requests failed and why the first did (a policy bug shows there: a route to a
+    worker that does not exist); 1 when none succeeded, so a script notices."""
+    bad = [r for r in records if r.error is not None]
+    if bad:
+        print(f"sglang-ppd sim: {policy}: {len(bad):,} of {len(records):,} requests failed; the first "
+              f"({bad[0].request_id}): {bad[0].error}", file=sys.stderr)  # fmt: skip
+    return 1 if records and len(bad) == len(records) else 0
 
 
 def _progress(console: Console) -> Progress:
+    # Off when piped: rich would end it with a bare newline, ahead of any error message.
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        console=console, transient=True, disable=not console.is_terminal,
     )  # fmt: skip
 
 
@@ -104,18 +124,14 @@ def _ms(v: float | None) -> str:
 
 
 def summary_table(results: list[dict[str, Any]], title: str) -> Table:
-    t = Table(title=title)
-    for col in (
-        "policy",
-        "load",
-        "TTFT p95 T1",
-        "TTFT p95 T2+",
-        "TTFT mean T2+",
-        "TPOT p95",
-        "SLO att.",
-        "goodput/s",
-        "routes",
-    ):
+    slo = results[0]["slo"] if results else {"ttft_ms": Slo().ttft_ms, "tpot_ms": Slo().tpot_ms}
+    t = Table(
+        title=title,
+        caption=f"SLO: a request meets it when TTFT <= {slo['ttft_ms']:,.0f} ms and TPOT <= "
+        f"{slo['tpot_ms']:,.0f} ms. Rate scale: the workload's arrival rate multiplied by it.",
+    )
+    for col in ("policy", "rate scale", "TTFT p95 T1 ms", "TTFT p95 T2+ ms", "TTFT mean T2+ ms",
+                "TPOT p95 ms", "SLO met", "goodput req/s", "routes"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("policy", "routes") else "right")
     for r in results:
         att = r.get("slo_attainment")
@@ -123,7 +139,7 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
             r["policy"], f"x{r.get('rate_scale', 1.0):g}",
             _ms(r["turn1"]["ttft_ms"]["p95"]), _ms(r["turn2plus"]["ttft_ms"]["p95"]),
             _ms(r["turn2plus"]["ttft_ms"]["mean"]), _ms(r["overall"]["tpot_ms"]["p95"]),
-            "-" if att is None else f"{att:.3f}", f"{r['goodput_rps']:.2f}",
+            "-" if att is None else f"{att:.1%}", f"{r['goodput_rps']:.2f}",
             " ".join(f"{k}:{v:.0f}" for k, v in r["routes"].items()),
         )  # fmt: skip
     return t

@@ -11,7 +11,7 @@ from rich.console import Console
 from sglang_ppd.core.config import ConfigError
 from sglang_ppd.core.policy import available_policies, parse_param_overrides
 from sglang_ppd.metrics.result import write_result_json
-from sglang_ppd.sim.cli import _progress, _slo, _workload, summary_table
+from sglang_ppd.sim.cli import _progress, _slo, _workload, report_failures, summary_table
 from sglang_ppd.sim.config import load_sim_config
 from sglang_ppd.sim.plots import plot_compare
 from sglang_ppd.sim.run import simulate
@@ -43,7 +43,8 @@ def scoped_params(pairs: list[str], policies: list[str]) -> dict[str, dict[str, 
 
 
 def mean_of(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Seed-average: numbers are averaged (ignoring None), counters summed, the rest from the first."""
+    """Seed-average: numbers are averaged (ignoring None), the rest from the first. An integer that
+    every run agrees on stays that integer (a count is not a float because one seed was run)."""
     first = results[0]
     out: dict[str, Any] = {}
     for key, value in first.items():
@@ -51,8 +52,11 @@ def mean_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, dict):
             out[key] = mean_of([v for v in values if isinstance(v, dict)])
         elif isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
-            nums = [v for v in values if isinstance(v, (int, float))]
-            out[key] = sum(nums) / len(nums) if nums else None
+            nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if nums and all(isinstance(v, int) for v in nums) and len(set(nums)) == 1:
+                out[key] = nums[0]
+            else:
+                out[key] = sum(nums) / len(nums) if nums else None
         else:
             out[key] = value
     return out
@@ -73,6 +77,7 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    rc = 0
     with _progress(console) as bar:
         task = bar.add_task("compare", total=len(policies) * len(scales) * len(seeds))
         for scale in scales:
@@ -81,9 +86,10 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
                 runs = []
                 for seed in seeds:
                     bar.update(task, description=f"{policy} x{scale:g} seed {seed}")
-                    result, _ = simulate(
+                    result, outcome = simulate(
                         workloads[seed], policy, params=params[policy], slo=slo, config=config, seed=seed
                     )
+                    rc = max(rc, report_failures(f"{policy} x{scale:g} seed {seed}", outcome.records))
                     result["rate_scale"] = scale
                     result["source"] = args.trace or args.workload
                     write_result_json(out_dir / f"{policy}_x{scale:g}_s{seed}.json", result)
@@ -91,11 +97,13 @@ def run_compare(args: argparse.Namespace, console: Console) -> int:
                     bar.advance(task)
                 row = mean_of(runs)
                 row["seeds"] = seeds
+                row["seed"] = seeds[0] if len(seeds) == 1 else None  # the mean of seeds is no seed
                 rows.append(row)
     rows.sort(key=lambda r: (policies.index(r["policy"]), r["rate_scale"]))
     write_result_json(out_dir / "compare.json", {"runs": rows})
-    console.print(summary_table(rows, title=f"{args.trace or args.workload}: mean of {len(seeds)} seeds"))
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {seeds[0]}-{seeds[-1]}"
+    console.print(summary_table(rows, title=f"{args.trace or args.workload}, {which}"))
     for png in plot_compare(rows, out_dir, title=str(args.trace or args.workload)):
         console.print(f"wrote {png}")
     console.print(f"wrote {out_dir / 'compare.json'} and {len(rows) * len(seeds)} run files")
-    return 0
+    return rc

@@ -1,23 +1,18 @@
 """What the extension reads off SGLang's batches and queues: the iteration log rows and telemetry.
 
-Plain attribute reads of SGLang 0.5.17 objects (``ScheduleBatch``, ``Req``, the decode scheduler's
-queues), passed in by :mod:`sglang_ppd.worker.sglang_ext`; nothing here imports sglang, so it is
-tested with stand-ins.
+Plain attribute reads of SGLang objects (``ScheduleBatch``, ``Req``, the decode scheduler's queues),
+by names every supported release shares, passed in by :mod:`sglang_ppd.worker.sglang_ext`; nothing
+here imports sglang, so it is tested with contract-bound stand-ins.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sglang_ppd.worker.admission import LocalQueue
 from sglang_ppd.worker.budget import BudgetPolicy, IterationModel
-
-
-def remaining_prefill_len(req: Any) -> int:
-    """Prompt tokens of a (chunked) request whose KV is not allocated yet."""
-    done = req.extend_range.end if getattr(req, "extend_range", None) is not None else len(req.prefix_indices)
-    return max(len(req.origin_input_ids) - done, 0)
 
 
 def describe_batch(batch: Any, log: bool) -> tuple[int, int, dict[str, Any] | None]:
@@ -54,9 +49,15 @@ def _round2(x: float | None) -> float | None:
 
 
 def telemetry_fields(
-    sched: Any, queue: LocalQueue[Any], model: IterationModel, policy: BudgetPolicy, plan: Any
+    sched: Any,
+    queue: LocalQueue[Any],
+    model: IterationModel,
+    policy: BudgetPolicy,
+    plan: Any,
+    remaining_prefill_len: Callable[[Any], int],
 ) -> dict[str, Any]:
-    """The :class:`~sglang_ppd.protocol.telemetry.WorkerTelemetry` fields after one scheduling call."""
+    """The :class:`~sglang_ppd.protocol.telemetry.WorkerTelemetry` fields after one scheduling call;
+    ``remaining_prefill_len`` is the release's (:mod:`~sglang_ppd.worker.releases`)."""
     running = list(plan.running_batch.reqs)
     batch = plan.batch_to_run
     if batch is not None and batch is not plan.running_batch and batch.decoding_reqs:

@@ -1,7 +1,7 @@
-"""The one module that imports sglang: local and deflected prefills on an SGLang decode server.
+"""The adapter: the one module that imports sglang, and the owner of every SGLang name the worker uses.
 
-Shape of SGLang draft PR #34773 ("conditional aggregation"), as a runtime extension of a pinned
-release instead of a fork:
+Local and deflected prefills on an SGLang decode server, in the shape of SGLang draft PR #34773
+("conditional aggregation"), as a runtime extension of a supported release instead of a fork:
 
 - A request carrying the local tag (:mod:`~sglang_ppd.worker.carrier`) skips the prealloc/transfer
   path and waits in its own local-prefill queue (:class:`~sglang_ppd.worker.admission.LocalQueue`).
@@ -18,11 +18,15 @@ release instead of a fork:
 - Retraction of a decoding local request is SGLang's decode retraction (CPU offload, resume);
   aborts reach the local queue too.
 
-Supported SGLang versions: :data:`~sglang_ppd.worker.versions.SUPPORTED_SGLANG_VERSIONS`.
+Versions: every SGLang name used here is declared in :mod:`~sglang_ppd.worker.contract`, one contract
+per supported release; what differs between releases lives in one implementation each
+(:mod:`~sglang_ppd.worker.releases`), selected at install once the installed source passed its
+contract. Porting to a new release: ``sglang_ppd/worker/PORTING.md``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -31,54 +35,60 @@ from typing import Any
 
 from sglang_ppd.worker import versions
 from sglang_ppd.worker.admission import LocalEntry
-from sglang_ppd.worker.batch_view import describe_batch, remaining_prefill_len, telemetry_fields
+from sglang_ppd.worker.batch_view import describe_batch, telemetry_fields
 from sglang_ppd.worker.carrier import decode_tag
+from sglang_ppd.worker.contract import CONTRACTS, Method
 from sglang_ppd.worker.options import ENV_VAR, PpdOptions
+from sglang_ppd.worker.releases import IMPLS, Sglang
+from sglang_ppd.worker.source_check import canonical_signature
 from sglang_ppd.worker.state import PpdState
 
 logger = logging.getLogger("sglang_ppd.worker")
 
-# (owner attribute path, method name): every method the extension replaces. Checked before patching.
-_PATCHED = (
-    ("sglang.srt.managers.scheduler", "Scheduler", "_add_request_to_queue"),
-    ("sglang.srt.managers.scheduler", "Scheduler", "get_next_disagg_decode_batch_to_run"),
-    ("sglang.srt.managers.scheduler", "Scheduler", "process_decode_queue"),
-    ("sglang.srt.managers.scheduler", "Scheduler", "abort_request"),
-    ("sglang.srt.managers.scheduler", "Scheduler", "is_fully_idle"),
-    ("sglang.srt.managers.scheduler", "Scheduler", "run_batch"),
-    ("sglang.srt.disaggregation.decode", "DecodePreallocQueue", "_allocatable_token_budgets"),
-)
+
+# Hooked method name -> SGLang's original, filled by install().
 _ORIG: dict[str, Callable[..., Any]] = {}
+_IMPL: list[Sglang] = [IMPLS["0.5.17"]]
+"""The selected implementation (a one-slot list: set once per process by :func:`select`)."""
+
+
+def select(version: str) -> Sglang:
+    """Makes ``version``'s implementation the active one (install does this; tests call it)."""
+    _IMPL[0] = IMPLS[version]
+    return _IMPL[0]
+
+
+def impl() -> Sglang:
+    return _IMPL[0]
 
 
 def check_sglang() -> str:
-    """The installed sglang version, or :class:`versions.UnsupportedSglangVersion` with the pins."""
-    found = versions.installed_sglang_version()
-    if found is None:
-        try:
-            import sglang
+    """The installed sglang's version once its source satisfies that version's contract; otherwise
+    :class:`versions.UnsupportedSglangVersion` naming the first difference. Imports no sglang."""
+    return versions.check_installed(versions.installed_sglang_version(), versions.installed_sglang_root())
 
-            found = getattr(sglang, "__version__", None)
-        except ImportError:
-            found = None
-    return versions.check_version(found)
+
+def _check_live(owner: Any, entry: Method) -> None:
+    """The imported class still has what the source check saw (no other plugin replaced it)."""
+    found = inspect.getattr_static(owner, entry.name, None)
+    if not callable(found):
+        raise versions.UnsupportedSglangVersion(f"{entry.cls}.{entry.name} is missing at runtime")
+    if entry.params is not None and canonical_signature(found) != entry.params:
+        raise versions.UnsupportedSglangVersion(
+            f"{entry.cls}.{entry.name}({canonical_signature(found)}) differs at runtime from the "
+            f"expected ({entry.params})"
+        )
 
 
 def install() -> None:
     """Patches the decode scheduler in this process (idempotent). Call in every scheduler process."""
     if _ORIG:
         return
-    check_sglang()
+    version = check_sglang()
+    select(version)
     import importlib
 
-    owners = {}
-    for module, cls, name in _PATCHED:
-        owner = getattr(importlib.import_module(module), cls)
-        if not callable(getattr(owner, name, None)):
-            missing = f"{cls}.{name} is missing: "
-            raise versions.UnsupportedSglangVersion(missing + versions.refusal_message(None))
-        owners[(cls, name)] = owner
-    replacements = {
+    hooked = {
         "_add_request_to_queue": _add_request_to_queue,
         "get_next_disagg_decode_batch_to_run": _get_next_disagg_decode_batch_to_run,
         "process_decode_queue": _process_decode_queue,
@@ -87,9 +97,16 @@ def install() -> None:
         "run_batch": _run_batch,
         "_allocatable_token_budgets": _allocatable_token_budgets,
     }
-    for (_cls, name), owner in owners.items():
+    owners = {}
+    for entry in CONTRACTS[version].entries:
+        if isinstance(entry, Method):
+            owner = getattr(importlib.import_module(entry.module), entry.cls)
+            _check_live(owner, entry)
+            if entry.name in hooked:
+                owners[entry.name] = owner
+    for name, owner in owners.items():
         _ORIG[name] = getattr(owner, name)
-        setattr(owner, name, replacements[name])
+        setattr(owner, name, hooked[name])
 
 
 def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
@@ -106,9 +123,8 @@ def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
 def _state(sched: Any) -> PpdState:
     st = getattr(sched, "_ppd_state", None)
     if st is None:
-        if not sched.spec_algorithm.is_none() or getattr(sched, "enable_hisparse", False):
-            raise RuntimeError("sglang_ppd.worker does not support speculative decoding or hisparse")
-        st = PpdState(sched, PpdOptions.from_env(dict(os.environ)))
+        impl().check_scheduler(sched)
+        st = PpdState(sched, PpdOptions.from_env(dict(os.environ)), impl().tp_rank(sched))
         sched._ppd_state = st
         sched.is_mixed_chunk = True  # local prefills always ride along the decode batch
     return st
@@ -123,19 +139,17 @@ def _add_request_to_queue(self: Any, req: Any, is_retracted: bool = False) -> An
         # PD requests, and retracted decodes of any origin (their KV goes through SGLang's CPU offload).
         return _ORIG["_add_request_to_queue"](self, req, is_retracted)
     if not self._set_or_validate_priority(req):
+        impl().rejected(self, req)
         return None
     _state(self).queue.push(LocalEntry(req, len(req.origin_input_ids), tag.route, tag.chunk_len))
-    req.time_stats.set_wait_queue_entry_time()
+    impl().queued(self, req)
     return None
 
 
 def _abort_request(self: Any, recv_req: Any) -> Any:
-    from sglang.srt.managers.io_struct import AbortReq
-
     gone = _state(self).queue.remove(lambda r: recv_req.abort_all or r.rid.startswith(recv_req.rid))
     for req in gone:
-        # Not yet scheduled: nothing allocated or locked, as for SGLang's own waiting queue.
-        self.ipc_channels.send_to_tokenizer.send_output(AbortReq(rid=req.rid), req)
+        impl().abort_queued(self, req, recv_req)
     return _ORIG["abort_request"](self, recv_req)
 
 
@@ -169,14 +183,14 @@ def _allocatable_token_budgets(self: Any, *args: Any, **kwargs: Any) -> int:
     budget: int = _ORIG["_allocatable_token_budgets"](self, *args, **kwargs)
     st = getattr(self.scheduler, "_ppd_state", None)
     if st is not None:
-        budget -= st.queue.reserved_tokens(remaining_prefill_len)
+        budget -= st.queue.reserved_tokens(impl().remaining_prefill_len)
     return budget
 
 
 def _uncached_len(tree_cache: Any) -> Callable[[Any], int]:
     def f(req: Any) -> int:
         req.init_next_round_input(tree_cache)
-        return max(len(req.full_untruncated_fill_ids) - len(req.prefix_indices), 1)
+        return max(len(req.full_untruncated_fill_ids) - impl().prefix_len(req), 1)
 
     return f
 
@@ -193,7 +207,8 @@ def _process_decode_queue(self: Any) -> None:
 
 
 def _merge_prebuilt(self: Any, running_batch: Any) -> Any:
-    """Stock 0.5.17: requests whose KV arrived join the running batch (never during a local chunk)."""
+    """As stock SGLang (0.5.17 and 0.5.23 alike): requests whose KV arrived join the running batch
+    (never during a local chunk)."""
     new_prebuilt_batch = self.get_new_prebuilt_batch(running_batch)
     if new_prebuilt_batch:
         self.batch_result_processor.process_batch_result_prebuilt(new_prebuilt_batch)
@@ -219,7 +234,7 @@ def _local_step(self: Any, st: PpdState, running_batch: Any) -> Any:
     if self.chunked_req is None and len(st.queue):
         allocatable = _ORIG["_allocatable_token_budgets"](self.disagg_decode_prealloc_queue)
         admitted = st.queue.admit(
-            allocatable - st.queue.reserved_tokens(remaining_prefill_len),
+            allocatable - st.queue.reserved_tokens(impl().remaining_prefill_len),
             self.get_num_allocatable_reqs(len(running_batch.reqs)),
             _uncached_len(self.tree_cache),
             max_reqs=self.max_running_requests,
@@ -247,7 +262,7 @@ def _publish(self: Any, st: PpdState, plan: Any) -> None:
     if st.pub is None or now - st.last_pub_s < 0.005:
         return
     st.last_pub_s = now
-    st.pub.update(**telemetry_fields(self, st.queue, st.model, st.policy, plan))
+    st.pub.update(**telemetry_fields(self, st.queue, st.model, st.policy, plan, impl().remaining_prefill_len))
 
 
 def _get_next_disagg_decode_batch_to_run(self: Any, running_batch: Any) -> Any:
@@ -285,7 +300,7 @@ def launch(opts: PpdOptions, sglang_args: list[str]) -> None:
     from sglang.srt.entrypoints import http_server
     from sglang.srt.plugins import load_plugins
     from sglang.srt.server_args import prepare_server_args
-    from sglang.srt.utils import kill_process_tree
+    from sglang.srt.utils.common import kill_process_tree
 
     from sglang_ppd.worker.http_mw import PpdHttpMiddleware
 

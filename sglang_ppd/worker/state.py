@@ -18,7 +18,7 @@ logger = logging.getLogger("sglang_ppd.worker")
 
 
 class PpdState:
-    def __init__(self, sched: Any, opts: PpdOptions) -> None:
+    def __init__(self, sched: Any, opts: PpdOptions, tp_rank: int) -> None:
         prealloc = sched.disagg_decode_prealloc_queue
         self.opts = opts
         reserve = int(prealloc.num_reserved_decode_tokens)
@@ -33,7 +33,7 @@ class PpdState:
         self.next_info: dict[str, Any] | None = None
         self.gpu_events: deque[tuple[Any, Any, dict[str, Any]]] = deque()
         self.num_local_done = 0
-        if sched.ps.tp_rank == 0:
+        if tp_rank == 0:
             from sglang_ppd.worker.telemetry_pub import TelemetryPublisher
 
             if opts.telemetry_endpoint:

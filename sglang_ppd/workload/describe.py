@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sglang_ppd.helptext import HelpFormatter, plain
 from sglang_ppd.workload import load_workload
 from sglang_ppd.workload.spec import Workload
 
@@ -52,7 +53,9 @@ def describe(workload: Workload) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sglang_ppd.workload", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m sglang_ppd.workload", description=plain(__doc__), formatter_class=HelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="Azure CSV, Mooncake JSONL or ShareGPT turn table (detected)")
     src.add_argument("--workload", help="workload spec, e.g. sharegpt:n=200,rate=1")

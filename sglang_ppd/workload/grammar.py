@@ -19,7 +19,14 @@
 ``azure:`` the shipped Azure conversation trace (open loop): ``n`` (first n requests, default all),
 ``start_s=0`` and ``duration_s`` (a window of the trace, re-based to 0).
 
-``mooncake:`` the shipped Mooncake conversation sample (open loop, sessions inferred): ``n``.
+``mooncake:`` the shipped Mooncake conversation trace, its first 30 minutes (open loop, sessions
+inferred): ``n`` (first n requests of the window, default all), ``start_s=0`` and ``duration_s`` (a
+window of the trace, re-based to 0; sessions are inferred inside the window).
+
+``agentic:`` agentic tool-loop sessions (closed loop; distributions and their sources in
+``sglang_ppd/workload/agentic.py``): ``n=300, rate=0.5, cv=1.0, turns=lognormal:20:0.7,
+task=lognormal:400:0.8, tool_output=lognormal:800:1.0, tool_min=100, tool_max=8000,
+output=lognormal:200:1.0, system=12000, think_s=uniform:0:1, max_context=131072``.
 
 ``sharegpt:``, ``azure:`` and ``mooncake:`` take ``file=PATH`` to use your own trace of that format
 instead of the shipped sample (the path may not contain ``,``).
@@ -35,7 +42,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from sglang_ppd.workload import azure, mooncake, sharegpt
+from sglang_ppd.workload import agentic, azure, mooncake, sharegpt
 from sglang_ppd.workload.dists import Dist, parse_dist
 from sglang_ppd.workload.loader import read_lines
 from sglang_ppd.workload.samples import sample_lines
@@ -103,6 +110,11 @@ _SESSION_KEYS: dict[str, tuple[Parser, str]] = {
     "think_s": (_dist(None), "exp:5"),
     "max_context": (_positive_int, str(DEFAULT_MAX_CONTEXT_LEN)),
 }
+_AGENTIC_PARSERS: dict[str, Parser] = {
+    "n": _positive_int, "rate": _pos, "cv": _pos, "turns": _dist(None), "task": _dist(None),
+    "tool_output": _dist(None), "tool_min": _positive_int, "tool_max": _positive_int,
+    "output": _dist(None), "system": _nonneg_int, "think_s": _dist(None), "max_context": _positive_int,
+}  # fmt: skip
 KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
     "sessions": _SESSION_KEYS
     | {
@@ -119,7 +131,13 @@ KINDS: dict[str, dict[str, tuple[Parser, str]]] = {
         "duration_s": (_pos, ""),
         "file": (_file, ""),
     },
-    "mooncake": {"n": (_positive_int, ""), "file": (_file, "")},
+    "agentic": {key: (parse, agentic.DEFAULTS[key]) for key, parse in _AGENTIC_PARSERS.items()},
+    "mooncake": {
+        "n": (_positive_int, ""),
+        "start_s": (_nonneg, "0"),
+        "duration_s": (_pos, ""),
+        "file": (_file, ""),
+    },
 }
 
 
@@ -154,8 +172,14 @@ def build_workload(
     if not rate_scale > 0:
         raise ValueError(f"rate_scale must be > 0, got {rate_scale}")
     kind, p = parse_spec(spec)
-    if kind in ("sessions", "sharegpt"):
-        if kind == "sessions":
+    if kind in ("sessions", "sharegpt", "agentic"):
+        if kind == "agentic":
+            convs = agentic.agentic_conversations(
+                _int(p["n"]), turns=_dist_of(p["turns"]), task=_dist_of(p["task"]),
+                tool_output=_dist_of(p["tool_output"]), tool_range=(_int(p["tool_min"]), _int(p["tool_max"])),
+                output=_dist_of(p["output"]), seed=seed,
+            )  # fmt: skip
+        elif kind == "sessions":
             convs = synthetic_conversations(
                 _int(p["n"]), turns=_dist_of(p["turns"]), prompt=_dist_of(p["prompt"]),
                 user=_dist_of(p["user"]), output=_dist_of(p["output"]), seed=seed,
@@ -179,6 +203,9 @@ def build_workload(
         workload = _azure(p, rate_scale)
     else:
         lines, source = _lines(p, mooncake.SAMPLE_FILE)
+        start, end = _window(p)
+        if start > 0 or end < float("inf"):
+            lines = mooncake.window_lines(lines, source, start, end)
         workload = mooncake.parse_mooncake(
             lines, source, limit=_opt_int(p["n"]), rate_scale=rate_scale, seed=seed
         )
@@ -214,11 +241,16 @@ def _float_of(value: Value) -> float:
     return float(value)
 
 
+def _window(p: dict[str, Value]) -> tuple[float, float]:
+    """``[start_s, start_s + duration_s)`` in trace seconds (no ``duration_s``: to the end)."""
+    start = _float_of(p["start_s"])
+    return start, start + _float_of(p["duration_s"]) if p["duration_s"] is not None else float("inf")
+
+
 def _azure(p: dict[str, Value], rate_scale: float) -> Workload:
     lines, source = _lines(p, azure.SAMPLE_FILE)
     full = azure.parse_azure(lines, source, limit=None, rate_scale=1.0)
-    start = _float_of(p["start_s"])
-    end = start + _float_of(p["duration_s"]) if p["duration_s"] is not None else float("inf")
+    start, end = _window(p)
     window = [t for t in full if t.arrival_s is not None and start <= t.arrival_s < end][: _opt_int(p["n"])]
     return tuple(
         dataclasses.replace(t, session_id=f"az{i}", arrival_s=((t.arrival_s or 0.0) - start) / rate_scale)

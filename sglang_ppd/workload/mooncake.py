@@ -28,7 +28,7 @@ from sglang_ppd.workload.spec import TurnSpec, Workload
 
 BLOCK_LEN = 512
 PRIVATE_MAX_COUNT = 32
-SAMPLE_FILE = "mooncake_conversation_first1500.jsonl"
+SAMPLE_FILE = "mooncake_conversation_first30min.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,14 @@ def arrivals_s(rows: list[MooncakeRow], seed: int) -> np.ndarray:
             spread[idx] = value + np.sort(rng.uniform(0.0, bucket_ms, len(idx)))
         ts = spread
     return ts / 1000.0
+
+
+def window_lines(lines: list[str], source: str, start_s: float, end_s: float) -> list[str]:
+    """The rows whose timestamp lies in [start_s, end_s), in file order (the simulator re-bases their
+    arrivals to the window's first row). A session that began before the window starts anew in it."""
+    rows = parse_rows(lines, source)
+    kept = [line for line in lines if line.strip()]
+    return [line for line, r in zip(kept, rows, strict=True) if start_s <= r.timestamp_ms / 1000.0 < end_s]
 
 
 def parse_mooncake(

@@ -1,0 +1,1 @@
+"""An example sglang_ppd policy plugin (see README.md)."""
