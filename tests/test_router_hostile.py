@@ -71,6 +71,7 @@ async def _telemetry_cluster(
     return c, pub, ctx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -5.0])
 async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(
     pd_cluster: ClusterFactory, bad: float

@@ -179,6 +179,7 @@ UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marsha
 UNSAFE_CALLS = {"recv_pyobj", "send_pyobj", "unsafe_load", "full_load"}
 
 
+@pytest.mark.slow
 def test_no_pickle_on_any_wire() -> None:
     """No module of ours imports a pickle-like codec or calls pyzmq's pickling helpers."""
     offenders = []

@@ -63,6 +63,7 @@ def test_invariants(policy: str, sessions: tuple[TurnSpec, ...], bursty: tuple[T
         assert all(0.0 <= u <= 1.0 + 1e-9 for u in result["utilization"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["pd", "ppd_deflect"])
 def test_same_seed_same_json(policy: str, sessions: tuple[TurnSpec, ...]) -> None:
     _installed(policy)

@@ -93,6 +93,7 @@ def test_seam_modules_import_neither_sglang_nor_torch() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_worker_entry_point_refuses_an_unsupported_or_missing_sglang() -> None:
     installed = versions.installed_sglang_version()
     if installed in versions.SUPPORTED_SGLANG_VERSIONS:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
@@ -24,14 +24,13 @@ from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
-from sglang_ppd.protocol import block_hash
 from sglang_ppd.router import worker_probe
 from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.metrics import RouterMetrics
-from sglang_ppd.router.prefix_index import BlockTable
+from sglang_ppd.router.prefix import PrefixLookup
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
@@ -51,8 +50,8 @@ class Router:
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self.block_tables: dict[int, BlockTable] = {}
-        """One shared block table per KV-event block size (see ``ExactPrefixIndex``)."""
+        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup)
+        self.features = self.prefix.features
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
@@ -136,45 +135,6 @@ class Router:
             log.warning("worker %s taken out of rotation after %d failures", w.name, w.num_failures)
 
     # --- decisions -------------------------------------------------------------------------------
-    def features(
-        self,
-        request_id: str,
-        input_ids: list[int],
-        max_new_tokens: int,
-        session_id: str | None,
-        turn: int | None,
-    ) -> RequestFeatures:
-        t0 = time.perf_counter()
-        cached: dict[str, int] = {}
-        approx: set[str] = set()
-        hashes: dict[tuple[str, int], Iterable[int]] = {}
-        for w in self.registry.all():
-            if w.exact_index is not None:
-                key = ("exact", w.exact_index.block_size)
-                if key not in hashes:
-                    hashes[key] = w.exact_index.table.resolve(input_ids)
-                hit = w.exact_index.hit_len(hashes[key])
-            elif w.approx_index is not None:
-                key = ("approx", w.approx_index.page_size)
-                if key not in hashes:
-                    hashes[key] = block_hash.LazyPageHashes(input_ids, key[1])
-                hit = w.approx_index.hit_len(hashes[key])
-                approx.add(w.url)
-            else:
-                continue
-            if hit:
-                cached[w.url] = hit
-        self.metrics.prefix_lookup.observe(time.perf_counter() - t0)
-        return RequestFeatures(
-            request_id=request_id,
-            prompt_len=len(input_ids),
-            max_new_tokens=max_new_tokens,
-            cached_len=cached,
-            approx_workers=frozenset(approx),
-            session_id=session_id,
-            turn=turn,
-        )
-
     def snapshot(self, exclude: Collection[str] = ()) -> ClusterSnapshot:
         now = time.monotonic()
         workers = []
@@ -204,14 +164,3 @@ class Router:
         self.sessions.move_to_end(session_id)
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
-
-    def remember_prompt(self, urls: Collection[str], input_ids: list[int]) -> None:
-        """Feed the approximate index of workers without KV events (hashing once per page size)."""
-        hashes: dict[int, list[int]] = {}
-        for url in urls:
-            w = self.registry.get(url)
-            if w is not None and w.approx_index is not None:
-                size = w.approx_index.page_size
-                if size not in hashes:
-                    hashes[size] = block_hash.full_page_hashes(input_ids, size)
-                w.approx_index.insert(hashes[size])

@@ -88,7 +88,7 @@ class _Finish:
         else:
             m.kv_bytes_avoided += att.kv_bytes
         router.remember_session(session, att.decode_url)
-        router.remember_prompt(att.urls(), att.prep.input_ids)
+        router.prefix.remember_prompt(att.urls(), att.prep.input_ids)
         if not streamed or att.first_token_s is None:
             return
         end = time.monotonic()
