@@ -88,6 +88,7 @@ class Attempt:
         self._pending: Response | None = None
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
+        self.dispatch_s = time.monotonic()
         self._transfer_counted = False
         self._closed = False
         self._loop = asyncio.get_running_loop()

@@ -55,6 +55,10 @@ class RouterConfig(StrictModel):
     """Guards POST/DELETE ``/workers``; ``None`` falls back to ``api_key``."""
     link_bandwidth_gb_s: float = Field(25.0, gt=0)
     """P->D KV link bandwidth the policy assumes (GB/s)."""
+    self_correct: bool = False
+    """Correct the cost profile's prefill estimates per worker from realized TTFTs (a bounded
+    EWMA ratio, ``core.correction``), shown in ``/stats`` and the monitor. Off by default until the
+    evaluation grid covers it; ``benchmarks/self_correction.py`` shows it converging."""
     default_bootstrap_port: int = Field(8998, gt=0, lt=65536)
     default_max_tokens: int = Field(1024, gt=0)
     """``max_tokens`` for chat requests that give none."""

@@ -60,6 +60,9 @@ def upstream_body(router: Router, prep: Prepared, route: CoreRoute, rid: str) ->
         body[fields.BOOTSTRAP_ROOM] = random.getrandbits(63)
     else:
         body[fields.LOCAL_PREFILL] = True
+        d = router.registry.get(route.decode_worker)
+        if d is not None and d.info is not None and d.info.upstream_local_prefill:
+            return body  # a stock server with upstream's conditional aggregation knows only this field
         body[fields.ROUTE_KIND] = route.kind.value
         if route.chunk_plan is not None:
             body[fields.LOCAL_PREFILL_CHUNK_LEN] = route.chunk_plan.chunk_len

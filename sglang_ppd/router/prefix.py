@@ -3,7 +3,8 @@
 It owns the block tables shared by the exact indexes (one per KV-event block size) and reads each
 worker's index (:mod:`sglang_ppd.router.prefix_index`): exact ones resolve the prompt through the
 shared table once per block size, approximate ones hash its pages once per page size (lazily, only
-as far as a lookup reads). The approximate indexes learn from the prompts the router sends.
+as far as a lookup reads). The approximate indexes learn from the prompts the router sends. The
+session attribution of KV events (:mod:`sglang_ppd.router.kv_sessions`) is read here too.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from collections.abc import Collection, Iterable
 
 from sglang_ppd.core.types import RequestFeatures
 from sglang_ppd.protocol import block_hash
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import Histogram
 from sglang_ppd.router.prefix_index import BlockTable
 from sglang_ppd.router.workers import WorkerRegistry
 
 
 class PrefixLookup:
-    def __init__(self, registry: WorkerRegistry, timing: Histogram) -> None:
-        self.registry, self.timing = registry, timing
+    def __init__(self, registry: WorkerRegistry, timing: Histogram, sessions: KvSessions) -> None:
+        self.registry, self.timing, self.sessions = registry, timing, sessions
         self._tables: dict[int, BlockTable] = {}
 
     def table(self, block_size: int) -> BlockTable:
@@ -64,6 +66,7 @@ class PrefixLookup:
             approx_workers=frozenset(approx),
             session_id=session_id,
             turn=turn,
+            session_workers=self.sessions.workers(session_id),
         )
 
     def remember_prompt(self, urls: Collection[str], input_ids: list[int]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import zmq.asyncio
 
+from sglang_ppd.core.correction import Prediction, Residual, predict_ttft
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
@@ -29,6 +30,7 @@ from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
 from sglang_ppd.router.health import Reliability
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix import PrefixLookup
 from sglang_ppd.router.tokenizer import Tokenizer
@@ -45,12 +47,18 @@ class Router:
     ) -> None:
         self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
         self.step_model = StepModel.of(profile)
+        self.pooled = Residual()
+        """Every worker's samples together (``core.correction.factor_of``)."""
+        self.prediction: Prediction | None = None
+        """The model's TTFT for the route :meth:`decide` returned last (taken by the caller at once,
+        before any await), when ``self_correct``."""
         self.policy_name = policy_name
         self.slo = Slo(**cfg.slo.model_dump())
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup)
+        self.kv_sessions = KvSessions(MAX_SESSIONS)
+        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup, self.kv_sessions)
         self.features = self.prefix.features
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
@@ -110,6 +118,7 @@ class Router:
         url = normalize_url(spec.url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
+        w.pooled = self.pooled if self.cfg.self_correct else None
         self.registry.add(w)
         if not await self._discover(w):
             w.healthy = False
@@ -155,7 +164,19 @@ class Router:
         snap = self.snapshot(exclude)
         route = guard(self.policy.decide(features, snap, self.slo), features, snap, self.slo, self.step_model)
         self.metrics.decision.observe(time.perf_counter() - t0)
+        if self.cfg.self_correct:
+            kv = self.profile.kv_bytes_per_token
+            self.prediction = predict_ttft(route, features, snap, self.slo, self.step_model, kv)
         return route
+
+    def learn(self, prediction: Prediction | None, ttft_ms: float) -> None:
+        """A streamed request's realized TTFT: the prefilling worker's residual learns from it."""
+        if prediction is None:
+            return
+        w = self.registry.get(prediction.worker_id)
+        if w is not None:
+            w.residual.update(prediction, ttft_ms)
+            self.pooled.update(prediction, ttft_ms)
 
     def remember_session(self, session_id: str | None, decode_url: str) -> None:
         if session_id is None:

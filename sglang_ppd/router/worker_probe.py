@@ -60,7 +60,9 @@ async def discover(router: Router, w: WorkerState) -> bool:
         w.approx_index = None
         for rank, ep in enumerate(kv.endpoints):
             replay = kv.replay_endpoints[rank] if kv.replay_endpoints else None
-            consumer = subscribers.KvEventConsumer(w, w.exact_index, rank, router.zmq_ctx, replay)
+            consumer = subscribers.KvEventConsumer(
+                w, w.exact_index, rank, router.zmq_ctx, replay, router.kv_sessions
+            )
             _spawn(w, "kv events", subscribers.run_kv_events(consumer, ep, kv.topic))
     else:
         w.exact_index = None
