@@ -68,8 +68,16 @@ def connection_cap(configured: int) -> int:
 class CappedSite(web.TCPSite):
     """A TCP site that refuses connections past ``cap`` (counted in ``rejected["connections"]``)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int, metrics: RouterMetrics) -> None:
-        super().__init__(runner, host, port, backlog=4096)
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        cap: int,
+        metrics: RouterMetrics,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, host, port, backlog=4096, reuse_port=reuse_port)
         self.cap, self.metrics = cap, metrics
 
     async def start(self) -> None:
@@ -86,7 +94,12 @@ class CappedSite(web.TCPSite):
         self._runner._reg_site(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address
+            factory,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
         )
 
     def bound_port(self) -> int:
