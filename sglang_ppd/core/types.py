@@ -92,6 +92,9 @@ class WorkerSnapshot:
     resident_output_len: int | None = None
     """Mean output length (``max_new_tokens``, clipped) of the host's requests in flight there: the
     number of tokens a resident's stall is spread over in its TPOT."""
+    prefill_cost_factor: float = 1.0
+    """Measured prefill time over the cost profile's prediction on this worker (the host's bounded
+    online residual, ``core.correction``; 1.0 when the host does not correct)."""
 
     def is_fresh(self, max_age_ms: float) -> bool:
         return self.healthy and self.age_ms is not None and self.age_ms <= max_age_ms

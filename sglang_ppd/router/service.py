@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import zmq.asyncio
 
+from sglang_ppd.core.correction import Prediction, Residual, predict_ttft
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
@@ -28,6 +29,7 @@ from sglang_ppd.router import worker_probe
 from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
+from sglang_ppd.router.dispatch import Upstream
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
@@ -46,6 +48,11 @@ class Router:
     ) -> None:
         self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
         self.step_model = StepModel.of(profile)
+        self.pooled = Residual()
+        """Every worker's samples together (``core.correction.factor_of``)."""
+        self.prediction: Prediction | None = None
+        """The model's TTFT for the route :meth:`decide` returned last (taken by the caller at once,
+        before any await), when ``self_correct``."""
         self.policy_name = policy_name
         self.slo = Slo(**cfg.slo.model_dump())
         self.registry = WorkerRegistry()
@@ -61,8 +68,8 @@ class Router:
         self.admission = Admission(cfg.max_inflight, cfg.max_queued, cfg.max_queue_wait_s)
         self.zmq_ctx = zmq.asyncio.Context()
         self._control: aiohttp.ClientSession | None = None
-        self.upstream = Pool(cfg.connect_timeout_s)
-        """The data path's pooled keep-alive client (``POST /generate`` to the workers)."""
+        self.upstream = Upstream(Pool(cfg.connect_timeout_s), lambda: self.control, self.keep, self._refused)
+        """The data path's one upstream client API over pooled keep-alive connections."""
         self._health_task: asyncio.Task[None] | None = None
         self.reliability = Reliability(self)
 
@@ -112,6 +119,7 @@ class Router:
         url = normalize_url(spec.url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
+        w.pooled = self.pooled if self.cfg.self_correct else None
         self.registry.add(w)
         if not await self._discover(w):
             w.healthy = False
@@ -122,14 +130,17 @@ class Router:
 
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
-        w.cancel_tasks()
-        if w.exact_index is not None:
-            w.exact_index.clear()
+        w.on_removed()
         return w
 
     async def _discover(self, w: WorkerState) -> bool:
         """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
         return await worker_probe.discover(self, w)
+
+    def _refused(self, url: str) -> None:
+        w = self.registry.get(url)
+        if w is not None:
+            self.note_failure(w, refused=True)
 
     def note_failure(self, w: WorkerState, refused: bool = False) -> None:
         """A failed health check or call; ``refused`` (nothing listens) takes it out at once."""
@@ -157,7 +168,19 @@ class Router:
         snap = self.snapshot(exclude)
         route = guard(self.policy.decide(features, snap, self.slo), features, snap, self.slo, self.step_model)
         self.metrics.decision.observe(time.perf_counter() - t0)
+        if self.cfg.self_correct:
+            kv = self.profile.kv_bytes_per_token
+            self.prediction = predict_ttft(route, features, snap, self.slo, self.step_model, kv)
         return route
+
+    def learn(self, prediction: Prediction | None, ttft_ms: float) -> None:
+        """A streamed request's realized TTFT: the prefilling worker's residual learns from it."""
+        if prediction is None:
+            return
+        w = self.registry.get(prediction.worker_id)
+        if w is not None:
+            w.residual.update(prediction, ttft_ms)
+            self.pooled.update(prediction, ttft_ms)
 
     def remember_session(self, session_id: str | None, decode_url: str) -> None:
         if session_id is None:

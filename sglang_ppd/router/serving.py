@@ -175,6 +175,7 @@ async def _serve(
     for try_no in range(2):
         try:
             route = choose_route(router, feats, exclude)
+            prediction, router.prediction = router.prediction, None
         except NoRoute as exc:
             if last_failure is not None:
                 return _failure_response(last_failure)
@@ -189,6 +190,8 @@ async def _serve(
                     raise UpstreamFailure(
                         f"{att.decode_url} ended its stream before the first token", (att.decode_url,)
                     )
+                if att.first_token_s is not None:  # streamed: the first token's time is the TTFT
+                    router.learn(prediction, 1000.0 * (att.first_token_s - att.dispatch_s))
             else:
                 raw, parsed = await att.whole()
             last_failure = None
