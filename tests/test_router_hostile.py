@@ -188,7 +188,7 @@ async def test_a_decode_whose_telemetry_went_silent_gets_no_new_requests() -> No
     d1 = await FakeWorker("decode").start()
     d2 = await FakeWorker("decode").start()
     router, runner, url = await start_router(
-        [p, d1, d2], loads_poll_interval_s=0.05, slo={"max_telemetry_age_ms": 300.0}
+        [p, d1, d2], loads_poll_interval_s=0.05, decode_silent_after_s=0.3
     )
     try:
         w1 = router.registry.get(d1.url)
