@@ -1,4 +1,4 @@
-"""Worker and telemetry faults against fake workers on loopback (issue 7, items 1-2): circuit
+"""Worker and telemetry faults against fake workers on loopback: circuit
 breakers, a prefill that fails while its decode waits for KV, the first-token deadline, the
 unknown-state guard for plugin policies, fast eviction on a refused connection, and KV-event
 publisher restarts and oversized / garbage telemetry."""

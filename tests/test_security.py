@@ -1,4 +1,4 @@
-"""R5 (issue 7): the auth paths (API key, separate admin key for ``/workers``), loopback bind
+"""Security defaults: the auth paths (API key, separate admin key for ``/workers``), loopback bind
 defaults of every listening socket (router, emulated workers: HTTP, bootstrap, ZMQ), no pickle on any
 wire, and no secret in the router's logs."""
 
