@@ -17,11 +17,12 @@ come back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-from test_reliability_support import Emulated, Outcome, router_over, spawn_emulator, stream_request
+from test_reliability_support import Outcome, router_over, stream_request
 from test_router_support import wait_for
 
 from sglang_ppd.router.service import Router
@@ -32,18 +33,15 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
-async def cluster() -> AsyncIterator[list[Emulated]]:
-    workers = list(
-        await asyncio.gather(
-            spawn_emulator("prefill", time_scale=0.2),
-            spawn_emulator("decode", time_scale=0.2),
-            spawn_emulator("decode", time_scale=0.2),
-        )
-    )
+def cluster(emulated_worker: Any) -> Iterator[list[Any]]:
+    """1P2D, KV pages of 16 tokens, decode workers able to prefill locally."""
+    workers = [emulated_worker("prefill", "--page-size", "16", time_scale=0.2)]
+    workers += [emulated_worker("decode", "--page-size", "16", "--ppd", time_scale=0.2) for _ in range(2)]
     try:
         yield workers
     finally:
-        await asyncio.gather(*(w.stop() for w in workers))
+        for w in workers:
+            w.stop()
 
 
 async def _session(
@@ -80,7 +78,7 @@ async def _survivors_released(s: aiohttp.ClientSession, urls: list[str]) -> bool
 
 
 @pytest.mark.slow
-async def test_sigkill_a_decode_worker_mid_load(cluster: list[Emulated]) -> None:
+async def test_sigkill_a_decode_worker_mid_load(cluster: list[Any]) -> None:
     p, d1, d2 = cluster
     router, runner, url = await router_over(cluster)
     w1 = router.registry.get(d1.url)
@@ -140,7 +138,7 @@ def _blackout(router: Router) -> None:
 
 
 @pytest.mark.slow
-async def test_telemetry_blackout_routes_pd_never_local_to_unknown_state(cluster: list[Emulated]) -> None:
+async def test_telemetry_blackout_routes_pd_never_local_to_unknown_state(cluster: list[Any]) -> None:
     router, runner, url = await router_over(cluster, slo={"max_telemetry_age_ms": 300.0})
     decode = [w for w in router.registry.all() if w.role.value == "decode"]
     try:

@@ -1,19 +1,17 @@
-"""Test support for the reliability tests (no tests here): emulated workers as subprocesses on
-loopback, an in-process router over them, a streaming client that classifies every outcome, and a
-stub decode worker that answers headers and then waits for KV that never comes."""
+"""Test support for the reliability tests (no tests here): an in-process router over emulated workers
+(the ``emulated_worker`` fixture starts them), a streaming client that classifies every outcome, and
+a stub decode worker that answers headers and then waits for KV that never comes."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from test_router_support import PROFILE, free_port, serve_loopback, stop_process, wait_until_healthy
+from test_router_support import PROFILE, serve_loopback
 
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy, load_policy
@@ -23,47 +21,8 @@ from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import ByteTokenizer
 
 
-@dataclass
-class Emulated:
-    role: str
-    proc: asyncio.subprocess.Process
-    url: str
-    bootstrap_port: int | None
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        await stop_process(self.proc)
-
-
-async def spawn_emulator(role: str, *extra: str, time_scale: float = 0.02) -> Emulated:
-    port = free_port()
-    args = ["--role", role, "--port", str(port), "--time-scale", str(time_scale), "--page-size", "16"]
-    bport = None
-    if role == "prefill":
-        bport = free_port()
-        args += ["--bootstrap-port", str(bport)]
-    else:
-        args += ["--ppd"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sglang_ppd.cli",
-        "emulate",
-        *args,
-        *extra,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    em = Emulated(role, proc, f"http://127.0.0.1:{port}", bport)
-    await wait_until_healthy(em.url, em.proc)
-    return em
-
-
 async def router_over(
-    workers: list[Emulated], policy: str | Policy = "ppd_deflect", **cfg: Any
+    workers: list[Any], policy: str | Policy = "ppd_deflect", **cfg: Any
 ) -> tuple[Router, web.AppRunner, str]:
     specs = [
         {"url": w.url, "role": w.role, **({"bootstrap_port": w.bootstrap_port} if w.bootstrap_port else {})}
