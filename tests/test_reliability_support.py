@@ -1,17 +1,17 @@
 """Test support for the reliability tests (no tests here): an in-process router over emulated workers
-(the ``emulated_worker`` fixture starts them), a streaming client that classifies every outcome, and
-a stub decode worker that answers headers and then waits for KV that never comes."""
+(the ``emulated_worker`` fixture starts them) and a streaming client that classifies every
+outcome."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from test_router_support import PROFILE, serve_loopback
+from test_router_support import PROFILE
 
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy, load_policy
@@ -94,53 +94,3 @@ async def stream_request(
     except (aiohttp.ClientError, ValueError) as exc:
         out.exception = repr(exc)
     return out
-
-
-@dataclass
-class WaitingDecode:
-    """A decode worker that answers ``/generate`` headers at once and then waits for KV (forever),
-    as an SGLang decode server does while its prefill side never delivers."""
-
-    role: str = "decode"
-    num_hangs: int = 1 << 30
-    """Wait forever on this many requests; answer the rest (one token) at once."""
-    aborted: list[str] = field(default_factory=list)
-    received: list[str] = field(default_factory=list)
-    url: str = ""
-    server_info: dict[str, Any] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> WaitingDecode:
-        app = web.Application()
-        app.router.add_get("/server_info", self._info)
-        app.router.add_get("/health", self._ok)
-        app.router.add_get("/v1/loads", self._ok)
-        app.router.add_post("/generate", self._generate)
-        app.router.add_post("/abort_request", self._abort)
-        self._runner, self.url = await serve_loopback(app, handler_cancellation=True)
-        return self
-
-    async def _ok(self, _: web.Request) -> web.Response:
-        return web.json_response({"loads": []})
-
-    async def _info(self, _: web.Request) -> web.Response:
-        return web.json_response({"disaggregation_mode": "decode", "page_size": 1, **self.server_info})
-
-    async def _abort(self, request: web.Request) -> web.Response:
-        self.aborted.append((await request.json())["rid"])
-        return web.json_response({})
-
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.received.append(body["rid"])
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        if len(self.received) <= self.num_hangs:
-            await asyncio.sleep(3600)
-        token = {"text": "a", "meta_info": {"completion_tokens": 1, "finish_reason": {"type": "length"}}}
-        await resp.write(b"data: " + orjson.dumps(token) + b"\n\ndata: [DONE]\n\n")
-        return resp
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
