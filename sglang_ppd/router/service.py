@@ -34,6 +34,7 @@ from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix import PrefixLookup
+from sglang_ppd.router.security import redact_url_secrets
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
@@ -117,6 +118,7 @@ class Router:
     # --- workers ---------------------------------------------------------------------------------
     async def add_worker(self, spec: WorkerSpec) -> WorkerState:
         url = normalize_url(spec.url)
+        redact_url_secrets(url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
         w.pooled = self.pooled if self.cfg.self_correct else None
