@@ -45,6 +45,12 @@ def test_parse_keeps_an_explicit_radix_flag_once() -> None:
     assert rest.count(options.RADIX_FLAG) == 1
 
 
+def test_parse_refuses_0_5_23_s_runtime_role_switch() -> None:
+    for flag in (["--enable-pd-role-switch"], ["--enable-pd-role-switch=true"]):
+        with pytest.raises(SystemExit, match="enable-pd-role-switch"):
+            options.parse(["--disaggregation-mode", "decode", *flag])
+
+
 @pytest.mark.parametrize("argv", [[], ["--disaggregation-mode", "prefill"]])
 def test_parse_refuses_anything_but_a_decode_server(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match="decode"):

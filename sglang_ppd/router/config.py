@@ -87,6 +87,10 @@ class RouterConfig(StrictModel):
     request_timeout_s: float = Field(3600.0, gt=0)
     control_timeout_s: float = Field(5.0, gt=0)
     """``/server_info``, ``/health``, ``/v1/loads`` and ``/abort_request`` calls."""
+    decode_silent_after_s: float = Field(3.0, gt=0)
+    """A decode worker whose telemetry stopped this long ago, while another decode's is fresher,
+    gets no new request (a stopped process keeps its listener); longer than the guard's
+    ``slo.max_telemetry_age_ms`` so that a busy machine's late samples do not halve the decode pool."""
     health_interval_s: float = Field(2.0, gt=0)
     health_failures: int = Field(3, gt=0)
     """Consecutive failed health checks before a worker stops receiving requests."""

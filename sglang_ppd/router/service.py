@@ -29,10 +29,12 @@ from sglang_ppd.router import worker_probe
 from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
+from sglang_ppd.router.dispatch import Upstream
 from sglang_ppd.router.health import Reliability
 from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix import PrefixLookup
+from sglang_ppd.router.security import redact_url_secrets
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
@@ -67,8 +69,8 @@ class Router:
         self.admission = Admission(cfg.max_inflight, cfg.max_queued, cfg.max_queue_wait_s)
         self.zmq_ctx = zmq.asyncio.Context()
         self._control: aiohttp.ClientSession | None = None
-        self.upstream = Pool(cfg.connect_timeout_s)
-        """The data path's pooled keep-alive client (``POST /generate`` to the workers)."""
+        self.upstream = Upstream(Pool(cfg.connect_timeout_s), lambda: self.control, self.keep, self._refused)
+        """The data path's one upstream client API over pooled keep-alive connections."""
         self._health_task: asyncio.Task[None] | None = None
         self.reliability = Reliability(self)
 
@@ -116,6 +118,7 @@ class Router:
     # --- workers ---------------------------------------------------------------------------------
     async def add_worker(self, spec: WorkerSpec) -> WorkerState:
         url = normalize_url(spec.url)
+        redact_url_secrets(url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
         w.pooled = self.pooled if self.cfg.self_correct else None
@@ -129,14 +132,17 @@ class Router:
 
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
-        w.cancel_tasks()
-        if w.exact_index is not None:
-            w.exact_index.clear()
+        w.on_removed()
         return w
 
     async def _discover(self, w: WorkerState) -> bool:
         """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
         return await worker_probe.discover(self, w)
+
+    def _refused(self, url: str) -> None:
+        w = self.registry.get(url)
+        if w is not None:
+            self.note_failure(w, refused=True)
 
     def note_failure(self, w: WorkerState, refused: bool = False) -> None:
         """A failed health check or call; ``refused`` (nothing listens) takes it out at once."""

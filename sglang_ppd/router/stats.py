@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sglang_ppd.router.metrics import Histogram
+from sglang_ppd.router.metrics import Histogram, RouterMetrics
 from sglang_ppd.router.service import Router
 
 
@@ -63,8 +63,9 @@ def worker_rows(router: Router) -> list[tuple[str, str, float | None, int, int]]
     return rows
 
 
-def build_stats(router: Router) -> dict[str, Any]:
-    m = router.metrics
+def build_stats(router: Router, metrics: RouterMetrics | None = None) -> dict[str, Any]:
+    """``metrics``: counters to report instead of the router's own (a process group's sum)."""
+    m = metrics or router.metrics
     now = time.monotonic()
     workers = []
     for w in router.registry.all():

@@ -130,6 +130,13 @@ class WorkerState:
                 dropped = True
         return dropped
 
+    def on_removed(self) -> None:
+        """Removed from the registry: its feeds stop and its blocks leave the shared table. Requests
+        still in flight keep their leases on this object, never on a re-added one."""
+        self.cancel_tasks()
+        if self.exact_index is not None:
+            self.exact_index.clear()
+
     # --- health ------------------------------------------------------------------------------------
     def on_probe_ok(self) -> None:
         self.num_failures = 0
