@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from rich.cells import cell_len
+from rich.console import Console
 from rich.text import Text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,38 +54,24 @@ def to_png(ansi: str, path: Path, cols: int) -> None:
     font = ImageFont.truetype(FONT, 14)
     cw = font.getlength("M")  # fractional: rounding it would drift the columns apart
     ch = 17
-    lines = ansi.rstrip("\n").split("\n")
+    # Parsed whole, then split: tmux writes a style once and it holds across lines, as on screen.
+    lines = Text.from_ansi(ansi.rstrip("\n")).split("\n")
+    console = Console(width=cols + 10, color_system="truecolor")
     img = Image.new("RGB", (math.ceil(cw * cols) + 20, ch * len(lines) + 20), (24, 24, 32))
     draw = ImageDraw.Draw(img)
     for row, line in enumerate(lines):
-        text = Text.from_ansi(line)
         x = 10
-        for seg_text, style in ((text.plain[s.start:s.end], s.style) for s in _segments(text)):
+        for seg in line.render(console):  # segments carry the combined style (colour and dim)
             color = (220, 220, 220)
-            if style is not None and not isinstance(style, str) and style.color is not None:
+            style = seg.style
+            if style is not None and style.color is not None and not style.color.is_default:
                 tc = style.color.get_truecolor()
                 color = (tc.red, tc.green, tc.blue)
-            if style is not None and not isinstance(style, str) and style.dim:
-                color = tuple(c // 2 for c in color)  # type: ignore[assignment]
-            draw.text((x, 10 + row * ch), seg_text, font=font, fill=color)
-            x += cw * len(seg_text)
+            if style is not None and style.dim:
+                color = (color[0] // 2, color[1] // 2, color[2] // 2)
+            draw.text((x, 10 + row * ch), seg.text, font=font, fill=color)
+            x += cw * cell_len(seg.text)
     img.save(path)
-
-
-def _segments(text: Text) -> list:  # type: ignore[type-arg]
-    """Non-overlapping spans covering the line, unstyled gaps included."""
-    from rich.text import Span
-
-    out, pos = [], 0
-    for span in sorted(text.spans, key=lambda s: s.start):
-        if span.start > pos:
-            out.append(Span(pos, span.start, None))  # type: ignore[arg-type]
-        if span.end > max(pos, span.start):
-            out.append(Span(max(pos, span.start), span.end, span.style))
-            pos = span.end
-    if pos < len(text.plain):
-        out.append(Span(pos, len(text.plain), None))  # type: ignore[arg-type]
-    return out
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 from overhead_cluster import Cluster, Target
-from procstat import cpu_s
+from procstat import tree_cpu_s
 
 ROUTE_HEADER = "x-ppd-route"
 """The route our router took (sglang_ppd.router); absent from the Rust router's replies."""
@@ -66,7 +66,7 @@ class Client:
         bodies = [self.body() for _ in range(int(duration_s * 800))]
         ok = errors = 0
         pid = target.proc.pid if target.proc is not None else None
-        c0 = cpu_s(pid) if pid is not None else None
+        c0 = tree_cpu_s(pid) if pid is not None else None
         t0 = time.perf_counter()
         end = t0 + duration_s
 
@@ -83,7 +83,7 @@ class Client:
 
         await asyncio.gather(*(loop(k) for k in range(concurrency)))
         wall_s = time.perf_counter() - t0
-        c1 = cpu_s(pid) if pid is not None else None
+        c1 = tree_cpu_s(pid) if pid is not None else None
         return {
             "rps": ok / wall_s,
             "ok": ok,
@@ -106,7 +106,7 @@ class Client:
                 errors.append(repr(exc)[:120])
 
         pid = target.proc.pid if target.proc is not None else None
-        c0 = cpu_s(pid) if pid is not None else None
+        c0 = tree_cpu_s(pid) if pid is not None else None
         t0 = time.perf_counter()
         at = 0.0
         while True:
@@ -123,7 +123,7 @@ class Client:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         wall_s = time.perf_counter() - t0
-        c1 = cpu_s(pid) if pid is not None else None
+        c1 = tree_cpu_s(pid) if pid is not None else None
         arr = np.array(lat) if lat else np.array([np.nan])
         return {
             "offered_rps": rate,

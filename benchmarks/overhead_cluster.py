@@ -108,7 +108,7 @@ class Cluster:
             args += ["--decode", url]
         return args
 
-    def start_ours(self, policy: str) -> Target:
+    def start_ours(self, policy: str, processes: int = 1) -> Target:
         port = free_port()
         argv = [
             sys.executable,
@@ -122,12 +122,13 @@ class Cluster:
             str(port),
             "--policy",
             policy,
+            "--processes",
+            str(processes),
             "--log-level",
             "warning",
         ]
-        return Target(
-            f"sglang_ppd {policy}", f"http://127.0.0.1:{port}", self.spawn(f"ours-{policy}", argv, True)
-        )
+        name = f"sglang_ppd {policy}" + (f" x{processes} processes" if processes > 1 else "")
+        return Target(name, f"http://127.0.0.1:{port}", self.spawn(f"ours-{policy}-{processes}", argv, True))
 
     def start_rust(self, python: str) -> Target:
         port = free_port()

@@ -26,6 +26,9 @@ non-streaming ``/generate`` (unique prompts, so every policy routes PD).
 3. Router CPU per request: user+system time of the router process (all its threads, from
    ``/proc/PID/stat``) over each step, divided by the requests completed in that step.
 
+``--processes 1,2``: also ppd_deflect as ``router --processes 2`` (CPU: the supervisor and all its
+children); compare unpinned (``--no-pin``), as one pinned core cannot show more than one process.
+
 Pinning (default on a machine with >= 2 cores): the router under test runs alone on the last CPU;
 the workers and this load generator share the others. The Rust router's thread pool sees one CPU.
 Everything is on one small machine: read the ratios, not the absolute numbers.
@@ -70,6 +73,7 @@ async def bench(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
             await wait_ready(http, url, None)
         targets = [Target("direct (client does the PD hand-off)", None)]
         targets += [cluster.start_ours(pol) for pol in ("pd", "ppd_deflect")]
+        targets += [cluster.start_ours("ppd_deflect", n) for n in args.processes if n > 1]
         if args.rust_python:
             targets.append(cluster.start_rust(args.rust_python))
         for t in targets[1:]:
@@ -185,7 +189,7 @@ def ratios(rows: dict[str, Any]) -> dict[str, Any]:
     for name, r in rows.items():
         if not name.startswith("sglang_ppd") or rust is None:
             continue
-        key = name.split()[-1]
+        key = name.removeprefix("sglang_ppd ")
         out[key] = {
             "added_p50_ratio_vs_rust": r["added_p50_ms"] / rust["added_p50_ms"]
             if rust["added_p50_ms"] > 0
@@ -229,10 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a Python with sglang-router installed (default: this one if it has it)",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin the router to its own CPU")
+    ap.add_argument(
+        "--processes",
+        default="1",
+        help="also run ppd_deflect with --processes N for each N > 1 (comma-separated; with --no-pin)",
+    )
     ap.add_argument("--log-dir", default=None)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.processes = [int(n) for n in args.processes.split(",")]
     if args.rust_python is None:
         probe = subprocess.run([sys.executable, "-c", "import sglang_router"], capture_output=True)
         args.rust_python = sys.executable if probe.returncode == 0 else None
@@ -280,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
             "sglang_router_version": rust_version,
             "rust_policy": "cache_aware (the sglang_router default)",
+            "processes": args.processes,
         },
+        "command": " ".join(["python benchmarks/router_overhead.py", *sys.argv[1:]]),
         "rows": rows,
     }
     r = ratios(rows)

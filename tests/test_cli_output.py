@@ -43,6 +43,7 @@ def test_help_has_no_rst_markup(command: str, capsys: pytest.CaptureFixture[str]
     assert "``" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [["sim", "--workload", WORKLOAD, "--policy", "nope"],
@@ -65,6 +66,7 @@ def test_sim_table_names_units_slo_and_rate_scale(capsys: pytest.CaptureFixture[
         assert needle in out, needle
 
 
+@pytest.mark.slow
 def test_compare_with_one_seed_says_so_and_keeps_integers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

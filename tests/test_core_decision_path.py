@@ -137,21 +137,22 @@ def test_hosts_feed_the_policy_equal_snapshots_and_routes() -> None:
     router = WorkerState(url, Role.DECODE, info=info)
     events = (("on_dispatch", "pd0", 3000, 200), ("on_dispatch", "pd1", 3500, 200),
               ("on_dispatch", "pd2", 4000, 200), ("on_dispatch", "loc", 6000, 50))  # fmt: skip
-    for host in (sim.lifecycle, router.lifecycle):
+    books = sim.books[0]
+    for host in (books.lifecycle, router.lifecycle):
         for name, *args in events:
             getattr(host, name)(*args)
-    sim.num_inflight = router.num_inflight = 4
-    sim.num_local_inflight = router.num_local_inflight = 1
+    books.num_inflight = router.num_inflight = 4
+    books.num_local_inflight = router.num_local_inflight = 1
 
     sim.observe(0.0)  # the simulator samples at its publish tick
     wire = telemetry.encode(telemetry_msg(engine, url, 1))
     router.record_telemetry(telemetry.decode(wire[1]))  # the router samples on receipt
     rx_s = router.telemetry_rx_s
     assert rx_s is not None
-    for host in (sim.lifecycle, router.lifecycle):
+    for host in (books.lifecycle, router.lifecycle):
         host.on_finish("pd0")  # finished after the sample
         host.on_dispatch("t2", 7000, 100)  # dispatched since
-    sim.num_inflight = router.num_inflight = 4
+    books.num_inflight = router.num_inflight = 4
 
     a = sim.snapshot(0.05)
     b = router.snapshot(rx_s + 0.05)

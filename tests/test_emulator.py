@@ -194,6 +194,7 @@ async def test_stock_decode_refuses_local_prefill_and_bad_bodies():
         assert status == 400 and "batched" in body["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_openai_endpoints(pd_pair):
     _, d = pd_pair
     chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}

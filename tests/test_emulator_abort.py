@@ -117,6 +117,7 @@ async def test_a_client_that_hangs_up_frees_the_kv(pd_pair, stream: bool):
     await eventually(d.url, idle)
 
 
+@pytest.mark.slow
 async def test_decode_waiting_for_kv_frees_its_prealloc_when_prefill_fails(pd_pair):
     p, d = pd_pair
     await eventually(d.url, idle)

@@ -242,3 +242,12 @@ def test_temporary_logs_go_on_a_clean_exit_and_stay_on_a_failure(tmp_path: Path)
     out, _ = proc.communicate(timeout=60)
     kept = list(temp.iterdir())
     assert proc.returncode == 1 and len(kept) == 1 and f"logs kept in {kept[0]}" in out, out
+
+
+def test_a_router_port_among_the_workers_ports_is_refused() -> None:
+    # 1P1D from 31000: prefill 31000 (bootstrap 31001), decode 31002. A router on 31002 would have
+    # looked "ready" to the launcher, since /health answered: the decode worker's.
+    cfg = validate(LaunchConfig, {"num_prefill": 1, "num_decode": 1, "base_port": 31000}, "test")
+    with pytest.raises(ConfigError, match=r"31002 .*twice"):
+        make_plan(cfg, 31002)
+    assert make_plan(cfg, 31003).router_url.endswith(":31003")

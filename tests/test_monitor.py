@@ -25,7 +25,7 @@ def snapshot() -> dict[str, Any]:
             {**worker, "url": "http://127.0.0.1:31004", "role": "decode", "supports_local_prefill": True,
              "num_running": 40, "num_waiting": 0, "kv_used_tokens": 300, "kv_usage": 0.3,
              "decode_iter_ms": 7.25, "mixed_iter_ms": 21.5, "telemetry_age_ms": 5000.0,
-             "prefix_index": "approx"},
+             "prefix_index": "approx", "prefill_cost_factor": 0.53, "correction_samples": 41},
         ],
         "routes": {"pd": 600, "local": 500, "deflect": 134},
         "top_reasons": [{"route": "local", "reason": "history_resident", "count": 500},
@@ -52,7 +52,7 @@ def test_render_shows_every_section() -> None:
                    "approx 77", "ppd_deflect", "total 1,234", "errors 2",
                    "PD (P->D)", "local append", "deflected", "history_resident",
                    "Turn 1", "Turn 2+", "180.5", "2,500.0", "45.2", "15.5",
-                   "3.00 GB", "1.50 GB", "97.0%", "99.5%", "96.2%", "0.1 / 0.4 ms"):
+                   "3.00 GB", "1.50 GB", "97.0%", "99.5%", "96.2%", "0.1 / 0.4 ms", "0.53 n41"):
         assert needle in out, needle
     # 600 / 1234 of the routes went PD.
     assert "49%" in out

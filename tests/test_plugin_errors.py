@@ -67,6 +67,7 @@ def test_some_bad_routes_are_reported_but_the_run_succeeds(
     assert "4 of 8 requests failed" in err and "'d9', not a decode worker" in err
 
 
+@pytest.mark.slow
 def test_compare_fails_when_a_policy_routes_nowhere(
     plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ from test_router_support import FakeWorker, ScriptedPolicy, start_router, wait_f
 from sglang_ppd.core.types import RouteKind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/generate", "/v1/completions"])
 async def test_a_client_hanging_up_mid_stream_logs_one_debug_line(
     path: str, caplog: pytest.LogCaptureFixture

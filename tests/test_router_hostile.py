@@ -20,6 +20,7 @@ from sglang_ppd.core.policy import load_policy
 from sglang_ppd.protocol import block_hash, kv_events, telemetry
 from sglang_ppd.protocol.kv_events import BlockStored
 from sglang_ppd.protocol.server_info import MAX_DP_SIZE, parse_server_info
+from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.prefix_index import BlockTable, ExactPrefixIndex
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,6 +39,23 @@ async def test_a_half_open_trial_ending_in_a_worker_4xx_closes_the_breaker(
     c.decode.fail_status = None
     status, _, _ = await c.post("/generate", {"text": "abc"})
     assert status == 200
+
+
+def test_a_late_release_never_frees_a_newer_trial() -> None:
+    now = [0.0]
+    b = Breaker(failure_threshold=1, cooldown_s=1.0, clock=lambda: now[0])
+    b.on_failure()
+    now[0] = 1.0
+    first = b.on_dispatch()
+    assert first is not None and not b.allows()
+    b.on_failure()  # the first trial failed: open again
+    now[0] = 2.0
+    second = b.on_dispatch()
+    assert second is not None and second != first
+    b.release(first)  # the first attempt's late cleanup
+    assert not b.allows()  # still one trial at a time
+    b.release(second)
+    assert b.allows()
 
 
 @pytest.mark.slow
@@ -71,6 +89,7 @@ async def _telemetry_cluster(
     return c, pub, ctx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -5.0])
 async def test_non_finite_or_negative_telemetry_is_dropped_not_fatal(
     pd_cluster: ClusterFactory, bad: float
@@ -187,7 +206,7 @@ async def test_a_decode_whose_telemetry_went_silent_gets_no_new_requests() -> No
     d1 = await FakeWorker("decode").start()
     d2 = await FakeWorker("decode").start()
     router, runner, url = await start_router(
-        [p, d1, d2], loads_poll_interval_s=0.05, slo={"max_telemetry_age_ms": 300.0}
+        [p, d1, d2], loads_poll_interval_s=0.05, decode_silent_after_s=0.3
     )
     try:
         w1 = router.registry.get(d1.url)

@@ -21,6 +21,7 @@ def _pub(ctx: zmq.asyncio.Context, port: int) -> zmq.asyncio.Socket:
     return sock
 
 
+@pytest.mark.slow
 async def test_worker_telemetry_fills_snapshot_and_goes_stale() -> None:
     ctx = zmq.asyncio.Context()
     port = free_port()

@@ -179,6 +179,7 @@ UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marsha
 UNSAFE_CALLS = {"recv_pyobj", "send_pyobj", "unsafe_load", "full_load"}
 
 
+@pytest.mark.slow
 def test_no_pickle_on_any_wire() -> None:
     """No module of ours imports a pickle-like codec or calls pyzmq's pickling helpers."""
     offenders = []
@@ -223,6 +224,20 @@ def test_redacting_filter_masks_messages_args_and_tracebacks() -> None:
     assert f.filter(record)
     text = logging.Formatter().format(record)
     assert "k-123" not in text and "pw-456" not in text and "bob:***@h" not in text and "***" in text
+
+
+def test_credentials_of_a_worker_added_at_runtime_are_masked_in_the_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sglang_ppd.router import security
+
+    f = RedactingFilter(["k-123"])
+    monkeypatch.setattr(security, "_installed", [f])
+    security.redact_url_secrets("http://ops:late-pw@10.0.0.9:30001")
+    record = logging.LogRecord(
+        "x", logging.INFO, "f", 1, "GET %s", ("http://ops:late-pw@10.0.0.9:30001/x",), None
+    )
+    assert f.filter(record) and record.getMessage() == "GET http://***@10.0.0.9:30001/x"
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ def test_module_entry_point_runs_a_workload_spec(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["seed"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -68,6 +69,7 @@ def test_config_unknown_key_names_the_allowed_keys(
     assert "num_decodes" in err and "num_decode" in err and "publish_period_ms" in err
 
 
+@pytest.mark.slow
 def test_config_is_used(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("num_prefill: 1\nnum_decode: 3\npublish_period_ms: 20\n")

@@ -63,6 +63,7 @@ def test_invariants(policy: str, sessions: tuple[TurnSpec, ...], bursty: tuple[T
         assert all(0.0 <= u <= 1.0 + 1e-9 for u in result["utilization"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["pd", "ppd_deflect"])
 def test_same_seed_same_json(policy: str, sessions: tuple[TurnSpec, ...]) -> None:
     _installed(policy)
@@ -152,7 +153,7 @@ def test_local_append_by_hand() -> None:
     cluster = SimCluster.build(SimConfig(), PROFILE, decode_cache=True, tbt_budget_ms=100.0, seed=0)
     sim = Simulation(specs, _LocalSecondTurn(PolicyParams(), PROFILE), Slo(), cluster, check_invariants=True)
     rec = {r.request_id: r for r in sim.run().records}["s#2"]
-    assert all(w.num_inflight == 0 and w.num_local_inflight == 0 for w in cluster.workers)
+    assert all(b.num_inflight == 0 and b.num_local_inflight == 0 for w in cluster.workers for b in w.books)
     assert rec.route == "local" and rec.cached_len == 1005 and rec.kv_bytes_transferred == 0
     ttft = PROFILE.iteration_ms([(195, 1005)], 0, 0)  # idle D: one chunk
     assert rec.ttft_ms == pytest.approx(ttft)

@@ -45,6 +45,12 @@ def test_parse_keeps_an_explicit_radix_flag_once() -> None:
     assert rest.count(options.RADIX_FLAG) == 1
 
 
+def test_parse_refuses_0_5_23_s_runtime_role_switch() -> None:
+    for flag in (["--enable-pd-role-switch"], ["--enable-pd-role-switch=true"]):
+        with pytest.raises(SystemExit, match="enable-pd-role-switch"):
+            options.parse(["--disaggregation-mode", "decode", *flag])
+
+
 @pytest.mark.parametrize("argv", [[], ["--disaggregation-mode", "prefill"]])
 def test_parse_refuses_anything_but_a_decode_server(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match="decode"):
@@ -93,6 +99,7 @@ def test_seam_modules_import_neither_sglang_nor_torch() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_worker_entry_point_refuses_an_unsupported_or_missing_sglang() -> None:
     installed = versions.installed_sglang_version()
     if installed in versions.SUPPORTED_SGLANG_VERSIONS:

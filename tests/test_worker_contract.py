@@ -19,12 +19,14 @@ from sglang_ppd.worker.contract import CONTRACTS, Contract, Method
 from sglang_ppd.worker.source_check import ContractMismatch, canonical_signature, check_source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", tuple(CONTRACTS))
 def test_each_supported_release_satisfies_its_contract(version: str, sglang_sources: dict[str, Path]) -> None:
     check_source(sglang_sources[version], CONTRACTS[version])
     assert versions.check_installed(version, sglang_sources[version]) == version
 
 
+@pytest.mark.slow
 def test_the_check_names_the_first_entry_a_release_breaks(sglang_sources: dict[str, Path]) -> None:
     # 0.5.17's source against 0.5.23's contract: the first 0.5.23-only entry differs.
     with pytest.raises(ContractMismatch) as exc:
@@ -39,6 +41,7 @@ def test_the_check_names_the_first_entry_a_release_breaks(sglang_sources: dict[s
         check_source(sglang_sources["0.5.17"], broken)
 
 
+@pytest.mark.slow
 def test_0_5_20_is_refused_naming_what_differs(sglang_sources: dict[str, Path]) -> None:
     with pytest.raises(versions.UnsupportedSglangVersion) as exc:
         versions.check_installed("0.5.20", sglang_sources["0.5.20"])
@@ -57,6 +60,7 @@ def _worker(source: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", tuple(CONTRACTS))
 def test_the_worker_passes_its_install_check_on_each_supported_release(
     version: str, sglang_sources: dict[str, Path]
@@ -68,6 +72,7 @@ def test_the_worker_passes_its_install_check_on_each_supported_release(
     assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_worker_refuses_0_5_20_by_name(sglang_sources: dict[str, Path]) -> None:
     r = _worker(sglang_sources["0.5.20"])
     assert r.returncode == 2, r.stderr

@@ -16,6 +16,7 @@ from sglang_ppd.workload.dists import parse_dist
 from sglang_ppd.workload.grammar import parse_spec
 
 
+@pytest.mark.slow
 def test_seeded_determinism() -> None:
     spec = "sessions:n=50,rate=2,cv=2.0,turns=geometric:3,think_s=exp:5"
     assert build_workload(spec, seed=7) == build_workload(spec, seed=7)

@@ -21,13 +21,7 @@ class Estimator:
     """Step-model estimates for routing. Built once per policy from its cost profile."""
 
     __slots__ = (
-        "pf_base_ms",
         "dec_base_ms",
-        "c_pf_ms",
-        "c_attn_ms",
-        "c_ctx_ms",
-        "c_batch_ms",
-        "c_kv_ms",
         "chunk_len",
         "kv_bytes_per_token",
         "transfer_setup_ms",
@@ -36,13 +30,7 @@ class Estimator:
 
     def __init__(self, profile: CostProfile) -> None:
         s = profile.step
-        self.pf_base_ms = s.prefill_base_ms
         self.dec_base_ms = s.decode_base_ms
-        self.c_pf_ms = s.c_pf_ms
-        self.c_attn_ms = s.c_attn_ms
-        self.c_ctx_ms = s.c_ctx_ms
-        self.c_batch_ms = s.c_batch_ms
-        self.c_kv_ms = s.c_kv_ms
         self.chunk_len = profile.chunked_prefill_size
         self.kv_bytes_per_token = profile.kv_bytes_per_token
         self.transfer_setup_ms = profile.transfer_setup_ms
@@ -54,40 +42,28 @@ class Estimator:
         """One decode-only iteration on ``d`` (:meth:`StepModel.decode_step_ms`)."""
         return self.step.decode_step_ms(d, fresh, prompt_len)
 
-    def chunked_ms(self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float) -> float:
-        """``new_len`` tokens over ``cached_len`` in chunks of ``chunk_len``, each iteration also
-        carrying ``decode_extra_ms`` of decodes. Closed form of summing ``iteration_ms`` per chunk:
-        the attention term sums to c_attn*(new*cached + new^2/2) for any split."""
-        if new_len <= 0:
-            return 0.0
-        n = -(-new_len // chunk_len)
-        done_sum = chunk_len * n * (n - 1) // 2
-        return (
-            n * (self.pf_base_ms + decode_extra_ms)
-            + new_len * self.c_pf_ms
-            + self.c_attn_ms * (new_len * cached_len + new_len * new_len / 2)
-            + self.c_ctx_ms * (n * cached_len + done_sum)
-        )
+    def chunked_ms(
+        self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float, factor: float = 1.0
+    ) -> float:
+        """A chunked prefill mixed into decodes (:meth:`StepModel.chunked_ms`)."""
+        return self.step.chunked_ms(new_len, cached_len, chunk_len, decode_extra_ms, factor)
 
-    def max_chunk_len(self, context_len: int, decode_extra_ms: float, budget_ms: float) -> int:
+    def max_chunk_len(
+        self, context_len: int, decode_extra_ms: float, budget_ms: float, factor: float = 1.0
+    ) -> int:
         """Largest chunk within ``budget_ms`` (:meth:`StepModel.max_chunk_len`, the one chunk rule)."""
-        return self.step.max_chunk_len(context_len, decode_extra_ms, budget_ms)
+        return self.step.max_chunk_len(context_len, decode_extra_ms, budget_ms, factor)
 
     # -- prefill side ------------------------------------------------------------------------------
 
     def p_queue_ms(self, p: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
         """Time until a new request starts prefilling on ``p``: its queued prefill tokens at full
-        chunks. The queued requests' own lengths are unknown: each is taken to be as long as this
-        one, so a queued token attends over prompt_len/2 on average (0 would badly underestimate
-        long-context queues: at 10k-token prompts attention is as costly as the linear term)."""
+        chunks (:meth:`StepModel.queue_ms`), at ``p``'s measured ``prefill_cost_factor``; stale,
+        the router's in-flight requests there, each as long as this one."""
         q = p.queued_prefill_tokens if fresh and p.queued_prefill_tokens is not None else None
         if q is None:
             q = p.num_inflight * prompt_len
-        if q <= 0:
-            return 0.0
-        return -(-q // self.chunk_len) * self.pf_base_ms + q * (
-            self.c_pf_ms + self.c_attn_ms * prompt_len / 2
-        )
+        return self.step.queue_ms(q, prompt_len, p.prefill_cost_factor)
 
     def link_wait_ms(self, link: LinkSnapshot) -> float:
         """How long a new transfer waits behind the bytes already queued on the link."""
@@ -107,7 +83,7 @@ class Estimator:
         p_hit = v.hits.get(p.worker_id, 0)
         return (
             self.p_queue_ms(p, p.worker_id in v.fresh, prompt_len)
-            + self.chunked_ms(prompt_len - p_hit, p_hit, self.chunk_len, 0.0)
+            + self.chunked_ms(prompt_len - p_hit, p_hit, self.chunk_len, 0.0, p.prefill_cost_factor)
             + self.transfer_ms(prompt_len - v.hits.get(d.worker_id, 0), v.link)
             + self.decode_step_ms(d, d.worker_id in v.fresh, prompt_len)
         )
@@ -115,7 +91,7 @@ class Estimator:
     def local_backlog_ms(self, d: WorkerSnapshot, chunk_len: int, decode_extra_ms: float) -> float:
         """Local/deflected prefill tokens already queued on ``d`` (its ``queued_prefill_tokens``)."""
         q = d.queued_prefill_tokens or 0
-        return self.chunked_ms(q, 0, chunk_len, decode_extra_ms) if q > 0 else 0.0
+        return self.chunked_ms(q, 0, chunk_len, decode_extra_ms, d.prefill_cost_factor) if q > 0 else 0.0
 
     def deflected_ttft_ms(
         self, d: WorkerSnapshot, new_len: int, cached_len: int, budget_ms: float
@@ -124,19 +100,18 @@ class Estimator:
         as keep each iteration within ``budget_ms`` while attending over the whole prompt (the last
         chunk's worst case), behind ``d``'s current iteration and queued local prefills. ``stall``
         is what each resident decode waits in all, over decode-only steps. An idle ``d`` takes full
-        chunks; ``(inf, 0, 0)`` when not even one token fits."""
+        chunks; ``(inf, 0, 0)`` when not even one token fits. Prefill costs at ``d``'s measured
+        ``prefill_cost_factor``."""
+        factor = d.prefill_cost_factor
         running = d.num_running if d.num_running is not None else d.num_inflight
         if running:
             step = self.decode_step_ms(d, True, cached_len + new_len)
             extra = step - self.dec_base_ms
-            chunk = self.max_chunk_len(cached_len + new_len, extra, budget_ms)
+            chunk = self.max_chunk_len(cached_len + new_len, extra, budget_ms, factor)
             if chunk <= 0:
                 return math.inf, 0, 0.0
         else:
             step, extra, chunk = 0.0, 0.0, self.chunk_len
-        run = self.chunked_ms(new_len, cached_len, chunk, extra)
-        ttft = step + run
-        queued = d.queued_prefill_tokens
-        if queued:
-            ttft += self.chunked_ms(queued, 0, chunk, extra)
+        run = self.chunked_ms(new_len, cached_len, chunk, extra, factor)
+        ttft = step + run + self.local_backlog_ms(d, chunk, extra)
         return ttft, chunk, run - -(-new_len // chunk) * step

@@ -50,7 +50,7 @@ def tbt_chunk(
     if not residents and new_len <= cap:
         return cap  # one iteration: a resident arriving meanwhile waits for it once, not per step
     extra = m.decode_step_ms(d, fresh, prompt_len) - m.dec_base_ms if residents else 0.0
-    fit = m.max_chunk_len(prompt_len, extra, budget_ms)
+    fit = m.max_chunk_len(prompt_len, extra, budget_ms, d.prefill_cost_factor)
     if fit < max(min(min_chunk_len, new_len), 1):
         return 0
     return run_len(fit, cap, min_chunk_len, bool(residents))

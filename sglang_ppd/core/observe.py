@@ -110,15 +110,18 @@ def observe(
     since: Since = NO_CHANGE,
     supports_local_prefill: bool = False,
     healthy: bool = True,
+    prefill_cost_factor: float = 1.0,
 ) -> WorkerSnapshot:
     """The snapshot of one worker: ``sample`` (``None``: nothing received) ``age_ms`` old,
-    reconciled with the host's exact ``since`` and in-flight counts."""
+    reconciled with the host's exact ``since`` and in-flight counts, with the host's measured
+    ``prefill_cost_factor`` (``core.correction``)."""
     common = dict(
         num_inflight=max(num_inflight, 0),
         num_local_inflight=max(num_local_inflight, 0),
         supports_local_prefill=supports_local_prefill,
         healthy=healthy,
         resident_output_len=since.resident_output_len,
+        prefill_cost_factor=prefill_cost_factor,
     )
     if sample is None or age_ms is None:
         return WorkerSnapshot(worker_id, role, None, **common)  # type: ignore[arg-type]

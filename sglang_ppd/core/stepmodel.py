@@ -58,11 +58,43 @@ class StepModel:
             ctx = n * prompt_len
         return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
 
-    def max_chunk_len(self, context_len: int, decode_extra_ms: float, budget_ms: float) -> int:
+    def max_chunk_len(
+        self, context_len: int, decode_extra_ms: float, budget_ms: float, factor: float = 1.0
+    ) -> int:
         """Largest chunk whose iteration (with ``decode_extra_ms`` of resident decodes beyond the
-        decode base) stays within ``budget_ms`` over ``context_len`` cached tokens; 0 if none fits."""
-        slack = budget_ms - self.pf_base_ms - decode_extra_ms
+        decode base) stays within ``budget_ms`` over ``context_len`` cached tokens; 0 if none fits.
+        ``factor`` scales the prefill part (a worker's measured ``prefill_cost_factor``)."""
+        slack = (budget_ms - decode_extra_ms) / factor - self.pf_base_ms
         return min(fit_len(self.c_pf_ms, self.c_attn_ms, self.c_ctx_ms, slack, context_len), self.chunk_len)
+
+    def chunked_ms(
+        self, new_len: int, cached_len: int, chunk_len: int, decode_extra_ms: float, factor: float = 1.0
+    ) -> float:
+        """``new_len`` tokens over ``cached_len`` in chunks of ``chunk_len``, each iteration also
+        carrying ``decode_extra_ms`` of decodes; the prefill part scaled by ``factor``. Closed form
+        of summing ``iteration_ms`` per chunk: the attention term sums to c_attn*(new*cached +
+        new^2/2) for any split."""
+        if new_len <= 0:
+            return 0.0
+        n = -(-new_len // chunk_len)
+        done_sum = chunk_len * n * (n - 1) // 2
+        prefill = (
+            n * self.pf_base_ms
+            + new_len * self.c_pf_ms
+            + self.c_attn_ms * (new_len * cached_len + new_len * new_len / 2)
+            + self.c_ctx_ms * (n * cached_len + done_sum)
+        )
+        return n * decode_extra_ms + factor * prefill
+
+    def queue_ms(self, queued_len: int, prompt_len: int, factor: float = 1.0) -> float:
+        """Prefill of ``queued_len`` queued tokens at full chunks, ahead of a ``prompt_len`` prompt.
+        The queued requests' own lengths are unknown: each is taken to be as long as this one, so
+        a queued token attends over prompt_len/2 on average (0 would badly underestimate
+        long-context queues: at 10k-token prompts attention is as costly as the linear term)."""
+        if queued_len <= 0:
+            return 0.0
+        per_token = self.c_pf_ms + self.c_attn_ms * prompt_len / 2
+        return factor * (-(-queued_len // self.chunk_len) * self.pf_base_ms + queued_len * per_token)
 
 
 

@@ -47,6 +47,9 @@ class RequestFeatures:
     approx_workers: frozenset[str] = frozenset()
     session_id: str | None = None
     turn: int | None = None
+    session_workers: frozenset[str] = frozenset()
+    """Workers whose KV events attributed stored blocks to ``session_id`` (SGLang 0.5.20+'s
+    ``BlockStored.session_id``; attribution only, not residency: ``cached_len`` is that)."""
 
     def hit_len(self, worker_id: str) -> int:
         # A full hit still needs one token computed to produce logits, as in SGLang.
@@ -89,6 +92,9 @@ class WorkerSnapshot:
     resident_output_len: int | None = None
     """Mean output length (``max_new_tokens``, clipped) of the host's requests in flight there: the
     number of tokens a resident's stall is spread over in its TPOT."""
+    prefill_cost_factor: float = 1.0
+    """Measured prefill time over the cost profile's prediction on this worker (the host's bounded
+    online residual, ``core.correction``; 1.0 when the host does not correct)."""
 
     def is_fresh(self, max_age_ms: float) -> bool:
         return self.healthy and self.age_ms is not None and self.age_ms <= max_age_ms

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from typing import Any
 
 import zmq.asyncio
@@ -26,6 +27,7 @@ from sglang_ppd.helptext import HelpFormatter, plain
 
 DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
 SHUTDOWN_S = 2.0
+ZMQ_TERM_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="served model name (default: emulated/<profile>)")
     p.add_argument("--ppd", action=argparse.BooleanOptionalAction, default=False,
                    help="decode only: honour do_local_prefill (local and deflected prefill)")
+    p.add_argument("--conditional-agg", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode only: honour do_local_prefill as a stock server with upstream's "
+                        "--disaggregation-decode-enable-conditional-agg would (SGLang draft PR #34773), "
+                        "without the sglang_ppd extension's fields")
     p.add_argument("--decode-radix-cache", action=argparse.BooleanOptionalAction, default=None,
                    help="decode only: keep finished KV in the radix cache (default: on with --ppd)")
     p.add_argument("--page-size", type=int, default=None, help="default: the profile's page size")
@@ -70,8 +76,11 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         role=role,
         profile=profile,
         model_name=args.model_name or f"emulated/{profile.name}",
-        ppd=args.ppd and role is Role.DECODE,
-        decode_radix_cache=args.ppd if args.decode_radix_cache is None else args.decode_radix_cache,
+        ppd=(args.ppd or args.conditional_agg) and role is Role.DECODE,
+        conditional_agg=args.conditional_agg and role is Role.DECODE,
+        decode_radix_cache=(args.ppd or args.conditional_agg)
+        if args.decode_radix_cache is None
+        else args.decode_radix_cache,
         page_size=args.page_size or profile.page_size,
         time_scale=args.time_scale,
         kv_capacity_tokens=args.kv_capacity_tokens,
@@ -140,7 +149,7 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
             await web.TCPSite(runner, args.host, port).start()
         print(f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
               + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
-              + (", ppd" if cfg.ppd else ""), flush=True)
+              + (", conditional-agg" if cfg.conditional_agg else ", ppd" if cfg.ppd else ""), flush=True)
         await stop.wait()
     finally:
         pub_task.cancel()
@@ -151,7 +160,17 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
             await runner.cleanup()
         await kv_pub.close()
         load_pub.close()
-        ctx.destroy(linger=0)
+        _terminate(ctx)
+
+
+def _terminate(ctx: zmq.asyncio.Context) -> None:
+    """Terminate the ZMQ context, but never wait on it for more than ``ZMQ_TERM_S``: with every
+    socket closed at linger 0, ``zmq_ctx_term`` still blocked forever about once in ten stops where
+    the whole cluster died at once (its launcher SIGKILLed), leaving this worker an orphan. The
+    process exits right after, which frees whatever the context still held."""
+    done = threading.Thread(target=ctx.destroy, kwargs={"linger": 0}, daemon=True)
+    done.start()
+    done.join(ZMQ_TERM_S)
 
 
 def main(argv: list[str] | None = None) -> int:

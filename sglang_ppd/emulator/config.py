@@ -18,6 +18,11 @@ class EngineConfig:
     model_name: str
     ppd: bool = False
     """Decode only: honour ``do_local_prefill`` (the sglang_ppd worker extension's capability)."""
+    conditional_agg: bool = False
+    """Decode only, with ``ppd``: act as a stock SGLang decode server with upstream's conditional
+    aggregation (draft PR #34773) instead of the extension: advertise
+    ``disaggregation_decode_enable_conditional_agg``, no sglang_ppd ``/server_info`` fields (so no
+    WorkerTelemetry; LoadStat only), and refuse sglang_ppd's request fields."""
     decode_radix_cache: bool = False
     """Decode only: keep finished requests' KV in the radix cache (SGLang's
     ``--disaggregation-decode-enable-radix-cache``); prefill workers always cache."""

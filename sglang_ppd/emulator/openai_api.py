@@ -92,11 +92,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     body = await read_json(request)
     ids = parse.prompt_ids(body, "prompt", None)
-    return await _serve(request, body, parse.openai_input(body, engine.role, engine.ppd, ids), chat=False)
+    inp = parse.openai_input(body, engine.role, engine.ppd, ids, engine.cfg.conditional_agg)
+    return await _serve(request, body, inp, chat=False)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     body = await read_json(request)
     ids = tuple(tokens.encode(chat_template(body.get("messages"))))
-    return await _serve(request, body, parse.openai_input(body, engine.role, engine.ppd, ids), chat=True)
+    inp = parse.openai_input(body, engine.role, engine.ppd, ids, engine.cfg.conditional_agg)
+    return await _serve(request, body, inp, chat=True)

@@ -44,8 +44,17 @@ def prompt_ids(body: dict[str, Any], text_key: str, ids_key: str | None) -> tupl
     return ids
 
 
-def routing(body: dict[str, Any], role: str, ppd: bool) -> tuple[Mode, Bootstrap | None, int | None]:
-    """Which path the request takes on this worker, from SGLang's bootstrap fields and ours."""
+_EXTENSION_FIELDS = (fields.LOCAL_PREFILL_CHUNK_LEN, fields.ROUTE_KIND)
+
+
+def routing(
+    body: dict[str, Any], role: str, ppd: bool, upstream: bool = False
+) -> tuple[Mode, Bootstrap | None, int | None]:
+    """Which path the request takes on this worker, from SGLang's bootstrap fields and ours.
+    ``upstream``: a stock conditional-aggregation server, which knows none of sglang_ppd's fields
+    (refused, so a router that sends them to one is caught)."""
+    if upstream and (sent := [f for f in _EXTENSION_FIELDS if f in body]):
+        raise RequestError(f"{', '.join(sent)}: not a field of this (stock, conditional-aggregation) server")
     local = body.get(fields.LOCAL_PREFILL) is True
     room = body.get(fields.BOOTSTRAP_ROOM)
     chunk_len = _int_field(body, fields.LOCAL_PREFILL_CHUNK_LEN, 1)
@@ -73,13 +82,13 @@ def new_rid(body: dict[str, Any]) -> str:
     return rid if isinstance(rid, str) and rid else uuid.uuid4().hex
 
 
-def generate_input(body: dict[str, Any], role: str, ppd: bool) -> GenerateInput:
+def generate_input(body: dict[str, Any], role: str, ppd: bool, upstream: bool = False) -> GenerateInput:
     """An SGLang ``/generate`` body."""
     sampling = body.get("sampling_params") or {}
     if not isinstance(sampling, dict):
         raise RequestError("sampling_params must be an object")
     max_new = _int_field(sampling, "max_new_tokens", 1)
-    mode, bootstrap, chunk_len = routing(body, role, ppd)
+    mode, bootstrap, chunk_len = routing(body, role, ppd, upstream)
     return GenerateInput(
         rid=new_rid(body),
         input_ids=prompt_ids(body, "text", "input_ids"),
@@ -91,9 +100,11 @@ def generate_input(body: dict[str, Any], role: str, ppd: bool) -> GenerateInput:
     )
 
 
-def openai_input(body: dict[str, Any], role: str, ppd: bool, ids: tuple[int, ...]) -> GenerateInput:
+def openai_input(
+    body: dict[str, Any], role: str, ppd: bool, ids: tuple[int, ...], upstream: bool = False
+) -> GenerateInput:
     max_new = _int_field(body, "max_completion_tokens", 1) or _int_field(body, "max_tokens", 1)
-    mode, bootstrap, chunk_len = routing(body, role, ppd)
+    mode, bootstrap, chunk_len = routing(body, role, ppd, upstream)
     return GenerateInput(
         rid=new_rid(body),
         input_ids=ids,

@@ -59,8 +59,14 @@ def server_info_body(engine: Engine, ports: Ports) -> dict[str, Any]:
         "max_total_num_tokens": engine.sched.capacity,
         "kv_events_config": json.dumps(kv_config),
         "kv_events": kv_block,
-        server_info.LOCAL_PREFILL_FIELD: decode and cfg.ppd,
-        server_info.TELEMETRY_ENDPOINT_FIELD: f"tcp://*:{ports.telemetry}",
+        **(
+            {server_info.UPSTREAM_LOCAL_PREFILL_FIELD: True}
+            if cfg.conditional_agg
+            else {
+                server_info.LOCAL_PREFILL_FIELD: decode and cfg.ppd,
+                server_info.TELEMETRY_ENDPOINT_FIELD: f"tcp://*:{ports.telemetry}",
+            }
+        ),
         "version": VERSION,
         "emulator": {
             "profile": cfg.profile.name,

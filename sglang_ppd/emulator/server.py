@@ -42,7 +42,7 @@ def sglang_output(handle: RequestHandle) -> dict[str, Any]:
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     body = await read_json(request)
-    handle = engine.submit(parse.generate_input(body, engine.role, engine.ppd))
+    handle = engine.submit(parse.generate_input(body, engine.role, engine.ppd, engine.cfg.conditional_agg))
     if body.get("stream"):
         return await stream_sse(request, handle, lambda h: [sglang_output(h)])
     try:

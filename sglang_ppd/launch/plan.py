@@ -161,4 +161,11 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
     router_url = f"http://{host}:{validated.port}"
     router = Child("router", (sys.executable, "-m", "sglang_ppd.cli", "router"), f"{router_url}/health")
     ports.append(validated.port)
+    twice = sorted({p for p in ports if ports.count(p) > 1})
+    if twice:
+        raise ConfigError(
+            f"port(s) {', '.join(map(str, twice))} would be used twice: the workers take the ports from "
+            f"base_port {cfg.base_port} up ({', '.join(map(str, ports[:-1]))}); pick another router port "
+            "or base_port"
+        )
     return Plan(tuple(workers), router, validated.model_dump(mode="json"), router_url, tuple(ports))

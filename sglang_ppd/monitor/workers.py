@@ -76,6 +76,14 @@ def _index(w: dict[str, Any], _: float) -> Text:
     return text
 
 
+def _factor(w: dict[str, Any]) -> Text:
+    """The router's measured/predicted prefill time there (``self_correct``), with its samples."""
+    f, n = w.get("prefill_cost_factor"), w.get("correction_samples")
+    if not isinstance(f, (int, float)) or not n:
+        return Text("-", style="dim")
+    return Text(f"{f:.2f} ", style="yellow" if abs(f - 1.0) > 0.25 else "").append(f"n{n}", style="dim")
+
+
 COLUMNS = (
     Column("run", 5, 1, lambda w, _: num(w.get("num_running"))),
     Column("wait", 5, 1, lambda w, _: num(w.get("num_waiting"))),
@@ -86,6 +94,7 @@ COLUMNS = (
     Column("iter ms dec/mix", 13, 6, lambda w, _: f"{ms(w.get('decode_iter_ms'))} / {ms(w.get('mixed_iter_ms'))}"),  # noqa: E501
     Column("kind", 11, 7, _kind, "left"),
     Column("prefix index", 15, 8, _index),
+    Column("prefill x", 9, 9, lambda w, _: _factor(w)),
 )
 CELL_PAD = 3
 """Rich's padding and separator around each cell."""

@@ -2,8 +2,9 @@
 
 PD route: SGLang's own bootstrap fields go to BOTH the prefill and the decode server, exactly as
 sglang_router / mini_lb do. Local and deflected routes go to one PPD-capable decode server with
-``do_local_prefill`` set, named after SGLang's draft PR #34773 ("conditional aggregation"), so a
-future upstream decode server understands the same body.
+``do_local_prefill`` set, named after SGLang's draft PR #34773 ("conditional aggregation"); a stock
+server with that PR's flag gets ``do_local_prefill`` alone (``ServerInfo.upstream_local_prefill``),
+the sglang_ppd worker extension also the two ``ppd_*`` fields below.
 """
 
 BOOTSTRAP_HOST = "bootstrap_host"

@@ -1,13 +1,16 @@
 """The ``/server_info`` fields the router reads when it registers a worker.
 
-From SGLang (0.5.17 ``http_server.server_info`` + ``ServerArgs.describe_kv_events_publisher``):
+From SGLang (``http_server.server_info``: every server argument, plus the ``kv_events`` block from
+``describe_kv_events_publisher``, in ``ServerArgs`` in 0.5.17 and ``runtime_context`` in 0.5.23):
 ``disaggregation_mode`` ("prefill" / "decode" / "null"), ``disaggregation_bootstrap_port``,
-``page_size``, ``dp_size``, ``served_model_name`` / ``model_path``, and the ``kv_events`` block::
+``page_size``, ``dp_size``, ``served_model_name`` / ``model_path``, and::
 
     {"publisher": "zmq", "endpoint_host": "*", "endpoint_port_base": 5557, "topic": "",
      "block_size": <page_size>, "dp_size": 1,
-     # newer SGLang with --load-publish-endpoint:
-     "load_endpoint_port_base": 5559, "load_topic": "load"}
+     # 0.5.19+ with --load-publish-endpoint (LoadStat, sglang_ppd.protocol.load_stat):
+     "load_endpoint_port_base": 5559, "load_topic": "load",
+     # 0.5.23 (when the replay endpoint is tcp):
+     "replay_endpoint_port_base": 5558}
 
 A wildcard ``endpoint_host`` ("*", "0.0.0.0", "::") means "dial the worker URL's host";
 rank ``r`` publishes on ``endpoint_port_base + r``.
@@ -19,7 +22,13 @@ server simply lacks them, which is how it is recognised as stock):
 - ``ppd_telemetry_endpoint: "tcp://host:port"``: its :class:`~sglang_ppd.protocol.telemetry.
   WorkerTelemetry` PUB socket (wildcard hosts are replaced like ``endpoint_host``).
 - ``kv_events.replay_endpoint_port_base``: the ROUTER replay socket of the KV-event publisher
-  (SGLang has it in ``--kv-events-config`` but does not advertise it).
+  (0.5.17 has it in ``--kv-events-config`` but does not advertise it; 0.5.23 does, with this key).
+
+Upstream's own decode-side local prefill (SGLang draft PR #34773, "conditional aggregation", in no
+release yet): a stock decode server started with ``--disaggregation-decode-enable-conditional-agg``
+lists ``disaggregation_decode_enable_conditional_agg: true`` among its server arguments and honours
+``do_local_prefill`` itself. Without the sglang_ppd fields above it is routed local/deflect with
+``do_local_prefill`` alone (:attr:`ServerInfo.upstream_local_prefill`).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ def zmq_bind_host(http_host: str) -> str:
     any wildcard HTTP host becomes ZMQ's ``*``."""
     return "*" if http_host in WILDCARD_HOSTS else http_host
 LOCAL_PREFILL_FIELD = "ppd_local_prefill"
+UPSTREAM_LOCAL_PREFILL_FIELD = "disaggregation_decode_enable_conditional_agg"
 TELEMETRY_ENDPOINT_FIELD = "ppd_telemetry_endpoint"
 
 
@@ -64,7 +74,11 @@ class ServerInfo:
     model: str | None
     kv_events: KvEventsInfo | None
     supports_local_prefill: bool
+    """Honours ``do_local_prefill``: the sglang_ppd worker extension, or upstream's own."""
     telemetry_endpoint: str | None
+    upstream_local_prefill: bool = False
+    """A stock server with upstream conditional aggregation (no sglang_ppd extension): send it
+    ``do_local_prefill`` without this project's request fields."""
 
 
 def _dial_host(endpoint_host: str, worker_url: str) -> str:
@@ -126,12 +140,16 @@ def parse_server_info(body: Any, worker_url: str) -> ServerInfo:
     mode = body.get("disaggregation_mode")
     model = body.get("served_model_name") or body.get("model_path")
     telemetry = body.get(TELEMETRY_ENDPOINT_FIELD)
+    decode = mode == "decode"
+    ppd = body.get(LOCAL_PREFILL_FIELD) is True
+    upstream = decode and body.get(UPSTREAM_LOCAL_PREFILL_FIELD) is True
     return ServerInfo(
         disaggregation_mode=mode if isinstance(mode, str) else None,
         bootstrap_port=_opt_int(body, "disaggregation_bootstrap_port"),
         page_size=max(_opt_int(body, "page_size") or 1, 1),
         model=model if isinstance(model, str) else None,
         kv_events=parse_kv_events(body.get("kv_events"), worker_url),
-        supports_local_prefill=body.get(LOCAL_PREFILL_FIELD) is True,
+        supports_local_prefill=ppd or upstream,
         telemetry_endpoint=_resolve(telemetry, worker_url) if isinstance(telemetry, str) else None,
+        upstream_local_prefill=upstream and not ppd,
     )

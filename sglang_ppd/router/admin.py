@@ -19,6 +19,7 @@ from sglang_ppd.router.httpio import (
     json_response,
     read_json,
 )
+from sglang_ppd.router.peers import PEERS
 from sglang_ppd.router.requests import BadRequest
 from sglang_ppd.router.security import public_url
 from sglang_ppd.router.service import Router
@@ -50,8 +51,10 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
+    peers = request.app.get(PEERS)
+    text = router.metrics.render(worker_rows(router)) if peers is None else await peers.metrics_text()
     return web.Response(
-        text=router.metrics.render(worker_rows(router)),
+        text=text,
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
@@ -60,7 +63,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
-    return json_response({**build_stats(router), "reliability": router.reliability.stats()})
+    peers = request.app.get(PEERS)
+    body = build_stats(router) if peers is None else await peers.stats()
+    return json_response({**body, "reliability": router.reliability.stats()})
 
 
 def _worker_json(router: Router, url: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from sglang_ppd.router.httpio import (
     error_response,
     parse_json,
 )
+from sglang_ppd.router.peers import PEERS, Group, Peers
 from sglang_ppd.router.requests import BadRequest, prepare_generate, prepare_openai
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.serving import serve
@@ -145,17 +146,28 @@ def build_app(router: Router) -> web.Application:
     return app
 
 
-async def start_server(router: Router, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner and the bound port (useful with ``port=0``)."""
+async def start_server(
+    router: Router, host: str, port: int, group: Group | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner and the bound port (useful with ``port=0``). ``group``:
+    this process is one of a ``--processes N`` group sharing the port (SO_REUSEPORT)."""
     cfg = router.cfg
+    app = build_app(router)
+    if group is not None:
+        peers = Peers(router, group)
+        app[PEERS] = peers
+        app.on_startup.append(lambda _: peers.start())
+        app.on_cleanup.append(lambda _: peers.close())
     runner = web.AppRunner(
-        build_app(router),
+        app,
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=cfg.header_timeout_s,
         logger=QuietServerLog(logging.getLogger("aiohttp.server"), {}),
     )
     await runner.setup()
-    site = CappedSite(runner, host, port, connection_cap(cfg.max_connections), router.metrics)
+    site = CappedSite(
+        runner, host, port, connection_cap(cfg.max_connections), router.metrics, reuse_port=group is not None
+    )
     await site.start()
     return runner, site.bound_port()

@@ -22,14 +22,7 @@ import orjson
 
 from sglang_ppd.core.types import Route as CoreRoute
 from sglang_ppd.core.types import RouteKind
-from sglang_ppd.router.dispatch import (
-    UpstreamFailure,
-    abort,
-    post_generate,
-    read_capped,
-    read_data_line,
-    upstream_body,
-)
+from sglang_ppd.router.dispatch import UpstreamFailure, upstream_body
 from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.upstream import Response, UpstreamError, UpstreamTimeout
@@ -88,6 +81,7 @@ class Attempt:
         self._pending: Response | None = None
         self.prefill_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.first_token_s: float | None = None
+        self.dispatch_s = time.monotonic()
         self._transfer_counted = False
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -135,17 +129,17 @@ class Attempt:
         """The prefill side: its status, and its first reply object when logprobs are merged."""
         assert self.prefill_url is not None
         url = self.prefill_url
-        resp = await post_generate(self.router, url, payload, self._deadline)
+        resp = await self.router.upstream.post(url, payload, self._deadline)
         try:
             if self.prep.stream:
                 try:
-                    first = await read_data_line(resp, self._deadline)
+                    first = await self.router.upstream.read_line(resp, self._deadline)
                     await resp.drain(self._loop.time() + self.router.cfg.request_timeout_s)
                 except (UpstreamError, ValueError) as exc:
                     raise UpstreamFailure(f"prefill stream from {url} broke: {exc!r}", (url,)) from None
                 data = first[5:].strip() if first else b""
                 return orjson.loads(data) if self.prep.return_logprob and data and data != b"[DONE]" else None
-            raw = await read_capped(resp, url, self._deadline)
+            raw = await self.router.upstream.read_all(resp, url, self._deadline)
             return orjson.loads(raw) if self.prep.return_logprob else None
         finally:
             resp.release()
@@ -166,7 +160,7 @@ class Attempt:
         try:
             try:
                 url, deadline = self.decode_url, self._deadline
-                self.decode_resp = await post_generate(self.router, url, payload, deadline, self._attach)
+                self.decode_resp = await self.router.upstream.post(url, payload, deadline, self._attach)
                 self._pending = None
             except UpstreamFailure as f:
                 self._pending = None
@@ -216,7 +210,7 @@ class Attempt:
         """Abandon this attempt: abort both sides upstream and release every resource (once)."""
         if self._closed:
             return
-        abort(self.router, self.urls(), self.rid)
+        self.router.upstream.abort(self.urls(), self.rid)
         await self.close(cancel_prefill=True)
 
     def _transfer_done(self) -> None:
@@ -268,7 +262,7 @@ class Attempt:
         def broke(exc: UpstreamError) -> UpstreamFailure:
             return self._read_failure(exc, "reading the reply of")
 
-        raw = await read_capped(self.decode_resp, self.decode_url, deadline, broke)
+        raw = await self.router.upstream.read_all(self.decode_resp, self.decode_url, deadline, broke)
         self._got_first_token()
         if self.prep.return_logprob and self.prefill_task is not None:
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(raw))
@@ -287,7 +281,7 @@ class Attempt:
         else:
             deadline = self._loop.time() + self.router.cfg.read_timeout_s
         try:
-            line = await read_data_line(self.decode_resp, deadline)
+            line = await self.router.upstream.read_line(self.decode_resp, deadline)
         except (UpstreamError, ValueError) as exc:
             raise self._read_failure(exc, "stream from") from None
         if line is None:

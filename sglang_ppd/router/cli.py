@@ -4,6 +4,7 @@
         --policy ppd_deflect --policy-param key=value --tokenizer /models/llama/
 
 Flags override the YAML (``RouterConfig``); ``--prefill``/``--decode`` add to its ``workers``.
+``--processes N`` runs N router processes on the port (``router.processes``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sglang_ppd.eventloop import install_uvloop
 from sglang_ppd.helptext import HelpFormatter, plain, policies_epilog
 from sglang_ppd.router import security
 from sglang_ppd.router.config import RouterConfig
+from sglang_ppd.router.peers import Group
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import load_tokenizer
 
@@ -86,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pd-disaggregation", action="store_true", help="accepted for sglang_router compatibility"
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N router processes sharing the port (SO_REUSEPORT); /metrics and /stats sum over them",
+    )
     p.add_argument("--log-level", default="info", help="debug, info, warning or error")
     return p
 
@@ -118,12 +127,13 @@ def make_router(cfg: RouterConfig) -> Router:
     return Router(cfg, policy, profile, load_tokenizer(cfg.tokenizer), cfg.policy)
 
 
-async def _serve(router: Router) -> None:
+async def _serve(router: Router, group: Group | None) -> None:
     from sglang_ppd.router.app import start_server
 
-    runner, port = await start_server(router, router.cfg.host, router.cfg.port)
+    runner, port = await start_server(router, router.cfg.host, router.cfg.port, group)
+    what = "router" if group is None else f"router process {group.index}"
     print(
-        f"sglang_ppd router listening on http://{router.cfg.host}:{port} (policy {router.policy_name})",
+        f"sglang_ppd {what} listening on http://{router.cfg.host}:{port} (policy {router.policy_name})",
         flush=True,
     )
     stop = asyncio.Event()
@@ -134,18 +144,36 @@ async def _serve(router: Router) -> None:
     await runner.cleanup()
 
 
+def _logging(log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_process(cfg: RouterConfig, log_level: str, group: Group | None) -> None:
+    """One router process: alone, or one of a ``--processes N`` group (then called in the child)."""
+    if group is not None:
+        _logging(log_level)
+        security.install_log_redaction(cfg)
+    router = make_router(cfg)
+    install_uvloop()
+    asyncio.run(_serve(router, group))
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(args.log_level)
+    if args.processes < 1:
+        print(f"error: --processes must be >= 1, got {args.processes}", file=sys.stderr)
+        return 2
     try:
         router_cfg = build_config(args)
         security.install_log_redaction(router_cfg)
-        router = make_router(router_cfg)
+        make_router(router_cfg)  # every error the children would hit, once, here
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    install_uvloop()
-    asyncio.run(_serve(router))
+    if args.processes > 1:
+        from sglang_ppd.router.processes import run_group
+
+        return run_group(router_cfg, args.processes, args.log_level)
+    run_process(router_cfg, args.log_level, None)
     return 0

@@ -55,6 +55,10 @@ class RouterConfig(StrictModel):
     """Guards POST/DELETE ``/workers``; ``None`` falls back to ``api_key``."""
     link_bandwidth_gb_s: float = Field(25.0, gt=0)
     """P->D KV link bandwidth the policy assumes (GB/s)."""
+    self_correct: bool = False
+    """Correct the cost profile's prefill estimates per worker from realized TTFTs (a bounded
+    EWMA ratio, ``core.correction``), shown in ``/stats`` and the monitor. Off by default until the
+    evaluation grid covers it; ``benchmarks/self_correction.py`` shows it converging."""
     default_bootstrap_port: int = Field(8998, gt=0, lt=65536)
     default_max_tokens: int = Field(1024, gt=0)
     """``max_tokens`` for chat requests that give none."""
@@ -83,6 +87,10 @@ class RouterConfig(StrictModel):
     request_timeout_s: float = Field(3600.0, gt=0)
     control_timeout_s: float = Field(5.0, gt=0)
     """``/server_info``, ``/health``, ``/v1/loads`` and ``/abort_request`` calls."""
+    decode_silent_after_s: float = Field(3.0, gt=0)
+    """A decode worker whose telemetry stopped this long ago, while another decode's is fresher,
+    gets no new request (a stopped process keeps its listener); longer than the guard's
+    ``slo.max_telemetry_age_ms`` so that a busy machine's late samples do not halve the decode pool."""
     health_interval_s: float = Field(2.0, gt=0)
     health_failures: int = Field(3, gt=0)
     """Consecutive failed health checks before a worker stops receiving requests."""

@@ -8,8 +8,9 @@ deflected routes POST only to the decode worker, with ``do_local_prefill`` (and 
 ``/abort_request``. Failures before the first token raise :class:`UpstreamFailure` (the caller may
 retry on another route); a prefill that fails aborts its decode side and vice versa.
 
-This module holds the wire: the upstream body, one ``/generate`` POST, reading replies within
-caps, aborts. :mod:`sglang_ppd.router.attempt` holds one routed attempt over them.
+This module holds the wire: the upstream body, and :class:`Upstream`, the one client API an attempt
+uses (post, read a line, read all within caps, abort) over the pooled connections of
+:mod:`sglang_ppd.router.upstream`. :mod:`sglang_ppd.router.attempt` holds one routed attempt.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -26,8 +27,10 @@ from sglang_ppd.core.types import Route as CoreRoute
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import fields
 from sglang_ppd.router.requests import Prepared
-from sglang_ppd.router.service import Router
-from sglang_ppd.router.upstream import Response, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.upstream import Pool, Response, UpstreamConnectError, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:  # the router owns the Upstream: a type only
+    from sglang_ppd.router.service import Router
 
 log = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -60,82 +63,100 @@ def upstream_body(router: Router, prep: Prepared, route: CoreRoute, rid: str) ->
         body[fields.BOOTSTRAP_ROOM] = random.getrandbits(63)
     else:
         body[fields.LOCAL_PREFILL] = True
+        d = router.registry.get(route.decode_worker)
+        if d is not None and d.info is not None and d.info.upstream_local_prefill:
+            return body  # a stock server with upstream's conditional aggregation knows only this field
         body[fields.ROUTE_KIND] = route.kind.value
         if route.chunk_plan is not None:
             body[fields.LOCAL_PREFILL_CHUNK_LEN] = route.chunk_plan.chunk_len
     return body
 
 
-def abort(router: Router, urls: tuple[str, ...], rid: str) -> None:
-    """Fire-and-forget ``/abort_request`` so a dead attempt frees its KV reservation."""
+class Upstream:
+    """The data path's one upstream client API: post, read a line, read all, abort. Every failure
+    comes out as an :class:`UpstreamFailure` naming the worker; a refused connection (nothing
+    listens: the process is gone) is also reported to ``on_refused`` at once."""
 
-    async def one(url: str) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        control: Callable[[], aiohttp.ClientSession],
+        keep: Callable[[asyncio.Task[None]], None],
+        on_refused: Callable[[str], None],
+    ) -> None:
+        self.pool, self._control, self._keep, self._on_refused = pool, control, keep, on_refused
+
+    async def post(
+        self,
+        url: str,
+        payload: bytes,
+        deadline: float | None,
+        attach: Callable[[Response], None] | None = None,
+    ) -> Response:
+        """``POST /generate``; the reply once its headers are in (a non-200 reply is a failure)."""
         try:
-            async with router.control.post(f"{url}/abort_request", json={"rid": rid}) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.debug("abort of %s on %s failed: %s", rid, url, exc)
+            resp = await self.pool.post(url, "/generate", payload, deadline, attach)
+        except UpstreamTimeout:
+            raise UpstreamFailure(f"timed out waiting for {url}'s reply", (url,), status=504) from None
+        except UpstreamConnectError as exc:
+            self._on_refused(url)
+            raise UpstreamFailure(str(exc), (url,)) from None
+        except UpstreamError as exc:
+            raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
+        status = resp.status  # read before release(), which readies the connection for its next reply
+        if status != 200:
+            try:
+                body = await self.read_all(resp, url, deadline)
+            finally:
+                resp.release()
+            raise UpstreamFailure(
+                f"{url} answered HTTP {status}", (url,), status=status, body=body, retryable=status >= 500
+            )
+        return resp
 
-    for url in urls:
-        task = asyncio.create_task(one(url))
-        router.keep(task)
-
-
-async def read_capped(
-    resp: Response,
-    url: str,
-    deadline: float | None = None,
-    on_error: Callable[[UpstreamError], UpstreamFailure] | None = None,
-) -> bytes:
-    """A whole upstream reply, at most ``MAX_REPLY_BYTES``; any failure is an UpstreamFailure
-    (``on_error`` maps a broken read to one, when the caller knows better)."""
-    try:
-        return await resp.read_all(MAX_REPLY_BYTES, deadline)
-    except ValueError:
-        msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
-        raise UpstreamFailure(msg, (url,), retryable=False) from None
-    except UpstreamError as exc:
-        if on_error is not None:
-            raise on_error(exc) from None
-        raise UpstreamFailure(f"reading the reply of {url} failed: {exc!r}", (url,)) from None
-
-
-async def post_generate(
-    router: Router,
-    url: str,
-    payload: bytes,
-    deadline: float | None,
-    attach: Callable[[Response], None] | None = None,
-) -> Response:
-    try:
-        resp = await router.upstream.post(url, "/generate", payload, deadline, attach)
-    except UpstreamTimeout:
-        raise UpstreamFailure(f"timed out waiting for {url}'s reply", (url,), status=504) from None
-    except UpstreamConnectError as exc:
-        w = router.registry.get(url)
-        if w is not None:
-            router.note_failure(w, refused=True)
-        raise UpstreamFailure(str(exc), (url,)) from None
-    except UpstreamError as exc:
-        raise UpstreamFailure(f"request to {url} failed: {exc!r}", (url,)) from None
-    status = resp.status  # read before release(), which readies the connection for its next reply
-    if status != 200:
+    @staticmethod
+    async def read_all(
+        resp: Response,
+        url: str,
+        deadline: float | None = None,
+        on_error: Callable[[UpstreamError], UpstreamFailure] | None = None,
+    ) -> bytes:
+        """A whole reply, at most ``MAX_REPLY_BYTES`` (``on_error`` maps a broken read to a
+        failure, when the caller knows better)."""
         try:
-            body = await read_capped(resp, url, deadline)
-        finally:
-            resp.release()
-        raise UpstreamFailure(
-            f"{url} answered HTTP {status}", (url,), status=status, body=body, retryable=status >= 500
-        )
-    return resp
+            return await resp.read_all(MAX_REPLY_BYTES, deadline)
+        except ValueError:
+            msg = f"the reply of {url} exceeds {MAX_REPLY_BYTES} bytes"
+            raise UpstreamFailure(msg, (url,), retryable=False) from None
+        except UpstreamError as exc:
+            if on_error is not None:
+                raise on_error(exc) from None
+            raise UpstreamFailure(f"reading the reply of {url} failed: {exc!r}", (url,)) from None
 
+    @staticmethod
+    async def read_line(resp: Response, deadline: float | None) -> bytes | None:
+        """The next ``data:`` line of an SSE reply (stripped), or ``None`` at the end. Raises
+        ``UpstreamError`` (broken, timed out) or ``ValueError`` (a line over ``MAX_LINE_BYTES``)."""
+        while True:
+            line = await resp.readline(deadline, MAX_LINE_BYTES)
+            if not line:
+                return None
+            line = line.strip()
+            if line.startswith(b"data:"):
+                return line
 
-async def read_data_line(resp: Response, deadline: float | None) -> bytes | None:
-    """The next ``data:`` line of an SSE reply (stripped), or ``None`` at the end."""
-    while True:
-        line = await resp.readline(deadline, MAX_LINE_BYTES)
-        if not line:
-            return None
-        line = line.strip()
-        if line.startswith(b"data:"):
-            return line
+    def abort(self, urls: tuple[str, ...], rid: str) -> None:
+        """Fire-and-forget ``/abort_request`` so a dead attempt frees its KV reservation."""
+
+        async def one(url: str) -> None:
+            try:
+                async with self._control().post(f"{url}/abort_request", json={"rid": rid}) as resp:
+                    await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.debug("abort of %s on %s failed: %s", rid, url, exc)
+
+        for url in urls:
+            self._keep(asyncio.create_task(one(url)))
+
+    def close(self) -> None:
+        self.pool.close()

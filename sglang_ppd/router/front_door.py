@@ -68,8 +68,16 @@ def connection_cap(configured: int) -> int:
 class CappedSite(web.TCPSite):
     """A TCP site that refuses connections past ``cap`` (counted in ``rejected["connections"]``)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int, metrics: RouterMetrics) -> None:
-        super().__init__(runner, host, port, backlog=4096)
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        cap: int,
+        metrics: RouterMetrics,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, host, port, backlog=4096, reuse_port=reuse_port)
         self.cap, self.metrics = cap, metrics
 
     async def start(self) -> None:
@@ -86,7 +94,12 @@ class CappedSite(web.TCPSite):
         self._runner._reg_site(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address
+            factory,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
         )
 
     def bound_port(self) -> int:
@@ -97,6 +110,8 @@ class CappedSite(web.TCPSite):
 async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:
     """The whole body within ``timeout_s`` (408) and ``max_bytes`` (the app's ``client_max_size``: 413)."""
     try:
+        if request.content.is_eof():  # the usual case: the body came with the headers, no timer needed
+            return await request.read()
         return await asyncio.wait_for(request.read(), timeout_s)
     except asyncio.TimeoutError:
         raise BadRequest(f"request body not received within {timeout_s:g} s", status=408) from None

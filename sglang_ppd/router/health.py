@@ -56,10 +56,10 @@ class Reliability:
         return {w.url for w in self.router.registry.all() if not w.breaker.allows()}
 
     def silent_decodes(self, now_s: float) -> set[str]:
-        """Decode workers whose telemetry stopped (a stopped process) while another decode's is
-        fresh: they get no new request. When every decode is silent (a telemetry outage), none is
-        excluded: the guard then keeps routes PD, as it does for unknown state."""
-        max_age = self.router.slo.max_telemetry_age_ms
+        """Decode workers whose telemetry stopped ``decode_silent_after_s`` ago (a stopped process)
+        while another decode's has not: they get no new request. When every decode is silent (a
+        telemetry outage), none is excluded: the guard then keeps routes PD, as for unknown state."""
+        max_age = self.router.cfg.decode_silent_after_s * 1000.0
         decodes = [w for w in self.router.registry.by_role(Role.DECODE) if w.healthy]
         silent = {w.url for w in decodes if w.silent(now_s, max_age)}
         return silent if len(silent) < len(decodes) else set()

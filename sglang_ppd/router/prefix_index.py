@@ -48,6 +48,11 @@ class BlockTable:
     def __len__(self) -> int:
         return len(self._refs)
 
+    def child(self, parent: int | None, key: PageKey) -> int | None:
+        """The block stored under ``parent`` for this page's tokens, if any."""
+        level = self._children.get(parent)
+        return None if level is None else level.get(key)
+
     def digest(self, block: int) -> bytes | None:
         """The full SHA-256 digest of a block some worker holds (a chain continues from it)."""
         return self._digests.get(block)
@@ -124,26 +129,29 @@ class ExactPrefixIndex:
         return rejected
 
     def _store(self, blocks: set[int], ev: BlockStored) -> int:
-        """Index the event's whole pages whose hashes match the chain; the number rejected."""
+        """Index the event's whole pages whose hashes match the chain; the number rejected. A page
+        the table already holds under the same parent was checked when it was first stored: only
+        new pages cost a SHA-256 (a prefix many workers share is hashed once)."""
         table, size = self.table, self.block_size
         parent, tokens, hashes = ev.parent_block_hash, ev.token_ids, ev.block_hashes
         prior = None if parent is None else table.digest(parent)
         if parent is not None and prior is None:
             return len(hashes)
-        num_pages = min(len(hashes), len(tokens) // size)
-        try:
-            digests = page_digests(tokens[: num_pages * size], size, prior)
-        except (ValueError, TypeError):  # token ids that are not uint32
-            return len(hashes)
-        for i in range(num_pages):
-            block, digest = hashes[i], digests[i]
-            if digest_to_int64(digest) != block:
-                return len(hashes) - i
+        for i in range(min(len(hashes), len(tokens) // size)):
+            block, page = hashes[i], tokens[i * size : (i + 1) * size]
+            key = page[0] if size == 1 else tuple(page)
+            digest = table.digest(block) if table.child(parent, key) == block else None
+            if digest is None:
+                try:
+                    digest = page_digests(page, size, prior)[0]
+                except (ValueError, TypeError):  # token ids that are not uint32
+                    return len(hashes) - i
+                if digest_to_int64(digest) != block:
+                    return len(hashes) - i
             if block not in blocks:
                 blocks.add(block)
-                page = tokens[i * size : (i + 1) * size]
-                table.add(parent, page[0] if size == 1 else tuple(page), block, digest)
-            parent = block
+                table.add(parent, key, block, digest)
+            parent, prior = block, digest
         return 0
 
     def _clear_rank(self, rank: int) -> None:

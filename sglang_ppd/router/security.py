@@ -48,14 +48,18 @@ def public_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def url_secrets(url: str) -> list[str]:
+    """The password of a worker URL, alone and as ``user:password``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return []
+    return [parts.password, *([f"{parts.username}:{parts.password}"] if parts.username else [])]
+
+
 def secrets_of(cfg: RouterConfig) -> list[str]:
     found = [k for k in (cfg.api_key, cfg.admin_key) if k]
     for w in cfg.workers:
-        parts = urlsplit(w.url)
-        if parts.password:
-            found.append(parts.password)
-        if parts.username and parts.password:
-            found.append(f"{parts.username}:{parts.password}")
+        found += url_secrets(w.url)
     # Longest first, so a secret that contains another is masked whole.
     return sorted(set(found), key=len, reverse=True)
 
@@ -64,6 +68,10 @@ class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these too from now on (a worker added at runtime with credentials in its URL)."""
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if s)}, key=len, reverse=True)
 
     def _mask(self, text: str) -> str:
         for s in self.secrets:
@@ -83,9 +91,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_installed: list[RedactingFilter] = []
+
+
 def install_log_redaction(cfg: RouterConfig) -> RedactingFilter:
     """Mask ``cfg``'s secrets in everything the root logger's handlers write."""
     redactor = RedactingFilter(secrets_of(cfg))
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)
+    _installed.append(redactor)
     return redactor
+
+
+def redact_url_secrets(url: str) -> None:
+    """A worker URL registered after start-up: its credentials are masked in the log as well."""
+    secrets = url_secrets(url)
+    for redactor in _installed if secrets else ():
+        redactor.add(secrets)

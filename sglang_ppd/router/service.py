@@ -13,25 +13,28 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
 import zmq.asyncio
 
+from sglang_ppd.core.correction import Prediction, Residual, predict_ttft
 from sglang_ppd.core.costmodel import CostProfile
 from sglang_ppd.core.guard import guard
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, RequestFeatures, Role, Route, Slo
-from sglang_ppd.protocol import block_hash
 from sglang_ppd.router import worker_probe
 from sglang_ppd.router.admission import Admission
 from sglang_ppd.router.breaker import Breaker
 from sglang_ppd.router.config import RouterConfig, WorkerSpec, normalize_url
+from sglang_ppd.router.dispatch import Upstream
 from sglang_ppd.router.health import Reliability
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
-from sglang_ppd.router.prefix_index import BlockTable
+from sglang_ppd.router.prefix import PrefixLookup
+from sglang_ppd.router.security import redact_url_secrets
 from sglang_ppd.router.tokenizer import Tokenizer
 from sglang_ppd.router.upstream import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
@@ -46,13 +49,19 @@ class Router:
     ) -> None:
         self.cfg, self.policy, self.profile, self.tokenizer = cfg, policy, profile, tokenizer
         self.step_model = StepModel.of(profile)
+        self.pooled = Residual()
+        """Every worker's samples together (``core.correction.factor_of``)."""
+        self.prediction: Prediction | None = None
+        """The model's TTFT for the route :meth:`decide` returned last (taken by the caller at once,
+        before any await), when ``self_correct``."""
         self.policy_name = policy_name
         self.slo = Slo(**cfg.slo.model_dump())
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self.block_tables: dict[int, BlockTable] = {}
-        """One shared block table per KV-event block size (see ``ExactPrefixIndex``)."""
+        self.kv_sessions = KvSessions(MAX_SESSIONS)
+        self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup, self.kv_sessions)
+        self.features = self.prefix.features
         self._background: set[asyncio.Task[Any]] = set()
         self.model_name = cfg.model_name or "default"
         self.started_s = time.monotonic()
@@ -60,8 +69,8 @@ class Router:
         self.admission = Admission(cfg.max_inflight, cfg.max_queued, cfg.max_queue_wait_s)
         self.zmq_ctx = zmq.asyncio.Context()
         self._control: aiohttp.ClientSession | None = None
-        self.upstream = Pool(cfg.connect_timeout_s)
-        """The data path's pooled keep-alive client (``POST /generate`` to the workers)."""
+        self.upstream = Upstream(Pool(cfg.connect_timeout_s), lambda: self.control, self.keep, self._refused)
+        """The data path's one upstream client API over pooled keep-alive connections."""
         self._health_task: asyncio.Task[None] | None = None
         self.reliability = Reliability(self)
 
@@ -109,8 +118,10 @@ class Router:
     # --- workers ---------------------------------------------------------------------------------
     async def add_worker(self, spec: WorkerSpec) -> WorkerState:
         url = normalize_url(spec.url)
+        redact_url_secrets(url)
         breaker = Breaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s)
         w = WorkerState(url=url, role=Role(spec.role), breaker=breaker, bootstrap_port=spec.bootstrap_port)
+        w.pooled = self.pooled if self.cfg.self_correct else None
         self.registry.add(w)
         if not await self._discover(w):
             w.healthy = False
@@ -121,14 +132,17 @@ class Router:
 
     async def remove_worker(self, url: str) -> WorkerState:
         w = self.registry.remove(normalize_url(url))
-        w.cancel_tasks()
-        if w.exact_index is not None:
-            w.exact_index.clear()
+        w.on_removed()
         return w
 
     async def _discover(self, w: WorkerState) -> bool:
         """Read ``/server_info`` and (re)start the worker's subscribers. False if unreachable."""
         return await worker_probe.discover(self, w)
+
+    def _refused(self, url: str) -> None:
+        w = self.registry.get(url)
+        if w is not None:
+            self.note_failure(w, refused=True)
 
     def note_failure(self, w: WorkerState, refused: bool = False) -> None:
         """A failed health check or call; ``refused`` (nothing listens) takes it out at once."""
@@ -136,45 +150,6 @@ class Router:
             log.warning("worker %s taken out of rotation after %d failures", w.name, w.num_failures)
 
     # --- decisions -------------------------------------------------------------------------------
-    def features(
-        self,
-        request_id: str,
-        input_ids: list[int],
-        max_new_tokens: int,
-        session_id: str | None,
-        turn: int | None,
-    ) -> RequestFeatures:
-        t0 = time.perf_counter()
-        cached: dict[str, int] = {}
-        approx: set[str] = set()
-        hashes: dict[tuple[str, int], Iterable[int]] = {}
-        for w in self.registry.all():
-            if w.exact_index is not None:
-                key = ("exact", w.exact_index.block_size)
-                if key not in hashes:
-                    hashes[key] = w.exact_index.table.resolve(input_ids)
-                hit = w.exact_index.hit_len(hashes[key])
-            elif w.approx_index is not None:
-                key = ("approx", w.approx_index.page_size)
-                if key not in hashes:
-                    hashes[key] = block_hash.LazyPageHashes(input_ids, key[1])
-                hit = w.approx_index.hit_len(hashes[key])
-                approx.add(w.url)
-            else:
-                continue
-            if hit:
-                cached[w.url] = hit
-        self.metrics.prefix_lookup.observe(time.perf_counter() - t0)
-        return RequestFeatures(
-            request_id=request_id,
-            prompt_len=len(input_ids),
-            max_new_tokens=max_new_tokens,
-            cached_len=cached,
-            approx_workers=frozenset(approx),
-            session_id=session_id,
-            turn=turn,
-        )
-
     def snapshot(self, exclude: Collection[str] = ()) -> ClusterSnapshot:
         now = time.monotonic()
         workers = []
@@ -195,7 +170,19 @@ class Router:
         snap = self.snapshot(exclude)
         route = guard(self.policy.decide(features, snap, self.slo), features, snap, self.slo, self.step_model)
         self.metrics.decision.observe(time.perf_counter() - t0)
+        if self.cfg.self_correct:
+            kv = self.profile.kv_bytes_per_token
+            self.prediction = predict_ttft(route, features, snap, self.slo, self.step_model, kv)
         return route
+
+    def learn(self, prediction: Prediction | None, ttft_ms: float) -> None:
+        """A streamed request's realized TTFT: the prefilling worker's residual learns from it."""
+        if prediction is None:
+            return
+        w = self.registry.get(prediction.worker_id)
+        if w is not None:
+            w.residual.update(prediction, ttft_ms)
+            self.pooled.update(prediction, ttft_ms)
 
     def remember_session(self, session_id: str | None, decode_url: str) -> None:
         if session_id is None:
@@ -204,14 +191,3 @@ class Router:
         self.sessions.move_to_end(session_id)
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
-
-    def remember_prompt(self, urls: Collection[str], input_ids: list[int]) -> None:
-        """Feed the approximate index of workers without KV events (hashing once per page size)."""
-        hashes: dict[int, list[int]] = {}
-        for url in urls:
-            w = self.registry.get(url)
-            if w is not None and w.approx_index is not None:
-                size = w.approx_index.page_size
-                if size not in hashes:
-                    hashes[size] = block_hash.full_page_hashes(input_ids, size)
-                w.approx_index.insert(hashes[size])

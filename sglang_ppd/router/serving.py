@@ -40,10 +40,22 @@ from sglang_ppd.router.service import Router
 log = logging.getLogger(__name__)
 
 
-def _turn(request: web.Request, router: Router) -> tuple[str | None, int | None, str]:
+def _sglang_session(body: dict[str, Any]) -> str | None:
+    """SGLang's own session of a request (``session_id``, or ``session_params["id"]``): what its KV
+    events attribute stored blocks to (0.5.20+)."""
+    params = body.get("session_params")
+    sid = body.get("session_id") or (params.get("id") if isinstance(params, dict) else None)
+    return sid if isinstance(sid, str) and 0 < len(sid) <= MAX_SESSION_ID_LEN else None
+
+
+def _turn(
+    request: web.Request, router: Router, body: dict[str, Any]
+) -> tuple[str | None, int | None, str]:
     session = request.headers.get(SESSION_HEADER)
     if session is not None and len(session) > MAX_SESSION_ID_LEN:
         raise BadRequest(f"{SESSION_HEADER} is longer than {MAX_SESSION_ID_LEN} characters")
+    if session is None:
+        session = _sglang_session(body)
     raw_turn = request.headers.get(TURN_HEADER)
     # isascii(): str.isdigit() also accepts digits int() cannot parse, such as "\xb2".
     ok_turn = raw_turn is not None and raw_turn.isascii() and raw_turn.isdigit() and len(raw_turn) < 10
@@ -88,7 +100,7 @@ class _Finish:
         else:
             m.kv_bytes_avoided += att.kv_bytes
         router.remember_session(session, att.decode_url)
-        router.remember_prompt(att.urls(), att.prep.input_ids)
+        router.prefix.remember_prompt(att.urls(), att.prep.input_ids)
         if not streamed or att.first_token_s is None:
             return
         end = time.monotonic()
@@ -151,7 +163,7 @@ async def serve(
 async def _serve(
     request: web.Request, router: Router, prep: Prepared, api: str, include_usage: bool, rid: str
 ) -> web.StreamResponse:
-    session, turn, turn_class = _turn(request, router)
+    session, turn, turn_class = _turn(request, router, prep.body)
     arrival = time.monotonic()
     feats = router.features(rid, prep.input_ids, prep.max_new_tokens, session, turn)
     exclude: set[str] = set()
@@ -163,6 +175,7 @@ async def _serve(
     for try_no in range(2):
         try:
             route = choose_route(router, feats, exclude)
+            prediction, router.prediction = router.prediction, None
         except NoRoute as exc:
             if last_failure is not None:
                 return _failure_response(last_failure)
@@ -177,6 +190,8 @@ async def _serve(
                     raise UpstreamFailure(
                         f"{att.decode_url} ended its stream before the first token", (att.decode_url,)
                     )
+                if att.first_token_s is not None:  # streamed: the first token's time is the TTFT
+                    router.learn(prediction, 1000.0 * (att.first_token_s - att.dispatch_s))
             else:
                 raw, parsed = await att.whole()
             last_failure = None

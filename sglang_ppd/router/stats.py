@@ -16,8 +16,11 @@
                    "telemetry_age_ms": float|null, "telemetry_source": "ppd"|"loadstat"|"v1/loads"|null,
                    "prefix_index": "exact"|"approx"|null, "indexed_blocks": int,
                    "kv_events": int, "kv_event_gaps": int, "dropped_messages": int,
-                   "dropped_by_reason": {"<feed>:<reason>": int}, "rejected_fields": int}],
-      (rejected_fields: published load fields out of range or non-finite, dropped by core.observe)
+                   "dropped_by_reason": {"<feed>:<reason>": int}, "rejected_fields": int,
+                   "prefill_cost_factor": float, "correction_samples": int}],
+      (rejected_fields: published load fields out of range or non-finite, dropped by core.observe;
+       prefill_cost_factor: measured/predicted prefill time there as the policy sees it,
+       core.correction, 1.0 unless self_correct; correction_samples: the worker's own TTFTs)
       "routes": {"pd": int, "local": int, "deflect": int},
       "top_reasons": [{"route": str, "reason": str, "count": int}],      # at most 8, most first
       "latency": {"turn1": L, "turn2+": L},
@@ -38,7 +41,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sglang_ppd.router.metrics import Histogram
+from sglang_ppd.router.metrics import Histogram, RouterMetrics
 from sglang_ppd.router.service import Router
 
 
@@ -60,8 +63,9 @@ def worker_rows(router: Router) -> list[tuple[str, str, float | None, int, int]]
     return rows
 
 
-def build_stats(router: Router) -> dict[str, Any]:
-    m = router.metrics
+def build_stats(router: Router, metrics: RouterMetrics | None = None) -> dict[str, Any]:
+    """``metrics``: counters to report instead of the router's own (a process group's sum)."""
+    m = metrics or router.metrics
     now = time.monotonic()
     workers = []
     for w in router.registry.all():
@@ -94,6 +98,8 @@ def build_stats(router: Router) -> dict[str, Any]:
                 "dropped_messages": w.num_dropped_messages,
                 "dropped_by_reason": dict(w.dropped),
                 "rejected_fields": w.num_rejected_fields,
+                "prefill_cost_factor": s.prefill_cost_factor,
+                "correction_samples": w.residual.num_samples,
             }
         )
     routes = {"pd": 0, "local": 0, "deflect": 0}

@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from sglang_ppd.protocol import kv_events, load_stat, telemetry
+from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.prefix_index import ExactPrefixIndex
 from sglang_ppd.router.workers import WorkerState
 from sglang_ppd.router.zmq_sub import ResilientSub
@@ -71,9 +72,11 @@ class KvEventConsumer:
         rank: int,
         ctx: zmq.asyncio.Context,
         replay_endpoint: str | None,
+        sessions: KvSessions | None = None,
     ) -> None:
         self.worker, self.index, self.rank = worker, index, rank
         self.ctx, self.replay_endpoint = ctx, replay_endpoint
+        self.sessions = sessions
         self.last_seq: int | None = None
 
     async def on_message(self, frames: list[bytes]) -> None:
@@ -115,6 +118,12 @@ class KvEventConsumer:
         self.last_seq = seq
 
     def _apply(self, events: list[kv_events.KVEvent]) -> None:
+        if self.sessions is not None:
+            for e in events:
+                if isinstance(e, kv_events.BlockStored) and e.session_id is not None:
+                    self.sessions.saw(e.session_id, self.worker.url)
+                elif isinstance(e, kv_events.AllBlocksCleared):
+                    self.sessions.forget_worker(self.worker.url)
         rejected = self.index.apply(self.rank, events)
         if rejected:  # hashes that do not match their tokens' chain: never indexed
             self.worker.dropped["kv:bad_block_hash"] += rejected

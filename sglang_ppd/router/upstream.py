@@ -4,8 +4,10 @@ aiohttp's client costs about 0.2 ms of CPU per request in request/response objec
 tracing hooks; a PD request makes two of them. This client keeps, per worker, a pool of keep-alive
 connections (``asyncio.Protocol`` + the C parser of ``httptools``) and does per request: one
 ``transport.write`` of head + body, the parser callbacks, and the reads the caller asks for. Bodies
-(``Content-Length`` or chunked) are decoded by the parser; streamed SSE lines are read with
-:meth:`Response.readline`.
+(``Content-Length``, chunked, or up to the connection's close) are decoded by the parser; streamed
+SSE lines are read with :meth:`Response.readline`. ``tests/test_upstream_conformance.py`` holds it
+to real servers (chunked bodies, keep-alive after error replies, resets mid-body, slow and
+oversized replies); it stays on the data path only while that suite passes.
 
 Timeouts are the caller's: each read takes an absolute ``deadline`` (``loop.time()``) or none. A read
 that passes it raises :class:`UpstreamTimeout`. A request written on a reused connection that the
@@ -56,6 +58,8 @@ class Response(asyncio.Protocol):
         self.got_bytes = False
         self.paused = False
         self.closed = False
+        self.framed = False
+        """The reply says where its body ends (Content-Length or chunked), not the connection's close."""
         self.leased = False
         self.uses = 0
 
@@ -77,7 +81,12 @@ class Response(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete:
+        if not self.complete and exc is None and self.headers_done and not self.framed:
+            # A reply with neither Content-Length nor chunked encoding ends where the connection
+            # does (RFC 9112 6.3): a clean close completes it (the parser cannot tell it that).
+            self.complete = True
+            self._wake()
+        elif not self.complete:
             self._fail(UpstreamError(f"connection closed by the worker ({exc or 'EOF'})"))
         self.pool._forget(self)
 
@@ -85,6 +94,10 @@ class Response(asyncio.Protocol):
         return None  # close the transport; connection_lost reports it
 
     # --- httptools callbacks -----------------------------------------------------------------------
+    def on_header(self, name: bytes, _: bytes) -> None:
+        if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # only meaningful before the body
@@ -196,7 +209,7 @@ class Response(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.buf.clear()
-        self.complete = self.headers_done = self.got_bytes = self.keep_alive = False
+        self.complete = self.headers_done = self.got_bytes = self.keep_alive = self.framed = False
         self.exc = None
 
 

@@ -19,7 +19,7 @@ from sglang_ppd.core.types import Role
 from sglang_ppd.protocol.load_stat import summary_from_loads_json
 from sglang_ppd.protocol.server_info import parse_server_info
 from sglang_ppd.router import subscribers
-from sglang_ppd.router.prefix_index import ApproxPrefixIndex, BlockTable, ExactPrefixIndex
+from sglang_ppd.router.prefix_index import ApproxPrefixIndex, ExactPrefixIndex
 from sglang_ppd.router.workers import WorkerState
 
 if TYPE_CHECKING:
@@ -55,12 +55,14 @@ async def discover(router: Router, w: WorkerState) -> bool:
     if kv is not None:
         if w.exact_index is not None:
             w.exact_index.clear()  # release its blocks from the shared table
-        table = router.block_tables.setdefault(kv.block_size, BlockTable(kv.block_size))
+        table = router.prefix.table(kv.block_size)
         w.exact_index = ExactPrefixIndex(table, len(kv.endpoints), router.cfg.exact_max_blocks)
         w.approx_index = None
         for rank, ep in enumerate(kv.endpoints):
             replay = kv.replay_endpoints[rank] if kv.replay_endpoints else None
-            consumer = subscribers.KvEventConsumer(w, w.exact_index, rank, router.zmq_ctx, replay)
+            consumer = subscribers.KvEventConsumer(
+                w, w.exact_index, rank, router.zmq_ctx, replay, router.kv_sessions
+            )
             _spawn(w, "kv events", subscribers.run_kv_events(consumer, ep, kv.topic))
     else:
         w.exact_index = None

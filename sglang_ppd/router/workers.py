@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sglang_ppd.core.correction import Residual, factor_of
 from sglang_ppd.core.lifecycle import Lifecycle
 from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import Role, WorkerSnapshot
@@ -68,6 +69,10 @@ class WorkerState:
     """Published fields dropped as out of range or non-finite (counted, never fatal)."""
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     """This router's requests on the worker since its last sample (exact residents)."""
+    residual: Residual = field(default_factory=Residual)
+    """Measured over predicted prefill time here (``core.correction``), when the router corrects."""
+    pooled: Residual | None = None
+    """The router's cluster-wide residual when it corrects (``self_correct``), else ``None``."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     name: str = ""
     """The URL with any password masked: the only form that goes into logs, errors and metrics."""
@@ -125,6 +130,13 @@ class WorkerState:
                 dropped = True
         return dropped
 
+    def on_removed(self) -> None:
+        """Removed from the registry: its feeds stop and its blocks leave the shared table. Requests
+        still in flight keep their leases on this object, never on a re-added one."""
+        self.cancel_tasks()
+        if self.exact_index is not None:
+            self.exact_index.clear()
+
     # --- health ------------------------------------------------------------------------------------
     def on_probe_ok(self) -> None:
         self.num_failures = 0
@@ -170,6 +182,7 @@ class WorkerState:
             num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
             since=self.lifecycle.since(), supports_local_prefill=self.supports_local_prefill,
             healthy=self.healthy,
+            prefill_cost_factor=1.0 if self.pooled is None else factor_of(self.residual, self.pooled),
         )  # fmt: skip
 
     def cancel_tasks(self) -> None:

@@ -8,7 +8,8 @@ periodic publisher would have sent, with ``age_ms`` = now - tick. Inside a decod
 context is the one at the leap's start (off by at most B tokens per step leapt). The router's own
 in-flight counts and the radix hit lengths (KV events) are exact. Snapshots come from
 ``core.observe``, as in the live router, reconciled with the router's own request lifecycle since
-the sample (``core.lifecycle``).
+the sample (``core.lifecycle``). With several router replicas (``sim.replicas``) each has its own
+books of every worker; the published sample is the same for all.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import random
 from dataclasses import dataclass, field
 
 from sglang_ppd.core.costmodel import CostProfile
-from sglang_ppd.core.lifecycle import Lifecycle
 from sglang_ppd.core.observe import Sample, checked_sample, observe
 from sglang_ppd.core.types import ClusterSnapshot, LinkSnapshot, Role, WorkerSnapshot
 from sglang_ppd.sim.config import SimConfig
 from sglang_ppd.sim.link import Link
+from sglang_ppd.sim.replicas import Books
 from sglang_ppd.sim.scheduler import BatchScheduler, Iteration, LoadStats
 
 LEAP_STEPS = 1 << 30
@@ -42,11 +43,8 @@ class SimWorker:
     iteration: Iteration | None = None
     started_s: float = 0.0
     version: int = 0
-    num_inflight: int = 0
-    num_local_inflight: int = 0
-    """LOCAL/DEFLECT routes sent here whose first token the router has not seen yet."""
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    """The router's own requests here since the published sample (exact residents)."""
+    books: list[Books] = field(default_factory=lambda: [Books()])
+    """Each router replica's account of its requests here (one router: one entry)."""
 
     def observe(self, now_s: float) -> None:
         """Capture the state for the last publish tick at or before ``now_s`` (call before a change)."""
@@ -56,7 +54,8 @@ class SimWorker:
         if tick > self.published_s:
             self.published = self.sched.stats()
             self.published_s = tick
-            self.lifecycle.on_sample()
+            for b in self.books:
+                b.on_sample(tick)
 
     def kick(self, now_s: float) -> float | None:
         """Start an iteration if idle, or cut a decode leap so new work joins at the next step.
@@ -77,14 +76,17 @@ class SimWorker:
                 return max(now_s, self.started_s + cut.duration_ms / 1000.0)
         return None
 
-    def snapshot(self, now_s: float) -> WorkerSnapshot:
+    def snapshot(self, now_s: float, router: int = 0) -> WorkerSnapshot:
+        """What router replica ``router`` knows of this worker at ``now_s``."""
         self.observe(now_s)
+        b = self.books[router]
+        b.deliver(now_s)
         s = self.published
         sample = None if s is None else sample_of(s, self.sched.tbt_budget_ms)
         return observe(
             self.worker_id, self.role, sample, None if s is None else 1000.0 * (now_s - self.published_s),
-            num_inflight=self.num_inflight, num_local_inflight=self.num_local_inflight,
-            since=self.lifecycle.since(), supports_local_prefill=self.role is Role.DECODE,
+            num_inflight=b.num_inflight, num_local_inflight=b.num_local_inflight,
+            since=b.lifecycle.since(), supports_local_prefill=self.role is Role.DECODE,
         )  # fmt: skip
 
 
@@ -127,7 +129,9 @@ class SimCluster:
                     min_chunk_len=config.min_chunk_len,
                 )  # fmt: skip
                 phase = rng.uniform(0.0, period_s)
-                workers.append(SimWorker(len(workers), f"{prefix}{i}", role, sched, phase, period_s))
+                books = [Books() for _ in range(config.num_routers)]
+                w = SimWorker(len(workers), f"{prefix}{i}", role, sched, phase, period_s, books=books)
+                workers.append(w)
         bw = config.link_gbytes_per_s * 1e9
         keys = cls._link_keys(config)
         links = {k: Link(bw, profile.transfer_setup_ms) for k in keys}
@@ -156,5 +160,6 @@ class SimCluster:
         bw = next(iter(self.links.values())).bandwidth_bytes_per_s
         return LinkSnapshot(bw, queued, 1000.0 * (now_s - tick))
 
-    def snapshot(self, now_s: float) -> ClusterSnapshot:
-        return ClusterSnapshot(tuple(w.snapshot(now_s) for w in self.workers), self.link_snapshot(now_s))
+    def snapshot(self, now_s: float, router: int = 0) -> ClusterSnapshot:
+        workers = tuple(w.snapshot(now_s, router) for w in self.workers)
+        return ClusterSnapshot(workers, self.link_snapshot(now_s))

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from sglang_ppd.core.config import StrictModel, load_yaml
 from sglang_ppd.core.costmodel import DEFAULT_PROFILE
+from sglang_ppd.sim.replicas import Balance
 
 
 class SimConfig(StrictModel):
@@ -48,6 +49,15 @@ class SimConfig(StrictModel):
     )
     chunked_prefill_size: int | None = Field(
         default=None, gt=0, description="override the profile's chunk budget"
+    )
+    num_routers: int = Field(default=1, ge=1, le=64, description="router replicas (sim.replicas)")
+    lb_balance: Balance = Field(
+        default="roundrobin",
+        description="how the load balancer splits requests among the routers: roundrobin, leastconn "
+        "(HAProxy's) or session (hash of the session id: sticky conversations)",
+    )
+    peer_sync_ms: float | None = Field(
+        default=None, ge=0, description="routers apply their peers' in-flight changes this late; None: none"
     )
 
 

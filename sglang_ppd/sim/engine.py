@@ -24,6 +24,15 @@ from sglang_ppd.core.stepmodel import StepModel
 from sglang_ppd.core.types import RequestFeatures, Role, Route, RouteKind, Slo
 from sglang_ppd.metrics.record import RequestRecord
 from sglang_ppd.sim.cluster import SimCluster, SimWorker
+from sglang_ppd.sim.replicas import (
+    DISPATCH,
+    DISPATCH_LOCAL,
+    DISPATCH_PREFILL,
+    FINISH,
+    FIRST_TOKEN_LOCAL,
+    RELEASE_PREFILL,
+    RouterTier,
+)
 from sglang_ppd.workload.spec import TurnSpec
 
 ARRIVE, ITER, XFER = 0, 1, 2
@@ -38,6 +47,7 @@ class _Flight:
     route: Route
     decode: SimWorker
     prefill: SimWorker | None
+    router: int
     prefill_done: bool = False
     send_tokens: int | None = None
     first_token_s: float | None = None
@@ -71,6 +81,8 @@ class Simulation:
         self.min_chunk_len = cluster.config.min_chunk_len
         self.check_invariants = check_invariants
         self.by_id = {w.worker_id: w for w in cluster.workers}
+        cfg = cluster.config
+        self.tier = RouterTier(cfg.num_routers, cfg.lb_balance, cfg.peer_sync_ms)
         self.flights: dict[str, _Flight] = {}
         self.records: list[RequestRecord] = []
         self.initial: list[TurnSpec] = []
@@ -141,17 +153,19 @@ class Simulation:
 
     def _arrive(self, now: float, spec: object) -> list[Event]:
         assert isinstance(spec, TurnSpec)
+        r = self.tier.pick(spec.session_id)
         try:
-            feats, snap = self._features(spec), self.cluster.snapshot(now)
+            feats, snap = self._features(spec), self.cluster.snapshot(now, r)
             route = self.policy.decide(feats, snap, self.slo)
             route = guard(route, feats, snap, self.slo, self.step, self.min_chunk_len)
             decode, prefill = self._check_route(route)
         except Exception as exc:  # a policy may find no route: the request fails, the run goes on
+            self.tier.close(r)
             return self._fail(now, spec, None, f"routing failed: {type(exc).__name__}: {exc}")
         for w in (decode, prefill):
             if w is not None:
                 w.observe(now)
-        f = _Flight(spec, now, route, decode, prefill)
+        f = _Flight(spec, now, route, decode, prefill, r)
         args = (spec.request_id, spec.session_id, spec.input_len)
         try:
             if prefill is None:
@@ -160,15 +174,15 @@ class Simulation:
             else:
                 allocated = decode.sched.add_incoming(*args, spec.output_len, spec.shared_prefix_len)
         except ValueError as exc:  # longer than a worker's whole KV pool
+            self.tier.close(r)
             return self._fail(now, spec, route, str(exc))
         self.flights[spec.request_id] = f
-        decode.num_inflight += 1
         output_len = self.cluster.config.max_new_tokens or spec.output_len
-        decode.lifecycle.on_dispatch(spec.request_id, spec.input_len, output_len)
+        op = DISPATCH if prefill else DISPATCH_LOCAL
+        self.tier.record(now, decode.books, r, op, spec.request_id, spec.input_len, output_len)
         if prefill is None:
-            decode.num_local_inflight += 1
             return self._kick(decode, now)
-        prefill.num_inflight += 1
+        self.tier.record(now, prefill.books, r, DISPATCH_PREFILL)
         return self._allocated(now, allocated)
 
     def _allocated(self, now: float, allocated: Iterable[tuple[str, int]]) -> list[Event]:
@@ -214,7 +228,7 @@ class Simulation:
             f = self.flights[rid]
             f.first_token_s = first_s
             if f.prefill is None:
-                w.num_local_inflight -= 1
+                self.tier.record(now, w.books, f.router, FIRST_TOKEN_LOCAL)
                 f.cached_len = w.sched.request_hit_len(rid) if rid not in out.finished else f.cached_len
         for rid in out.prefill_done:
             f = self.flights[rid]
@@ -240,14 +254,14 @@ class Simulation:
         for w in (f.prefill, f.decode):
             w.observe(now)
         f.prefill.sched.release(rid)
-        f.prefill.num_inflight -= 1
+        self.tier.record(now, f.prefill.books, f.router, RELEASE_PREFILL)
         f.decode.sched.kv_arrived(rid)
         return self._kick(f.prefill, now) + self._kick(f.decode, now)
 
     # ---- endings -------------------------------------------------------------------------------
     def _finish(self, now: float, f: _Flight) -> list[Event]:
-        f.decode.num_inflight -= 1
-        f.decode.lifecycle.on_finish(f.spec.request_id)
+        self.tier.record(now, f.decode.books, f.router, FINISH, f.spec.request_id)
+        self.tier.close(f.router)
         spec = f.spec
         full = spec.input_len * self.kv_bytes_per_token
         self.records.append(RequestRecord(

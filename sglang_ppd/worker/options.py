@@ -14,6 +14,7 @@ ENV_VAR = "SGLANG_PPD_WORKER_OPTIONS"
 
 PREFIX = "--ppd-"
 RADIX_FLAG = "--disaggregation-decode-enable-radix-cache"
+ROLE_SWITCH_FLAG = "--enable-pd-role-switch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ def parse(argv: list[str]) -> tuple[PpdOptions, list[str]]:
             "sglang_ppd.worker extends decode servers: pass --disaggregation-mode decode "
             "(start prefill servers with python -m sglang.launch_server)"
         )
+    if any(a.split("=", 1)[0] == ROLE_SWITCH_FLAG for a in sglang_args):
+        # A flip tears down and rebuilds the decode queues the extension's state is built on.
+        raise SystemExit(f"sglang_ppd.worker does not support {ROLE_SWITCH_FLAG} (SGLang 0.5.23)")
     if RADIX_FLAG not in sglang_args:
         sglang_args = [*sglang_args, RADIX_FLAG]
     port = int(_sglang_value(sglang_args, "--port") or 30000)
