@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import orjson
 import pytest
 from conftest import ClusterFactory, RawConnect
+from test_router_support import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,3 +108,26 @@ async def test_an_oversized_body_is_counted_as_413_not_as_an_error(pd_cluster: C
     assert c.router.metrics.requests[("generate", 413)] == 1
     _, raw = await c.get("/stats")
     assert orjson.loads(raw)["requests"]["errors"] == 0
+
+
+@pytest.mark.slow
+async def test_a_client_that_stops_reading_a_stream_is_cut_and_its_upstream_aborted(
+    pd_cluster: ClusterFactory,
+) -> None:
+    c = await pd_cluster(write_timeout_s=0.5)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes nothing more
+    sock.setblocking(False)
+    host, port = c.url.rsplit("/", 1)[-1].split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = orjson.dumps({"text": "abc", "stream": True, "sampling_params": {"max_new_tokens": 6000}})
+    writer.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n")
+    writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    assert b" 200 " in await _status_line(reader)
+    try:
+        await wait_for(lambda: len(c.decode.aborted) == 1, timeout_s=20)  # the router let go upstream
+        assert c.router.metrics.rejected["slow_reader"] == 1
+    finally:
+        writer.close()

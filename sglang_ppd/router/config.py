@@ -72,6 +72,9 @@ class RouterConfig(StrictModel):
     reply); an idle or stalled one is closed."""
     body_timeout_s: float = Field(30.0, gt=0)
     """A request body must arrive whole within this (else 408); no in-flight slot is held meanwhile."""
+    write_timeout_s: float = Field(30.0, gt=0)
+    """A streaming client that takes none of its reply for this long (its socket buffers full) is
+    cut and its upstream request aborted, so a client that stops reading holds no worker."""
     max_inflight: int = Field(4096, gt=0)
     max_queued: int = Field(4096, ge=0)
     """Requests waiting for an in-flight slot; past this the router answers 429."""

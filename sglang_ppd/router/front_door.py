@@ -8,6 +8,8 @@
   included.
 - **Body timeout**: handlers read the body within ``body_timeout_s`` (:func:`read_body`), *before*
   they take an in-flight slot, so slow uploads hold no slot (408 past it).
+- **Slow readers**: a streaming client that takes none of its reply for ``write_timeout_s`` is cut
+  (:class:`SlowReaderGuard`) and its upstream request aborted.
 - **Malformed HTTP** is one debug line, not an ERROR with a traceback per bad request.
 """
 
@@ -105,6 +107,35 @@ class CappedSite(web.TCPSite):
     def bound_port(self) -> int:
         server: Any = self._server  # asyncio's or uvloop's Server: both have ``sockets``
         return int(server.sockets[0].getsockname()[1])
+
+
+class SlowReaderGuard:
+    """Cuts a streaming client that takes none of its reply for ``timeout_s``: its connection is
+    aborted (the handler then aborts upstream) and :attr:`cut` says why. One timer per stream,
+    re-armed every ``timeout_s``; a write costs only a stamp (:meth:`progressed`) after it returns.
+    A client is stuck when reply bytes wait in its connection and no write has returned since."""
+
+    def __init__(self, request: web.Request, timeout_s: float) -> None:
+        self.transport, self.timeout_s = request.transport, timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.progress_s = self.loop.time()
+        self.cut = False
+        self._timer = self.loop.call_later(timeout_s, self._check)
+
+    def progressed(self) -> None:
+        self.progress_s = self.loop.time()
+
+    def _check(self) -> None:
+        idle_s = self.loop.time() - self.progress_s
+        transport = self.transport
+        if transport is not None and idle_s >= self.timeout_s and transport.get_write_buffer_size() > 0:
+            self.cut = True
+            transport.abort()
+            return
+        self._timer = self.loop.call_later(max(self.timeout_s - idle_s, 0.05), self._check)
+
+    def close(self) -> None:
+        self._timer.cancel()
 
 
 async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:

@@ -22,6 +22,7 @@ from sglang_ppd.core.types import RouteKind
 from sglang_ppd.router import openai_format
 from sglang_ppd.router.attempt import Attempt
 from sglang_ppd.router.dispatch import UpstreamFailure
+from sglang_ppd.router.front_door import SlowReaderGuard
 from sglang_ppd.router.httpio import (
     MAX_SESSION_ID_LEN,
     REASON_HEADER,
@@ -48,9 +49,7 @@ def _sglang_session(body: dict[str, Any]) -> str | None:
     return sid if isinstance(sid, str) and 0 < len(sid) <= MAX_SESSION_ID_LEN else None
 
 
-def _turn(
-    request: web.Request, router: Router, body: dict[str, Any]
-) -> tuple[str | None, int | None, str]:
+def _turn(request: web.Request, router: Router, body: dict[str, Any]) -> tuple[str | None, int | None, str]:
     session = request.headers.get(SESSION_HEADER)
     if session is not None and len(session) > MAX_SESSION_ID_LEN:
         raise BadRequest(f"{SESSION_HEADER} is longer than {MAX_SESSION_ID_LEN} characters")
@@ -262,6 +261,7 @@ async def _stream(
     )
     last_obj: bytes = b""
     ok = False
+    guard = SlowReaderGuard(request, router.cfg.write_timeout_s)
     try:
         await resp.prepare(request)
         line: bytes | None = first
@@ -272,6 +272,7 @@ async def _stream(
                 await resp.write(line + b"\n\n")
             elif line != b"data: [DONE]":
                 await resp.write(conv.chunk(orjson.loads(line[5:])))
+            guard.progressed()
             line = await att.next_line()
         if conv is not None:
             await resp.write(conv.done())
@@ -289,10 +290,13 @@ async def _stream(
         with contextlib.suppress(ConnectionError):
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
     except (ConnectionError, asyncio.CancelledError):
+        if guard.cut:
+            router.metrics.rejected["slow_reader"] += 1
         log.debug("client of %s went away; aborting upstream", att.rid)  # routine: a user's Ctrl-C
         await att.fail()
         raise
     finally:
+        guard.close()
         if not ok:
             await att.fail()
         await att.close()
