@@ -292,7 +292,10 @@ def test_ctrl_c_keeps_what_finished(server: Served, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "sglang_ppd.bench", "--url", server.url, "--no-progress", "--json", str(out)]
     cmd += ["--workload", "sessions:n=1000,rate=20,turns=1,prompt=8,output=2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ctrl-C as a terminal sends it, whatever this test runs under: a runner started in the background
+    # (`cmd &` without job control, nohup) ignores SIGINT, and a child would inherit that.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         # Interrupt once some requests have been answered in full (and the client had time to read
         # their end).
