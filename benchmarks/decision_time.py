@@ -6,7 +6,7 @@ Snapshots and requests are generated up front from the seed (mixed Turn 1 / Turn
 stale or missing telemetry, some approximate hits, a loaded KV link), then each ``decide()`` call is
 timed alone with ``perf_counter_ns``, the garbage collector off as ``timeit`` does (one more pass with
 it on is reported too). Writes ``benchmarks/results/decision_time.json`` with machine,
-CPU, load average, date, seed and Python version. The target (issue 2) is ppd_deflect p99 <= 50 us,
+CPU, load average, date, seed and Python version. The target is ppd_deflect p99 <= 50 us,
 judged on each snapshot's best of the passes (the all-calls p99 is reported next to it).
 """
 

@@ -1,4 +1,4 @@
-"""R1 (issue 7): SIGKILL a decode worker in the middle of a load run and count what every client saw.
+"""SIGKILL a decode worker in the middle of a load run and count what every client saw.
 
     python benchmarks/reliability_kill.py [--duration-s 30] [--kill-at-s 10] [--rate 2] [--seed 0]
 
@@ -113,7 +113,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         evicted = not router.registry.get(victim.url).healthy  # type: ignore[union-attr]
     first_ok = next((t for t, o in probes if o.startswith("completed")), None)
     return {
-        "benchmark": "reliability_kill (issue 7, R1)",
+        "benchmark": "reliability_kill: a decode worker SIGKILLed mid-load",
         "command": "python benchmarks/reliability_kill.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
         "cluster": "emulated 1P2D, time scale 1, profile h100-llama31-8b, router in-process (ppd_deflect)",

@@ -1,4 +1,4 @@
-"""R2 (issue 7): all telemetry stops for 30 s under load; SLO attainment vs the ``pd`` baseline, and
+"""All telemetry stops for 30 s under load; SLO attainment vs the ``pd`` baseline, and
 local routes to workers of unknown state.
 
     python benchmarks/reliability_telemetry.py [--blackout-s 30] [--warmup-s 10] [--after-s 10] [--seed 0]
@@ -104,7 +104,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     base = runs[0]["overall"]["slo_attainment"]
     dark = runs[2]
     return {
-        "benchmark": "reliability_telemetry (issue 7, R2)",
+        "benchmark": "reliability_telemetry: all telemetry stops under load",
         "command": "python benchmarks/reliability_telemetry.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
         "cluster": "emulated 1P2D, time scale 1, profile h100-llama31-8b, router in-process",
@@ -135,7 +135,7 @@ def main() -> int:
     args = p.parse_args()
     summary = asyncio.run(main_async(args))
     write_result_json(args.out, summary)
-    print(f"R2: {summary['r2']}\nwrote {args.out}")
+    print(f"telemetry blackout: {summary['r2']}\nwrote {args.out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""R4 (issue 7): a bounded soak. The router runs for ``--duration-s`` (default 30 min) at ``--load``
+"""A bounded soak. The router runs for ``--duration-s`` (default 30 min) at ``--load``
 (default 80 %) of the emulated cluster's measured capacity; its RSS must grow by < 5 % and no request
 may be stuck. Not run by the tests.
 
@@ -142,7 +142,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         if r.error is not None:
             errors[r.error[:80]] = errors.get(r.error[:80], 0) + 1
     return {
-        "benchmark": "soak (issue 7, R4)",
+        "benchmark": "soak: a bounded run at a fixed share of capacity",
         "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
         "cluster": "emulated 1P2D, time scale 1, profile h100-llama31-8b; router process, policy ppd_deflect",

@@ -1,12 +1,19 @@
-"""Shared test fixtures: a fake 1P1D cluster behind an in-process router, raw loopback sockets
-(for what a well-behaved HTTP client never sends: stalled headers, slow bodies, invalid bytes), the
-released SGLang wheels' sources, and contract-bound SGLang stand-ins for the worker adapter."""
+"""Shared test fixtures: emulated SGLang workers as subprocesses, a fake 1P1D cluster behind an
+in-process router, raw loopback sockets (for what a well-behaved HTTP client never sends: stalled
+headers, slow bodies, invalid bytes), the released SGLang wheels' sources, and contract-bound SGLang
+stand-ins for the worker adapter."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +26,84 @@ import pytest
 from aiohttp import web
 from test_router_support import FakeWorker, start_router
 
+from sglang_ppd.bench.ports import free_port
 from sglang_ppd.core.policy import Policy
 from sglang_ppd.router.service import Router
 from sglang_ppd.worker.contract import CONTRACTS, Attr, Func, Method
+
+EMULATOR_START_S = 30.0
+
+
+@dataclass
+class EmulatedWorker:
+    """One ``sglang-ppd emulate`` subprocess on loopback, in its own process group."""
+
+    role: str
+    url: str
+    port: int
+    bootstrap_port: int | None
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def _wait_healthy(w: EmulatedWorker, log: Any) -> None:
+    deadline = time.monotonic() + EMULATOR_START_S
+    while time.monotonic() < deadline:
+        if w.proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{w.url} exited with {w.proc.returncode}:\n{log.read().decode()}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{w.url}/health", timeout=1) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{w.url} not healthy after {EMULATOR_START_S}s")
+
+
+@pytest.fixture(scope="module")
+def emulated_worker() -> Iterator[Callable[..., EmulatedWorker]]:
+    """``emulated_worker(role, *flags, time_scale=0.2)``: start an emulated worker (``sglang-ppd
+    emulate --role ROLE`` on free loopback ports, plus ``flags``) and return it once healthy. Every
+    worker started is stopped when the module's tests are done; ``stop()``/``kill()`` end one sooner."""
+    started: list[EmulatedWorker] = []
+    files: list[Any] = []
+    with tempfile.TemporaryDirectory() as logs:
+
+        def start(role: str, *flags: str, time_scale: float = 0.2) -> EmulatedWorker:
+            port = free_port()
+            bootstrap = free_port() if role == "prefill" else None
+            cmd = [sys.executable, "-m", "sglang_ppd.cli", "emulate", "--role", role, "--port", str(port),
+                   "--time-scale", str(time_scale), *flags]  # fmt: skip
+            if bootstrap is not None:
+                cmd += ["--bootstrap-port", str(bootstrap)]
+            # A file, not a pipe nobody reads: a chatty worker would block on a full pipe.
+            log = open(Path(logs) / f"{role}-{port}.log", "w+b")  # noqa: SIM115 (closed at teardown)
+            files.append(log)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            w = EmulatedWorker(role, f"http://127.0.0.1:{port}", port, bootstrap, proc)
+            started.append(w)
+            _wait_healthy(w, log)
+            return w
+
+        yield start
+        for w in started:
+            w.stop()
+        for f in files:
+            f.close()
 
 
 @dataclass

@@ -15,18 +15,16 @@ import zmq.asyncio
 from sglang_ppd.emulator import tokens
 from sglang_ppd.protocol import kv_events, load_stat, server_info, telemetry
 from sglang_ppd.protocol.block_hash import full_page_hashes
-from tests.test_emulator_support import emulated
 
 pytestmark = pytest.mark.timeout(60)
 PAGE = 4
 
 
 @pytest.fixture(scope="module")
-def pd_pair():
-    with emulated("prefill", "--page-size", str(PAGE)) as p, emulated(
-        "decode", "--ppd", "--page-size", str(PAGE), "--kv-capacity-tokens", "4096"
-    ) as d:
-        yield p, d
+def pd_pair(emulated_worker):
+    p = emulated_worker("prefill", "--page-size", str(PAGE))
+    d = emulated_worker("decode", "--ppd", "--page-size", str(PAGE), "--kv-capacity-tokens", "4096")
+    return p, d
 
 
 async def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -184,14 +182,14 @@ async def test_load_stat_and_telemetry_are_published(pd_pair):
 
 
 @pytest.mark.slow
-async def test_stock_decode_refuses_local_prefill_and_bad_bodies():
-    with emulated("decode", "--no-ppd") as d:
-        status, body = await post(f"{d.url}/generate", {"input_ids": [1, 2, 3], "do_local_prefill": True})
-        assert status == 400 and "do_local_prefill" in body["error"]["message"]
-        assert not (await info(d.url)).supports_local_prefill
-        status, body = await post(f"{d.url}/generate", {"input_ids": [[1, 2]], "bootstrap_room": 1,
-                                                        "bootstrap_host": "127.0.0.1", "bootstrap_port": 1})
-        assert status == 400 and "batched" in body["error"]["message"]
+async def test_stock_decode_refuses_local_prefill_and_bad_bodies(emulated_worker):
+    d = emulated_worker("decode", "--no-ppd")
+    status, body = await post(f"{d.url}/generate", {"input_ids": [1, 2, 3], "do_local_prefill": True})
+    assert status == 400 and "do_local_prefill" in body["error"]["message"]
+    assert not (await info(d.url)).supports_local_prefill
+    status, body = await post(f"{d.url}/generate", {"input_ids": [[1, 2]], "bootstrap_room": 1,
+                                                    "bootstrap_host": "127.0.0.1", "bootstrap_port": 1})
+    assert status == 400 and "batched" in body["error"]["message"]
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from sglang_ppd.emulator.cli import MIN_PUBLISH_PERIOD_S, publish_period_s
-from tests.test_emulator_support import emulated
 
 pytestmark = pytest.mark.timeout(60)
 LONG = 200_000
@@ -23,12 +22,11 @@ SETTLE_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def pd_pair():
+def pd_pair(emulated_worker):
     # A slow-motion P, so a prefill is still running when the test aborts it or its decode side.
-    with emulated("prefill", time_scale=30.0) as p, emulated(
-        "decode", "--ppd", "--kv-capacity-tokens", str(2 * LONG), time_scale=1.0
-    ) as d:
-        yield p, d
+    p = emulated_worker("prefill", time_scale=30.0)
+    d = emulated_worker("decode", "--ppd", "--kv-capacity-tokens", str(2 * LONG), time_scale=1.0)
+    return p, d
 
 
 async def load(url: str) -> dict[str, Any]:

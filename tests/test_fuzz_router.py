@@ -1,4 +1,4 @@
-"""R3 (issue 7): at least 1,000 malformed or hostile requests against the router's APIs give 0 5xx and
+"""Fuzz: at least 1,000 malformed or hostile requests against the router's APIs give 0 5xx and
 0 crashes.
 
 Hypothesis draws bodies for SGLang ``/generate`` and OpenAI ``/v1/completions`` /

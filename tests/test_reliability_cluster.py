@@ -1,25 +1,28 @@
-"""R1 and R2 (issue 7) on an emulated 1P2D cluster: ``sglang-ppd emulate`` subprocesses, real HTTP
-and ZMQ on loopback, the in-process router with the ``ppd_deflect`` policy.
+"""A decode worker killed mid-load, and a telemetry blackout, on an emulated 1P2D cluster:
+``sglang-ppd emulate`` subprocesses, real HTTP and ZMQ on loopback, the in-process router with the
+``ppd_deflect`` policy.
 
-R1: SIGKILL a decode worker in the middle of a multi-turn load. Every request completes, or gets a
-clean error the client can retry (a JSON error before the first token, or an error event then
+Worker kill: SIGKILL a decode worker in the middle of a multi-turn load. Every request completes,
+or gets a clean error the client can retry (a JSON error before the first token, or an error event then
 ``[DONE]`` after it); none is lost or hung. A request sent right after the kill is served. The dead
 worker's prefixes leave the index at once, and no local route goes to it. The survivors end with no
 KV reserved and nothing running (every aborted request was released).
 
-R2 (short window; ``benchmarks/reliability_telemetry.py`` runs the full 30 s): all telemetry stops
-under load. Once it is older than ``max_telemetry_age_ms`` every request is routed PD, none local to a
-worker of unknown state, and all complete; when telemetry returns, local routes come back.
+Telemetry blackout (short window; ``benchmarks/reliability_telemetry.py`` runs the full 30 s): all
+telemetry stops under load. Once it is older than ``max_telemetry_age_ms`` every request is routed
+PD, none local to a worker of unknown state, and all complete; when telemetry returns, local routes
+come back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
-from test_reliability_support import Emulated, Outcome, router_over, spawn_emulator, stream_request
+from test_reliability_support import Outcome, router_over, stream_request
 from test_router_support import wait_for
 
 from sglang_ppd.router.service import Router
@@ -30,18 +33,15 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
-async def cluster() -> AsyncIterator[list[Emulated]]:
-    workers = list(
-        await asyncio.gather(
-            spawn_emulator("prefill", time_scale=0.2),
-            spawn_emulator("decode", time_scale=0.2),
-            spawn_emulator("decode", time_scale=0.2),
-        )
-    )
+def cluster(emulated_worker: Any) -> Iterator[list[Any]]:
+    """1P2D, KV pages of 16 tokens, decode workers able to prefill locally."""
+    workers = [emulated_worker("prefill", "--page-size", "16", time_scale=0.2)]
+    workers += [emulated_worker("decode", "--page-size", "16", "--ppd", time_scale=0.2) for _ in range(2)]
     try:
         yield workers
     finally:
-        await asyncio.gather(*(w.stop() for w in workers))
+        for w in workers:
+            w.stop()
 
 
 async def _session(
@@ -78,7 +78,7 @@ async def _survivors_released(s: aiohttp.ClientSession, urls: list[str]) -> bool
 
 
 @pytest.mark.slow
-async def test_r1_sigkill_a_decode_worker_mid_load(cluster: list[Emulated]) -> None:
+async def test_sigkill_a_decode_worker_mid_load(cluster: list[Any]) -> None:
     p, d1, d2 = cluster
     router, runner, url = await router_over(cluster)
     w1 = router.registry.get(d1.url)
@@ -138,7 +138,7 @@ def _blackout(router: Router) -> None:
 
 
 @pytest.mark.slow
-async def test_r2_telemetry_blackout_routes_pd_never_local_to_unknown_state(cluster: list[Emulated]) -> None:
+async def test_telemetry_blackout_routes_pd_never_local_to_unknown_state(cluster: list[Any]) -> None:
     router, runner, url = await router_over(cluster, slo={"max_telemetry_age_ms": 300.0})
     decode = [w for w in router.registry.all() if w.role.value == "decode"]
     try:

@@ -1,4 +1,4 @@
-"""Worker and telemetry faults against fake workers on loopback (issue 7, items 1-2): circuit
+"""Worker and telemetry faults against fake workers on loopback: circuit
 breakers, a prefill that fails while its decode waits for KV, the first-token deadline, the
 unknown-state guard for plugin policies, fast eviction on a refused connection, and KV-event
 publisher restarts and oversized / garbage telemetry."""
@@ -12,7 +12,6 @@ import pytest
 import zmq
 import zmq.asyncio
 from aiohttp import web
-from test_reliability_support import WaitingDecode
 from test_router_support import (
     FakeKvPublisher,
     FakeWorker,
@@ -78,14 +77,14 @@ async def test_breaker_keeps_traffic_off_a_failing_decode_worker() -> None:
 async def test_prefill_failure_while_decode_waits_for_kv_aborts_decode_and_retries() -> None:
     bad_p = await FakeWorker("prefill", fail_status=500, delay_s=0.2).start()
     good_p = await FakeWorker("prefill").start()
-    waiting = await WaitingDecode(num_hangs=1).start()
-    router, runner, url = await start_router([bad_p, good_p, waiting])  # type: ignore[list-item]
+    waiting = await FakeWorker("decode", wait_for_kv=1).start()
+    router, runner, url = await start_router([bad_p, good_p, waiting])
     try:
         status, body, route = await _post(f"{url}/generate", {"text": "abc", "stream": True, "rid": "r1"})
         assert status == 200 and route == "pd" and body.endswith(b"data: [DONE]\n\n")
         assert b'"error"' not in body  # retried before the first token: no error, no duplicate
         # The decode side is not to blame: the retry pairs it with the other prefill worker.
-        assert waiting.received == ["r1", "r1-retry"] and len(good_p.received) == 1
+        assert [b["rid"] for b in waiting.received] == ["r1", "r1-retry"] and len(good_p.received) == 1
         await wait_for(lambda: "r1" in waiting.aborted)  # the KV reservation on D is released
         assert router.metrics.retries == 1 and router.metrics.upstream_errors[waiting.url] == 0
     finally:
@@ -97,8 +96,8 @@ async def test_prefill_failure_while_decode_waits_for_kv_aborts_decode_and_retri
 @pytest.mark.slow
 async def test_streaming_first_token_deadline_gives_504_and_aborts() -> None:
     p = await FakeWorker("prefill").start()
-    waiting = await WaitingDecode().start()
-    _, runner, url = await start_router([p, waiting], first_token_timeout_s=0.5)  # type: ignore[list-item]
+    waiting = await FakeWorker("decode", wait_for_kv=1 << 30).start()
+    _, runner, url = await start_router([p, waiting], first_token_timeout_s=0.5)
     try:
         status, body, _ = await _post(f"{url}/generate", {"text": "abc", "stream": True, "rid": "slow"})
         assert status == 504 and b"first token" in body

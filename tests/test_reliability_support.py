@@ -1,19 +1,17 @@
-"""Test support for the reliability tests (no tests here): emulated workers as subprocesses on
-loopback, an in-process router over them, a streaming client that classifies every outcome, and a
-stub decode worker that answers headers and then waits for KV that never comes."""
+"""Test support for the reliability tests (no tests here): an in-process router over emulated workers
+(the ``emulated_worker`` fixture starts them) and a streaming client that classifies every
+outcome."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from test_router_support import PROFILE, free_port, serve_loopback, stop_process, wait_until_healthy
+from test_router_support import PROFILE
 
 from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.core.policy import Policy, load_policy
@@ -23,47 +21,8 @@ from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import ByteTokenizer
 
 
-@dataclass
-class Emulated:
-    role: str
-    proc: asyncio.subprocess.Process
-    url: str
-    bootstrap_port: int | None
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        await stop_process(self.proc)
-
-
-async def spawn_emulator(role: str, *extra: str, time_scale: float = 0.02) -> Emulated:
-    port = free_port()
-    args = ["--role", role, "--port", str(port), "--time-scale", str(time_scale), "--page-size", "16"]
-    bport = None
-    if role == "prefill":
-        bport = free_port()
-        args += ["--bootstrap-port", str(bport)]
-    else:
-        args += ["--ppd"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sglang_ppd.cli",
-        "emulate",
-        *args,
-        *extra,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    em = Emulated(role, proc, f"http://127.0.0.1:{port}", bport)
-    await wait_until_healthy(em.url, em.proc)
-    return em
-
-
 async def router_over(
-    workers: list[Emulated], policy: str | Policy = "ppd_deflect", **cfg: Any
+    workers: list[Any], policy: str | Policy = "ppd_deflect", **cfg: Any
 ) -> tuple[Router, web.AppRunner, str]:
     specs = [
         {"url": w.url, "role": w.role, **({"bootstrap_port": w.bootstrap_port} if w.bootstrap_port else {})}
@@ -135,53 +94,3 @@ async def stream_request(
     except (aiohttp.ClientError, ValueError) as exc:
         out.exception = repr(exc)
     return out
-
-
-@dataclass
-class WaitingDecode:
-    """A decode worker that answers ``/generate`` headers at once and then waits for KV (forever),
-    as an SGLang decode server does while its prefill side never delivers."""
-
-    role: str = "decode"
-    num_hangs: int = 1 << 30
-    """Wait forever on this many requests; answer the rest (one token) at once."""
-    aborted: list[str] = field(default_factory=list)
-    received: list[str] = field(default_factory=list)
-    url: str = ""
-    server_info: dict[str, Any] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> WaitingDecode:
-        app = web.Application()
-        app.router.add_get("/server_info", self._info)
-        app.router.add_get("/health", self._ok)
-        app.router.add_get("/v1/loads", self._ok)
-        app.router.add_post("/generate", self._generate)
-        app.router.add_post("/abort_request", self._abort)
-        self._runner, self.url = await serve_loopback(app, handler_cancellation=True)
-        return self
-
-    async def _ok(self, _: web.Request) -> web.Response:
-        return web.json_response({"loads": []})
-
-    async def _info(self, _: web.Request) -> web.Response:
-        return web.json_response({"disaggregation_mode": "decode", "page_size": 1, **self.server_info})
-
-    async def _abort(self, request: web.Request) -> web.Response:
-        self.aborted.append((await request.json())["rid"])
-        return web.json_response({})
-
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.received.append(body["rid"])
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        if len(self.received) <= self.num_hangs:
-            await asyncio.sleep(3600)
-        token = {"text": "a", "meta_info": {"completion_tokens": 1, "finish_reason": {"type": "length"}}}
-        await resp.write(b"data: " + orjson.dumps(token) + b"\n\ndata: [DONE]\n\n")
-        return resp
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

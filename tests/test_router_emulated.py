@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -43,28 +44,16 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
 
 
 @pytest.fixture
-async def emulated() -> AsyncIterator[tuple[str, int, str]]:
-    pport, bport, dport = free_port(), free_port(), free_port()
-    p = await _spawn(
-        "emulate",
-        "--role",
-        "prefill",
-        "--port",
-        str(pport),
-        "--bootstrap-port",
-        str(bport),
-        "--time-scale",
-        "0",
-    )
-    d = await _spawn("emulate", "--role", "decode", "--port", str(dport), "--ppd", "--time-scale", "0")
-    purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+def emulated(emulated_worker: Any) -> Iterator[tuple[str, int, str]]:
+    """1P1D at time scale 0: (prefill URL, its bootstrap port, decode URL)."""
+    p = emulated_worker("prefill", time_scale=0.0)
+    d = emulated_worker("decode", "--ppd", time_scale=0.0)
+    assert p.bootstrap_port is not None
     try:
-        await wait_until_healthy(purl, p)
-        await wait_until_healthy(durl, d)
-        yield purl, bport, durl
+        yield p.url, p.bootstrap_port, d.url
     finally:
-        await stop_process(p)
-        await stop_process(d)
+        p.stop()
+        d.stop()
 
 
 @contextlib.asynccontextmanager
@@ -209,22 +198,17 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
 
 
 @pytest.fixture
-async def slow_telemetry() -> AsyncIterator[tuple[str, int, str]]:
+def slow_telemetry(emulated_worker: Any) -> Iterator[tuple[str, int, str]]:
     """1P1D in real time whose decode worker publishes its load only every 2 s: a reply ends well
     before the next sample, as it does between any two samples at any period."""
-    pport, bport, dport = free_port(), free_port(), free_port()
-    p = await _spawn("emulate", "--role", "prefill", "--port", str(pport), "--bootstrap-port", str(bport))
-    d = await _spawn(
-        "emulate", "--role", "decode", "--port", str(dport), "--ppd", "--telemetry-period-ms", "2000"
-    )
-    purl, durl = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{dport}"
+    p = emulated_worker("prefill", time_scale=1.0)
+    d = emulated_worker("decode", "--ppd", "--telemetry-period-ms", "2000", time_scale=1.0)
+    assert p.bootstrap_port is not None
     try:
-        await wait_until_healthy(purl, p)
-        await wait_until_healthy(durl, d)
-        yield purl, bport, durl
+        yield p.url, p.bootstrap_port, d.url
     finally:
-        await stop_process(p)
-        await stop_process(d)
+        p.stop()
+        d.stop()
 
 
 @pytest.mark.slow

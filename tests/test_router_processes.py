@@ -9,12 +9,11 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from test_emulator_support import emulated
 from test_router_support import free_port, stop_process, wait_until_healthy
 
 from sglang_ppd.router.metrics import RouterMetrics
@@ -72,16 +71,14 @@ def test_a_malformed_peer_state_is_refused_whole(poison: Any) -> None:
         merge_metrics([metrics_state(good), state])
 
 
-@contextlib.contextmanager
-def _cluster() -> Iterator[tuple[str, int, str]]:
-    with emulated("prefill", time_scale=0.0) as p, emulated("decode", "--ppd", time_scale=0.0) as d:
-        assert p.bootstrap_port is not None
-        yield p.url, p.bootstrap_port, d.url
-
-
 @contextlib.asynccontextmanager
-async def _group(n: int) -> AsyncIterator[str]:
-    with _cluster() as (purl, bport, durl):
+async def _group(emulated_worker: Callable[..., Any], n: int) -> AsyncIterator[str]:
+    """``sglang-ppd router --processes n`` over an emulated 1P1D cluster (``emulated_worker`` is the
+    conftest fixture)."""
+    p = emulated_worker("prefill", time_scale=0.0)
+    d = emulated_worker("decode", "--ppd", time_scale=0.0)
+    purl, bport, durl = p.url, p.bootstrap_port, d.url
+    try:
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sglang_ppd.cli", "router", "--prefill", purl, str(bport),
@@ -94,6 +91,9 @@ async def _group(n: int) -> AsyncIterator[str]:
             yield url
         finally:
             assert await stop_process(proc) == 0
+    finally:
+        p.stop()
+        d.stop()
 
 
 async def _generate(url: str, text: str) -> None:
@@ -128,8 +128,8 @@ async def _all_up(url: str, n: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-async def test_metrics_and_stats_sum_over_processes_whichever_answers() -> None:
-    async with _group(2) as url:
+async def test_metrics_and_stats_sum_over_processes_whichever_answers(emulated_worker: Any) -> None:
+    async with _group(emulated_worker, 2) as url:
         await _all_up(url, 2)
         for i in range(30):
             await _generate(url, f"prompt number {i} " * 4)
@@ -148,8 +148,8 @@ async def test_metrics_and_stats_sum_over_processes_whichever_answers() -> None:
 
 
 @pytest.mark.slow
-async def test_a_killed_process_comes_back_with_the_prefix_index_by_replay() -> None:
-    async with _group(2) as url:
+async def test_a_killed_process_comes_back_with_the_prefix_index_by_replay(emulated_worker: Any) -> None:
+    async with _group(emulated_worker, 2) as url:
         await _all_up(url, 2)
         for i in range(6):
             await _generate(url, f"a long shared system prompt, then question {i} " * 8)

@@ -38,6 +38,9 @@ class FakeWorker:
     die_after_chunks: int | None = None
     """Streaming: drop the connection after this many chunks."""
     hang: bool = False
+    wait_for_kv: int = 0
+    """Streaming: on the first this many requests, send the headers and then wait forever, as an
+    SGLang decode server does while its prefill side never delivers the KV."""
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     """Streaming: pause between chunks (a slow decode)."""
@@ -126,6 +129,8 @@ class FakeWorker:
             return web.json_response(self._reply(ids, n, True))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if len(self.received) <= self.wait_for_kv:
+            await asyncio.sleep(3600)
         for i in range(1, max(n, 1) + 1):
             if self.die_after_chunks is not None and i > self.die_after_chunks:
                 assert request.transport is not None

@@ -1,4 +1,4 @@
-"""R5 (issue 7): the auth paths (API key, separate admin key for ``/workers``), loopback bind
+"""Security defaults: the auth paths (API key, separate admin key for ``/workers``), loopback bind
 defaults of every listening socket (router, emulated workers: HTTP, bootstrap, ZMQ), no pickle on any
 wire, and no secret in the router's logs."""
 
@@ -11,10 +11,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from test_reliability_support import spawn_emulator
 from test_router_support import FakeWorker, free_port, start_router, wait_for
 
 from sglang_ppd.router.config import RouterConfig
@@ -135,17 +135,19 @@ WILDCARD = {"00000000", "00000000000000000000000000000000"}
 
 
 @pytest.mark.slow
-async def test_emulated_worker_binds_loopback_by_default_and_wider_only_when_asked() -> None:
-    p = await spawn_emulator("prefill", time_scale=0.0)
-    wide = await spawn_emulator("decode", "--host", "0.0.0.0", time_scale=0.0)
+async def test_emulated_worker_binds_loopback_by_default_and_wider_only_when_asked(
+    emulated_worker: Any,
+) -> None:
+    p = emulated_worker("prefill", time_scale=0.0)
+    wide = emulated_worker("decode", "--host", "0.0.0.0", time_scale=0.0)
     try:
         # HTTP, bootstrap, KV events, KV replay, LoadStat and telemetry: six sockets, all loopback.
         socks = _listening(p.proc.pid)
         assert len(socks) >= 6 and {a for a, _ in socks} <= LOOPBACK, socks
         assert {a for a, _ in _listening(wide.proc.pid)} <= WILDCARD
     finally:
-        await p.stop()
-        await wide.stop()
+        p.stop()
+        wide.stop()
 
 
 @pytest.mark.slow

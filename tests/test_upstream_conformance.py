@@ -3,7 +3,7 @@ servers: aiohttp's server for chunked bodies, keep-alive reuse after error repli
 slow and oversized replies; and a raw asyncio server for what aiohttp never sends (a body delimited
 by the connection's close, a reply split byte by byte, a garbage status line).
 
-The client keeps its place on the data path only while this suite passes (issue 12)."""
+The client keeps its place on the data path only while this suite passes."""
 
 from __future__ import annotations
 

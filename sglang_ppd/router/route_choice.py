@@ -43,7 +43,7 @@ def choose_route(router: Router, feats: Any, exclude: set[str]) -> Route:
     if d is None or not d.healthy or d.role is not Role.DECODE or d.url in exclude:
         raise NoRoute(f"policy chose unavailable decode worker {route.decode_worker}")
     # ``router.decide`` ran the policy through ``core.guard``: local work only goes to a decode
-    # worker whose state is known (issue 7), whatever the policy said.
+    # worker whose state is known (fresh telemetry), whatever the policy said.
     router.reliability.num_local_overridden += route.reason == UNKNOWN_STATE_REASON
     if route.kind is RouteKind.PD:
         pw = reg.get(route.prefill_worker or "")

@@ -104,7 +104,7 @@ async def check(router: Router, w: WorkerState) -> None:
         async with router.control.get(f"{w.url}/health") as resp:
             ok = resp.status == 200
     except aiohttp.ClientConnectorError:
-        router.note_failure(w, refused=True)  # nothing listens: the process is gone (issue 7)
+        router.note_failure(w, refused=True)  # nothing listens: the process is gone
         return
     except (aiohttp.ClientError, asyncio.TimeoutError):
         ok = False
