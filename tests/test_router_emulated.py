@@ -164,6 +164,19 @@ async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str
         w = router.registry.get(durl)
         assert w is not None and w.exact_index is not None and w.supports_local_prefill
         async with aiohttp.ClientSession() as s:
+            # ZMQ's slow joiner: a batch published before the subscription is live is lost, and only a
+            # later batch reveals the gap (then replayed). Turn 1's batch may be the last one for a
+            # while, so first make sure the feed is live: warm-up prompts until one batch arrives.
+            for i in range(20):
+                warm = list(f"warm-up {i} ".encode() * 20)
+                async with s.post(
+                    f"{url}/generate", json={"input_ids": warm, "sampling_params": {"max_new_tokens": 2}}
+                ) as r:
+                    assert r.status == 200
+                with contextlib.suppress(AssertionError):
+                    await wait_for(lambda: w.num_kv_events > 0, timeout_s=3.0)
+                    break
+            assert w.num_kv_events > 0, "no KV event reached the router after 20 warm-up requests"
             async with s.post(
                 f"{url}/generate",
                 json={"input_ids": turn1, "sampling_params": {"max_new_tokens": 8}, "stream": True},
