@@ -10,16 +10,10 @@ is what they are measured for. Otherwise the request takes the ``pd_cache_aware`
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from sglang_ppd.core.costmodel import CostProfile
-from sglang_ppd.core.policy import PolicyParams
 from sglang_ppd.core.types import ClusterSnapshot, RequestFeatures, Route, RouteKind, Slo, WorkerSnapshot
-from sglang_ppd_policies.always_local import LocalParams
+from sglang_ppd_policies.always_local import AlwaysLocalPolicy
 from sglang_ppd_policies.balance import decode_keys, least_loaded
-from sglang_ppd_policies.base import BuiltinPolicy
-from sglang_ppd_policies.candidates import best_resident, local_route, pd_route, resident_candidates
-from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.candidates import best_resident, local_route, resident_candidates
 from sglang_ppd_policies.view import View
 
 
@@ -31,16 +25,9 @@ def least_loaded_capable(v: View) -> WorkerSnapshot | None:
     return cands[least_loaded(decode_keys(cands, v.fresh))]
 
 
-class StaticRulePolicy(BuiltinPolicy):
-    """Subclasses implement :meth:`keep_local`."""
-
-    Params: ClassVar[type[LocalParams]] = LocalParams
-
-    def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
-        super().__init__(params, profile)
-        assert isinstance(params, LocalParams)
-        self._chooser = cache_aware_pair(params)
-        self._allow_approx = params.allow_approx_local
+class StaticRulePolicy(AlwaysLocalPolicy):
+    """``always_local``'s parameters, PD path and resident choice; subclasses implement
+    :meth:`keep_local`."""
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
         v = View(req, snap, slo)
@@ -50,11 +37,11 @@ class StaticRulePolicy(BuiltinPolicy):
         else:
             best = least_loaded_capable(v)
             if best is None:
-                return pd_route(self._chooser, self.pd_routes, v, self.est, why)
+                return self.pd(v, why)
             d, hit_len = best, 0
         local, reason = self.keep_local(v, d, hit_len)
         if not local:
-            return pd_route(self._chooser, self.pd_routes, v, self.est, reason)
+            return self.pd(v, reason)
         kind = RouteKind.LOCAL if hit_len > 0 else RouteKind.DEFLECT
         return local_route(kind, d, req.prompt_len - hit_len, self.est.chunk_len, reason)
 
