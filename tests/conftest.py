@@ -28,6 +28,7 @@ from test_router_support import FakeWorker, start_router
 
 from sglang_ppd.bench.ports import free_port
 from sglang_ppd.core.policy import Policy
+from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
 from sglang_ppd.worker.contract import CONTRACTS, Attr, Func, Method
 
@@ -150,6 +151,22 @@ async def pd_cluster() -> AsyncIterator[ClusterFactory]:
         await runner.cleanup()
         for w in workers:
             await w.stop()
+
+
+PairConfig = Callable[..., RouterConfig]
+
+
+@pytest.fixture
+def pair_config() -> PairConfig:
+    """``pair_config((purl, bport, durl), **cfg)``: the router config (port 0) of one prefill worker,
+    with its bootstrap port, and one decode worker, plus ``cfg``'s keys."""
+
+    def make(pair: tuple[str, int, str], **cfg: Any) -> RouterConfig:
+        purl, bport, durl = pair
+        workers = [{"url": purl, "role": "prefill", "bootstrap_port": bport}, {"url": durl, "role": "decode"}]
+        return RouterConfig.model_validate({"port": 0, "workers": workers, **cfg})
+
+    return make
 
 
 RawConnect = Callable[[str], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from conftest import PairConfig
 from test_router_support import (
     PROFILE,
     FakeWorker,
@@ -25,7 +26,6 @@ from test_router_support import (
 
 from sglang_ppd.core.policy import load_policy
 from sglang_ppd.router.app import start_server
-from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import ByteTokenizer
 
@@ -141,19 +141,12 @@ async def test_cli_rejects_bad_flags() -> None:
 # loaded 2-core machine that alone took over a minute once, so it gets three, and its waits one each.
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-async def test_second_turn_goes_local_on_exact_kv_event_hits(emulated: tuple[str, int, str]) -> None:
-    purl, bport, durl = emulated
-    cfg = RouterConfig.model_validate(
-        {
-            "port": 0,
-            "workers": [
-                {"url": purl, "role": "prefill", "bootstrap_port": bport},
-                {"url": durl, "role": "decode"},
-            ],
-            # A loaded 2-core CI box can delay the emulator's telemetry; staleness is not under test here.
-            "slo": {"max_telemetry_age_ms": 60_000.0},
-        }
-    )
+async def test_second_turn_goes_local_on_exact_kv_event_hits(
+    emulated: tuple[str, int, str], pair_config: PairConfig
+) -> None:
+    durl = emulated[2]
+    # A loaded 2-core CI box can delay the emulator's telemetry; staleness is not under test here.
+    cfg = pair_config(emulated, slo={"max_telemetry_age_ms": 60_000.0})
     policy = ScriptedPolicy()
     policy.local_min_hit = 64
     router = Router(cfg, policy, PROFILE, ByteTokenizer(), "scripted")
@@ -225,19 +218,14 @@ def slow_telemetry(emulated_worker: Any) -> Iterator[tuple[str, int, str]]:
 
 
 @pytest.mark.slow
-async def test_an_immediate_second_turn_at_idle_goes_local(slow_telemetry: tuple[str, int, str]) -> None:
+async def test_an_immediate_second_turn_at_idle_goes_local(
+    slow_telemetry: tuple[str, int, str], pair_config: PairConfig
+) -> None:
     """Zero think time: Turn 2 is sent the moment Turn 1's reply ends. The decode worker's last
     sample still counts Turn 1 as running; the router knows it finished, so Turn 2 appends locally
     on an idle worker (the default policy, not a scripted one)."""
-    purl, bport, durl = slow_telemetry
-    cfg = RouterConfig.model_validate({
-        "port": 0,
-        "workers": [
-            {"url": purl, "role": "prefill", "bootstrap_port": bport},
-            {"url": durl, "role": "decode"},
-        ],
-        "slo": {"max_telemetry_age_ms": 60_000.0},  # staleness is not under test
-    })  # fmt: skip
+    durl = slow_telemetry[2]
+    cfg = pair_config(slow_telemetry, slo={"max_telemetry_age_ms": 60_000.0})  # staleness is not under test
     router = Router(cfg, load_policy("ppd_deflect", {}, PROFILE), PROFILE, ByteTokenizer(), "ppd_deflect")
     runner, port = await start_server(router, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"

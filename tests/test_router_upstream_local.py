@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from conftest import PairConfig
 from test_router_support import PROFILE, ScriptedPolicy, free_port, stop_process, wait_for, wait_until_healthy
 
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import fields
 from sglang_ppd.protocol.server_info import UPSTREAM_LOCAL_PREFILL_FIELD, parse_server_info
 from sglang_ppd.router.app import start_server
-from sglang_ppd.router.config import RouterConfig
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.tokenizer import ByteTokenizer
 
@@ -67,23 +67,17 @@ async def stock_conditional_agg() -> AsyncIterator[tuple[str, int, str]]:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_a_stock_conditional_agg_server_gets_do_local_prefill_alone(
-    stock_conditional_agg: tuple[str, int, str],
+    stock_conditional_agg: tuple[str, int, str], pair_config: PairConfig
 ) -> None:
-    purl, bport, durl = stock_conditional_agg
+    durl = stock_conditional_agg[2]
     body = {"input_ids": list(range(1, 200)), "sampling_params": {"max_new_tokens": 6}}
     async with aiohttp.ClientSession() as s:
         # The emulated stock server refuses this project's fields, as the test below relies on.
         extension = {**body, fields.LOCAL_PREFILL: True, fields.ROUTE_KIND: "local"}
         async with s.post(f"{durl}/generate", json=extension) as r:
             assert r.status == 400 and fields.ROUTE_KIND in await r.text()
-    cfg = RouterConfig.model_validate({
-        "port": 0,
-        "workers": [
-            {"url": purl, "role": "prefill", "bootstrap_port": bport},
-            {"url": durl, "role": "decode"},
-        ],
-        "slo": {"max_telemetry_age_ms": 60_000.0},  # staleness is not under test
-    })  # fmt: skip
+    # Staleness is not under test.
+    cfg = pair_config(stock_conditional_agg, slo={"max_telemetry_age_ms": 60_000.0})
     policy = ScriptedPolicy()
     policy.force = RouteKind.LOCAL
     router = Router(cfg, policy, PROFILE, ByteTokenizer(), "scripted")
