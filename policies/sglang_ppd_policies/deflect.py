@@ -5,7 +5,7 @@ prefill as chunks mixed into its decode steps, sized so resident decodes stay wi
 
 Rule, from the live snapshot and the step model (:mod:`.estimate`):
 
-- TTFT_P: the ``pd_cache_aware`` pair's P queue + P compute + KV transfer (behind the link's queued
+- TTFT_P: the PD pair's P queue + P compute + KV transfer (behind the link's queued
   bytes) + one decode iteration.
 - On each local-capable D worker with fewer than ``max_inflight`` local prefills in flight (the
   larger of its telemetry's count and the router's own ``num_local_inflight``) and free
@@ -21,6 +21,9 @@ Rule, from the live snapshot and the step model (:mod:`.estimate`):
   the KV link's backlog exceeds ``min_p_queue_ms``), TTFT_D <= alpha*TTFT_P and
   TTFT_D <= slo.ttft_ms; else PD.
   The route carries ``ChunkPlan(χ, n)``.
+
+The PD route's pair is :mod:`.cost_pair`'s (``prefill_choice``: ``cost`` by default, or
+``cache_aware``).
 
 Parameters (reasoned from the cost model's fit errors, not fitted to a trace):
   alpha: deflect only if TTFT_D <= alpha*TTFT_P (0.8). The profile's prefill fit has ~10% rms
@@ -60,14 +63,14 @@ from sglang_ppd_policies import reasons
 from sglang_ppd_policies.always_local import LocalParams
 from sglang_ppd_policies.base import BuiltinPolicy
 from sglang_ppd_policies.candidates import local_route, no_prefill_route
-from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.cost_pair import PrefillChoiceParams, pd_pair
 from sglang_ppd_policies.view import View
 
 DeflectGate = Callable[[View, WorkerSnapshot, float, float, float], bool]
 """(view, D, TTFT_D, stall per resident, TTFT_P) -> whether the deflection may go ahead."""
 
 
-class DeflectParams(LocalParams):
+class DeflectParams(LocalParams, PrefillChoiceParams):
     alpha: float = Field(0.8, gt=0.0, description="deflect iff TTFT_D <= alpha * TTFT_P")
     beta: float = Field(0.9, gt=0.0, le=1.0, description="a mixed iteration may take beta * TPOT target")
     max_inflight: int = Field(2, ge=1, description="local/deflected prefills in flight per decode worker")
@@ -80,7 +83,7 @@ class DeflectPolicy(BuiltinPolicy):
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         super().__init__(params, profile)
         assert isinstance(params, DeflectParams)
-        self._chooser = cache_aware_pair(params)
+        self._chooser = pd_pair(params, self.est)
         self._allow_approx = params.allow_approx_local
         self._alpha = params.alpha
         self._beta = params.beta

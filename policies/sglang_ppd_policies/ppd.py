@@ -6,7 +6,7 @@ TTFT against the TPOT the residents of that D worker lose, with the SLO weights 
 
 For each route, from the live snapshot and the step model (:mod:`.estimate`):
 
-- PD (the ``pd_cache_aware`` pair): TTFT = P queue (queued prefill tokens at full chunks) + P compute
+- PD (the :mod:`.cost_pair` pair): TTFT = P queue (queued prefill tokens at full chunks) + P compute
   of the tokens P lacks + transfer of the tokens D lacks over the link, behind ``link.queued_bytes``
   + one decode iteration on D. No TPOT impact on D.
 - LOCAL on each local-capable D with a resident prefix: TTFT = its current decode iteration + its
@@ -23,9 +23,33 @@ For each route, from the live snapshot and the step model (:mod:`.estimate`):
   ``tpot_horizon_len`` overrides both.
 
 Score = w_ttft*TTFT/slo.ttft_ms + w_tpot*ΔTPOT/slo.tpot_ms (both SLO-normalized). The lowest score
-wins; ties go to PD. No resident prefix (Turn 1, or evicted) -> the ``pd_cache_aware`` route.
+wins; ties go to PD.
+
+A local append moves the prefill, it does not always save it: P's radix cache holds only what P
+prefilled, so once a turn runs on D, the session's next PD turn recomputes it on P. A session goes
+PD for good once its history outgrows what a chunk can attend within the TBT budget. So when the
+session is headed there, the local score is charged with the P compute the PD route would do now
+(``count_deferred_prefill``), and local wins only on what it really saves (P's queue, the KV
+transfer, the admit step) against the stall it costs. "Headed there": at twice its current prompt,
+the append's chunk would not fit D's TBT budget (``core.guard.tbt_chunk`` with today's residents).
+Twice, because with no other knowledge of a session's length, a session that has run for some
+turns is as likely as not to run as many again (the Copernican estimate), and its history grows
+with its turns. Short chat histories and idle decode workers are never charged, so an immediate
+Turn 2 still goes local. Without the charge, on the agentic workload below ``pd``'s knee
+(``agentic:n=200`` x0.04, seeds 1-2, 2 s / 100 ms) Turn 2+ mean TTFT was 443 and 389 ms against
+415 and 399 for ``pd_cache_aware``: sessions appended locally until their history hit the TBT
+budget, then paid P's whole lag at once (825 ms on those turns). With it, 406 and 393 ms; ShareGPT
+sessions (875 at 2/s) keep the local appends' gain (74 and 75 ms against 84 and 87 for
+``pd_cache_aware``; charging every append instead gives 82 and 84).
+
+No resident prefix (Turn 1, or evicted) -> the PD route.
+
+The PD route's pair is :mod:`.cost_pair`'s (``prefill_choice``).
 
 Parameters:
+  count_deferred_prefill: charge a local append with P's prefill of the prompt when the session is
+    headed past the TBT budget (True).
+  prefill_choice: ``cost`` (default) or ``cache_aware`` P choice for the PD route (:mod:`.cost_pair`).
   tpot_horizon_len: L above (None: the residents' mean output length, else the request's
     max_new_tokens, at most 4096).
   local_chunk_len: largest chunk of a local append, and the route's chunk cap (None: the profile's
@@ -63,11 +87,11 @@ from sglang_ppd_policies.candidates import (
     pd_route,
     resident_candidates,
 )
-from sglang_ppd_policies.pd_cache_aware import cache_aware_pair
+from sglang_ppd_policies.cost_pair import PrefillChoiceParams, pd_pair
 from sglang_ppd_policies.view import View
 
 
-class PpdParams(LocalParams):
+class PpdParams(LocalParams, PrefillChoiceParams):
     tpot_horizon_len: int | None = Field(
         None, ge=1, description="output tokens a resident's stall is spread over (None: max_new_tokens)"
     )
@@ -75,6 +99,9 @@ class PpdParams(LocalParams):
         None, ge=1, description="largest local-append chunk (None: the profile's chunked_prefill_size)"
     )
     min_chunk_len: int = Field(64, ge=1, description="smallest chunk a busy decode worker runs per step")
+    count_deferred_prefill: bool = Field(
+        True, description="charge a local append with the prefill it defers to the session's next PD turn"
+    )
 
 
 class PpdPolicy(BuiltinPolicy):
@@ -83,11 +110,12 @@ class PpdPolicy(BuiltinPolicy):
     def __init__(self, params: PolicyParams, profile: CostProfile) -> None:
         super().__init__(params, profile)
         assert isinstance(params, PpdParams)
-        self._chooser = cache_aware_pair(params)
+        self._chooser = pd_pair(params, self.est)
         self._allow_approx = params.allow_approx_local
         self._horizon_len = params.tpot_horizon_len
         self._chunk_len = params.local_chunk_len or self.est.chunk_len
         self._min_chunk_len = min(params.min_chunk_len, self._chunk_len)
+        self._count_deferred = params.count_deferred_prefill
 
     def decide(self, req: RequestFeatures, snap: ClusterSnapshot, slo: Slo) -> Route:
         v = View(req, snap, slo)
@@ -106,15 +134,23 @@ class PpdPolicy(BuiltinPolicy):
         p, d_pd, _ = self._chooser.pair(v)
         ttft_w = slo.w_ttft / slo.ttft_ms
         best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
+        # A local append moves this prefill to D; it does not save it: P never sees the turn, so
+        # the session's next PD turn recomputes it there (see count_deferred_prefill).
+        p_hit = v.hits.get(p.worker_id, 0)
+        deferred = 0.0
+        if self._count_deferred:
+            deferred = ttft_w * est.chunked_ms(
+                prompt_len - p_hit, p_hit, est.chunk_len, 0.0, p.prefill_cost_factor
+            )
         best: tuple[WorkerSnapshot, int] | None = None
         why = reasons.PD_CHEAPER
         for d, h in cands:
             new_len = prompt_len - h
             residents = StepModel.residents(d, True)
+            budget = tbt_budget_ms(d, slo)
             chunk = tbt_chunk(
-                est.step, d, True, prompt_len, new_len, tbt_budget_ms(d, slo), self._chunk_len,
-                self._min_chunk_len,
-            )  # fmt: skip
+                est.step, d, True, prompt_len, new_len, budget, self._chunk_len, self._min_chunk_len
+            )
             if not chunk:
                 why = reasons.TBT_BUDGET
                 continue
@@ -124,6 +160,10 @@ class PpdPolicy(BuiltinPolicy):
             ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk, extra) + run
             stall = run - -(-new_len // chunk) * step
             score = ttft_w * ttft + self._tpot_weight(v, d) * residents * stall
+            if deferred and not tbt_chunk(
+                est.step, d, True, 2 * prompt_len, new_len, budget, self._chunk_len, self._min_chunk_len
+            ):
+                score += deferred
             if score < best_score:
                 best_score, best = score, (d, h)
         if best is None:
