@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from test_policies_fixtures import SLO, dw, policy, pw, req, snap
 
-from sglang_ppd.core.types import RouteKind
+from sglang_ppd.core.types import RouteKind, Slo
 
 # -- cost_pair ------------------------------------------------------------------------------------
 
@@ -64,3 +64,27 @@ def test_short_histories_and_idle_decode_workers_are_never_charged(prompt_len: i
     s = snap(pw("p0"), dw("d0", running=running, ctx_per_req=prompt_len))
     route = policy("ppd").decide(r, s, SLO)
     assert (route.kind, route.reason) == (RouteKind.LOCAL, "append_cheaper")
+
+
+# -- the PD route's decode worker -----------------------------------------------------------------
+
+TIGHT = Slo(ttft_ms=5000.0, tpot_ms=25.0, max_telemetry_age_ms=1000.0)
+
+
+@pytest.mark.parametrize("name", ["ppd", "deflect", "ppd_deflect"])
+def test_the_pd_route_avoids_a_decode_worker_this_request_would_push_past_its_tbt_budget(name: str) -> None:
+    """d0 holds the history but runs 320k context tokens: with 30k more its step passes 25 ms
+    (6.9 ms + 0.059 ms per 1k tokens). d1 runs 50k. At a 25 ms TPOT the request decodes on d1;
+    at 100 ms both fit and the hit decides."""
+    r = req(30_000, p0=29_000, d0=29_000)
+    s = snap(pw("p0"), dw("d0", running=10, ctx_per_req=32_000), dw("d1", running=2, ctx_per_req=25_000))
+    route = policy(name).decide(r, s, TIGHT)
+    assert (route.kind, route.decode_worker) == (RouteKind.PD, "d1")
+    assert policy(name).decide(r, s, SLO).decode_worker == "d0"
+    assert policy(name, prefill_choice="cache_aware").decide(r, s, TIGHT).decode_worker == "d0"
+
+
+def test_when_no_decode_worker_has_tbt_room_the_shortest_step_wins() -> None:
+    r = req(30_000, p0=29_000, d0=29_000)
+    s = snap(pw("p0"), dw("d0", running=10, ctx_per_req=34_000), dw("d1", running=10, ctx_per_req=32_000))
+    assert policy("ppd").decide(r, s, TIGHT).decode_worker == "d1"

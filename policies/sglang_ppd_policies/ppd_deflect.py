@@ -24,9 +24,9 @@ applied inside so that the fallback is this policy's own PD pair). Without it, o
 conversation trace (histories of 10k-50k tokens, where a 64-token chunk alone costs more than
 25 ms) its TPOT P95 was 62 ms against a 25 ms SLO; with it, 11.5 ms (``pd``: 11.7 ms).
 
-Parameters: the union of ``ppd``'s (tpot_horizon_len, local_chunk_len, count_deferred_prefill) and ``deflect``'s (alpha,
-beta, max_inflight), plus allow_approx_local, prefill_choice and the ``pd_cache_aware`` ones; same
-defaults.
+Parameters: the union of ``ppd``'s (tpot_horizon_len, local_chunk_len, count_deferred_prefill)
+and ``deflect``'s (alpha, beta, max_inflight), plus allow_approx_local, prefill_choice and the
+``pd_cache_aware`` ones; same defaults.
 """
 
 from __future__ import annotations

@@ -71,9 +71,7 @@ class CostProfile(StrictModel):
         s = self.step
         return s.c_batch_ms * num_decodes + s.c_kv_ms * context_tokens
 
-    def iteration_ms(
-        self, chunks: Iterable[tuple[int, int]], num_decodes: int, context_tokens: int
-    ) -> float:
+    def iteration_ms(self, chunks: Iterable[tuple[int, int]], num_decodes: int, context_tokens: int) -> float:
         """One iteration: ``chunks`` are (new_len, cached_len) prefill pieces mixed with decodes."""
         pf = 0.0
         has_prefill = False

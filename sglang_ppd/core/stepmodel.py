@@ -58,6 +58,16 @@ class StepModel:
             ctx = n * prompt_len
         return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
 
+    def decode_step_with_ms(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
+        """The model's decode-only iteration on ``d`` once a request of ``prompt_len`` tokens joins
+        its batch: its running requests and their context when fresh, else the router's in-flight
+        count, each as long as this prompt (as :meth:`decode_step_ms`; never the reported EWMA,
+        which cannot say what one more request adds)."""
+        n, ctx = d.num_running, d.running_context_tokens
+        if not fresh or n is None or ctx is None:
+            n, ctx = d.num_inflight, d.num_inflight * prompt_len
+        return self.dec_base_ms + self.c_batch_ms * (n + 1) + self.c_kv_ms * (ctx + prompt_len)
+
     def max_chunk_len(
         self, context_len: int, decode_extra_ms: float, budget_ms: float, factor: float = 1.0
     ) -> int:
@@ -95,7 +105,6 @@ class StepModel:
             return 0.0
         per_token = self.c_pf_ms + self.c_attn_ms * prompt_len / 2
         return factor * (-(-queued_len // self.chunk_len) * self.pf_base_ms + queued_len * per_token)
-
 
 
 def tbt_budget_ms(d: WorkerSnapshot, slo: Slo) -> float:

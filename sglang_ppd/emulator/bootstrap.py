@@ -87,7 +87,11 @@ class TransferHandler:
     ``handler_cancellation=True``, so that a closed connection cancels the handler)."""
 
     def __init__(
-        self, rooms: Rooms, link: Link, on_sent: Callable[[int], None], wait_timeout_s: float,
+        self,
+        rooms: Rooms,
+        link: Link,
+        on_sent: Callable[[int], None],
+        wait_timeout_s: float,
         on_gone: Callable[[int], None] = lambda room: None,
     ) -> None:
         self.rooms = rooms
@@ -128,8 +132,9 @@ class TransferHandler:
         return app
 
 
-async def fetch_kv(session: aiohttp.ClientSession, host: str, port: int, room: int, num_tokens: int,
-                   timeout_s: float) -> float:
+async def fetch_kv(
+    session: aiohttp.ClientSession, host: str, port: int, room: int, num_tokens: int, timeout_s: float
+) -> float:
     """D's side: register the room with P and wait for the KV. Returns the wall-clock instant the
     transfer ended on P's link (a little before the reply got here)."""
     url = f"http://{host}:{port}{TRANSFER_PATH}"

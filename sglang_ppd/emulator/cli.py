@@ -37,34 +37,66 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=[r.value for r in Role], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--bootstrap-port", type=int, default=DEFAULT_BOOTSTRAP_PORT,
-                   help="prefill only: the PD bootstrap (KV hand-off) port")
+    p.add_argument(
+        "--bootstrap-port",
+        type=int,
+        default=DEFAULT_BOOTSTRAP_PORT,
+        help="prefill only: the PD bootstrap (KV hand-off) port",
+    )
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="cost profile name or YAML path")
     p.add_argument("--model-name", default=None, help="served model name (default: emulated/<profile>)")
-    p.add_argument("--ppd", action=argparse.BooleanOptionalAction, default=False,
-                   help="decode only: honour do_local_prefill (local and deflected prefill)")
-    p.add_argument("--conditional-agg", action=argparse.BooleanOptionalAction, default=False,
-                   help="decode only: honour do_local_prefill as a stock server with upstream's "
-                        "--disaggregation-decode-enable-conditional-agg would (SGLang draft PR #34773), "
-                        "without the sglang_ppd extension's fields")
-    p.add_argument("--decode-radix-cache", action=argparse.BooleanOptionalAction, default=None,
-                   help="decode only: keep finished KV in the radix cache (default: on with --ppd)")
+    p.add_argument(
+        "--ppd",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decode only: honour do_local_prefill (local and deflected prefill)",
+    )
+    p.add_argument(
+        "--conditional-agg",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decode only: honour do_local_prefill as a stock server with upstream's "
+        "--disaggregation-decode-enable-conditional-agg would (SGLang draft PR #34773), "
+        "without the sglang_ppd extension's fields",
+    )
+    p.add_argument(
+        "--decode-radix-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode only: keep finished KV in the radix cache (default: on with --ppd)",
+    )
     p.add_argument("--page-size", type=int, default=None, help="default: the profile's page size")
-    p.add_argument("--time-scale", type=float, default=1.0,
-                   help="wall seconds per modelled second (1 = real time, 0 = no modelled compute)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="wall seconds per modelled second (1 = real time, 0 = no modelled compute)",
+    )
     p.add_argument("--kv-capacity-tokens", type=int, default=None)
     p.add_argument("--chunked-prefill-size", type=int, default=None)
-    p.add_argument("--tbt-budget-ms", type=float, default=None,
-                   help="decode only: cap on mixed prefill+decode iterations while decodes run")
-    p.add_argument("--link-bandwidth-gbs", type=float, default=DEFAULT_LINK_BYTES_PER_S / 1e9,
-                   help="prefill only: KV link bandwidth in GB/s")
+    p.add_argument(
+        "--tbt-budget-ms",
+        type=float,
+        default=None,
+        help="decode only: cap on mixed prefill+decode iterations while decodes run",
+    )
+    p.add_argument(
+        "--link-bandwidth-gbs",
+        type=float,
+        default=DEFAULT_LINK_BYTES_PER_S / 1e9,
+        help="prefill only: KV link bandwidth in GB/s",
+    )
     p.add_argument("--kv-events-port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--kv-replay-port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--load-port", type=int, default=0, help="LoadStat PUB port; 0 picks a free port")
     p.add_argument("--telemetry-port", type=int, default=0, help="WorkerTelemetry PUB port; 0 picks one")
-    p.add_argument("--telemetry-period-ms", type=float, default=100.0,
-                   help="LoadStat + WorkerTelemetry period in model time, scaled by --time-scale "
-                        "(the simulator and worker extension default)")
+    p.add_argument(
+        "--telemetry-period-ms",
+        type=float,
+        default=100.0,
+        help="LoadStat + WorkerTelemetry period in model time, scaled by --time-scale "
+        "(the simulator and worker extension default)",
+    )
     p.add_argument("--transfer-timeout-s", type=float, default=60.0)
     return p
 
@@ -117,22 +149,31 @@ async def _publish_loads(engine: Engine, pub: LoadPublisher, url: str, period_s:
 async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
     ctx = zmq.asyncio.Context()
     bind = "*" if args.host in ("0.0.0.0", "::") else args.host
-    kv_pub = KvEventPublisher(ctx, f"tcp://{bind}:{args.kv_events_port or '*'}",
-                              f"tcp://{bind}:{args.kv_replay_port or '*'}")
-    load_pub = LoadPublisher(ctx, f"tcp://{bind}:{args.load_port or '*'}",
-                             f"tcp://{bind}:{args.telemetry_port or '*'}")
+    kv_pub = KvEventPublisher(
+        ctx, f"tcp://{bind}:{args.kv_events_port or '*'}", f"tcp://{bind}:{args.kv_replay_port or '*'}"
+    )
+    load_pub = LoadPublisher(
+        ctx, f"tcp://{bind}:{args.load_port or '*'}", f"tcp://{bind}:{args.telemetry_port or '*'}"
+    )
     engine = Engine(cfg)
     engine.publish_events = kv_pub.publish
     prefill = cfg.role is Role.PREFILL
-    ports = Ports(args.port, args.bootstrap_port if prefill else None, kv_pub.port, kv_pub.replay_port,
-                  load_pub.load_port, load_pub.telemetry_port)
+    ports = Ports(
+        args.port,
+        args.bootstrap_port if prefill else None,
+        kv_pub.port,
+        kv_pub.replay_port,
+        load_pub.load_port,
+        load_pub.telemetry_port,
+    )
     # Handler cancellation: a client that hangs up aborts its request (SGLang checks for disconnects
     # too), and a decode server that hangs up on a room drops the room's request on P.
     opts: dict[str, Any] = {"access_log": None, "shutdown_timeout": SHUTDOWN_S, "handler_cancellation": True}
     runners = [web.AppRunner(build_app(engine, ports), **opts)]
     if prefill:
-        handler = TransferHandler(engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s,
-                                  on_gone=engine.room_gone)
+        handler = TransferHandler(
+            engine.rooms, engine.link, engine.kv_sent, cfg.transfer_timeout_s, on_gone=engine.room_gone
+        )
         runners.append(web.AppRunner(handler.app(), **opts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,9 +188,12 @@ async def serve(args: argparse.Namespace, cfg: EngineConfig) -> None:
         for runner, port in zip(runners, (args.port, args.bootstrap_port), strict=False):
             await runner.setup()
             await web.TCPSite(runner, args.host, port).start()
-        print(f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
-              + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
-              + (", conditional-agg" if cfg.conditional_agg else ", ppd" if cfg.ppd else ""), flush=True)
+        print(
+            f"emulated {cfg.role.value} worker ({cfg.profile.name}, time_scale={cfg.time_scale}) on {url}"
+            + (f", bootstrap port {args.bootstrap_port}" if prefill else "")
+            + (", conditional-agg" if cfg.conditional_agg else ", ppd" if cfg.ppd else ""),
+            flush=True,
+        )
         await stop.wait()
     finally:
         pub_task.cancel()

@@ -44,8 +44,12 @@ class Engine:
         self.model_name = cfg.model_name
         p = cfg.profile
         self.sched = BatchScheduler(
-            cfg.role, p, retain_cache=False, kv_capacity_tokens=cfg.kv_capacity_tokens,
-            chunked_prefill_size=cfg.chunked_prefill_size, tbt_budget_ms=cfg.tbt_budget_ms,
+            cfg.role,
+            p,
+            retain_cache=False,
+            kv_capacity_tokens=cfg.kv_capacity_tokens,
+            chunked_prefill_size=cfg.chunked_prefill_size,
+            tbt_budget_ms=cfg.tbt_budget_ms,
         )
         self.radix = RadixCache(cfg.page_size)
         self.retain = cfg.role is Role.PREFILL or cfg.decode_radix_cache

@@ -60,5 +60,3 @@ async def stream_sse(
         if not handle.finished:
             engine.abort(handle.inp.rid)
     return resp
-
-

@@ -34,8 +34,14 @@ def _pub(ctx: zmq.asyncio.Context, endpoint: str, hwm: int) -> tuple[zmq.Socket,
 
 
 class KvEventPublisher:
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, replay_endpoint: str | None,
-                 topic: str = "", buffer_steps: int = 10_000) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        replay_endpoint: str | None,
+        topic: str = "",
+        buffer_steps: int = 10_000,
+    ) -> None:
         self._pub, self.port = _pub(ctx, endpoint, 100_000)
         self._replay: zmq.asyncio.Socket | None = None
         self.replay_port: int | None = None

@@ -36,9 +36,14 @@ def server_info_body(engine: Engine, ports: Ports) -> dict[str, Any]:
     if ports.kv_replay is not None:
         kv_config["replay_endpoint"] = f"tcp://*:{ports.kv_replay}"
     kv_block: dict[str, Any] = {
-        "publisher": "zmq", "endpoint_host": "*", "endpoint_port_base": ports.kv_events, "topic": "",
-        "block_size": cfg.page_size, "dp_size": 1,
-        "load_endpoint_port_base": ports.load, "load_topic": load_stat.LOAD_TOPIC,
+        "publisher": "zmq",
+        "endpoint_host": "*",
+        "endpoint_port_base": ports.kv_events,
+        "topic": "",
+        "block_size": cfg.page_size,
+        "dp_size": 1,
+        "load_endpoint_port_base": ports.load,
+        "load_topic": load_stat.LOAD_TOPIC,
     }
     if ports.kv_replay is not None:
         kv_block["replay_endpoint_port_base"] = ports.kv_replay
@@ -86,20 +91,22 @@ def loads_body(engine: Engine) -> dict[str, Any]:
         "version": VERSION,
         "accelerator": f"emulated {engine.cfg.profile.gpu}",
         "num_accelerators": 1,
-        "loads": [{
-            "timestamp": time.time(),
-            "dp_rank": 0,
-            "num_running_reqs": s.num_running,
-            "num_waiting_reqs": s.num_waiting,
-            "num_waiting_uncached_tokens": s.queued_prefill_tokens,
-            "num_used_tokens": s.kv_used_tokens,
-            "num_total_tokens": s.kv_used_tokens + cached,
-            "num_active_tokens": s.kv_used_tokens,
-            "max_total_num_tokens": s.kv_capacity_tokens,
-            "max_running_requests": engine.cfg.profile.max_running_requests,
-            "token_usage": s.kv_used_tokens / s.kv_capacity_tokens,
-            "disaggregation": {"mode": engine.cfg.role.value},
-        }],
+        "loads": [
+            {
+                "timestamp": time.time(),
+                "dp_rank": 0,
+                "num_running_reqs": s.num_running,
+                "num_waiting_reqs": s.num_waiting,
+                "num_waiting_uncached_tokens": s.queued_prefill_tokens,
+                "num_used_tokens": s.kv_used_tokens,
+                "num_total_tokens": s.kv_used_tokens + cached,
+                "num_active_tokens": s.kv_used_tokens,
+                "max_total_num_tokens": s.kv_capacity_tokens,
+                "max_running_requests": engine.cfg.profile.max_running_requests,
+                "token_usage": s.kv_used_tokens / s.kv_capacity_tokens,
+                "disaggregation": {"mode": engine.cfg.role.value},
+            }
+        ],
     }
 
 

@@ -76,8 +76,10 @@ async def launch(plan: Plan, cfg: LaunchConfig, log_dir: Path, show_monitor: boo
     router_yaml = log_dir / "router.yaml"
     router_yaml.write_text(yaml.safe_dump(plan.router_config, sort_keys=False))
     try:
-        say(f"starting {cfg.num_prefill} prefill + {cfg.num_decode} decode {cfg.backend} workers "
-            f"(logs in {log_dir})")
+        say(
+            f"starting {cfg.num_prefill} prefill + {cfg.num_decode} decode {cfg.backend} workers "
+            f"(logs in {log_dir})"
+        )
         for child in plan.workers:
             sup.start(child)
         await wait_healthy(sup, plan.workers, timeout_s, stop, say)
@@ -117,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     busy = busy_ports(cfg.host, plan.ports)
     if busy:
-        print(f"error: port(s) {', '.join(map(str, busy))} on {cfg.host} are already in use; stop what "
-              "listens there or pick other ports with --base-port / --port", file=sys.stderr)
+        print(
+            f"error: port(s) {', '.join(map(str, busy))} on {cfg.host} are already in use; stop what "
+            "listens there or pick other ports with --base-port / --port",
+            file=sys.stderr,
+        )
         return 2
     temporary = not (args.log_dir or cfg.log_dir)
     log_dir = Path(args.log_dir or cfg.log_dir or tempfile.mkdtemp(prefix="sglang-ppd-launch-"))

@@ -59,9 +59,24 @@ def _emulated(
     cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, decode_cache: bool, tbt_budget_ms: float
 ) -> list[str]:
     e = cfg.emulator
-    argv = [sys.executable, "-m", "sglang_ppd.cli", "emulate", "--role", role, "--host", cfg.host,
-            "--port", str(port), "--profile", cfg.profile, "--time-scale", str(e.time_scale),
-            "--link-bandwidth-gbs", str(cfg.link_bandwidth_gb_s)]
+    argv = [
+        sys.executable,
+        "-m",
+        "sglang_ppd.cli",
+        "emulate",
+        "--role",
+        role,
+        "--host",
+        cfg.host,
+        "--port",
+        str(port),
+        "--profile",
+        cfg.profile,
+        "--time-scale",
+        str(e.time_scale),
+        "--link-bandwidth-gbs",
+        str(cfg.link_bandwidth_gb_s),
+    ]
     if cfg.page_size is not None:
         argv += ["--page-size", str(cfg.page_size)]
     if bootstrap is not None:
@@ -70,23 +85,42 @@ def _emulated(
         argv += ["--ppd" if cfg.ppd_decode else "--no-ppd"]
         argv += ["--decode-radix-cache" if decode_cache else "--no-decode-radix-cache"]
         argv += ["--tbt-budget-ms", str(tbt_budget_ms)]
-    for flag, value in (("--kv-capacity-tokens", e.kv_capacity_tokens),
-                        ("--chunked-prefill-size", e.chunked_prefill_size)):
+    for flag, value in (
+        ("--kv-capacity-tokens", e.kv_capacity_tokens),
+        ("--chunked-prefill-size", e.chunked_prefill_size),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     return argv + list(e.extra_args)
 
 
-def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, decode_cache: bool,
-            zmq_base: int) -> list[str]:
+def _sglang(
+    cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, decode_cache: bool, zmq_base: int
+) -> list[str]:
     s = cfg.sglang
     if not s.model_path:
         raise ConfigError("backend: sglang needs sglang.model_path (a local model directory or HF id)")
     worker_ext = role == "decode" and cfg.ppd_decode
     module = "sglang_ppd.worker" if worker_ext else "sglang.launch_server"
-    argv = [s.python, "-m", module, "--model-path", s.model_path, "--host", cfg.host, "--port", str(port),
-            "--disaggregation-mode", role, "--disaggregation-transfer-backend", s.transfer_backend,
-            "--page-size", str(cfg.page_size or 1), "--tp-size", str(s.tp_size)]
+    argv = [
+        s.python,
+        "-m",
+        module,
+        "--model-path",
+        s.model_path,
+        "--host",
+        cfg.host,
+        "--port",
+        str(port),
+        "--disaggregation-mode",
+        role,
+        "--disaggregation-transfer-backend",
+        s.transfer_backend,
+        "--page-size",
+        str(cfg.page_size or 1),
+        "--tp-size",
+        str(s.tp_size),
+    ]
     if s.ib_device:
         argv += ["--disaggregation-ib-device", s.ib_device]
     if s.mem_fraction_static is not None:
@@ -96,8 +130,12 @@ def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, deco
     # ZMQ publishers bind where the HTTP server does: loopback unless the config's host is wider.
     zhost = zmq_bind_host(cfg.host)
     if s.kv_events:
-        kv = {"publisher": "zmq", "endpoint": f"tcp://{zhost}:{zmq_base}",
-              "replay_endpoint": f"tcp://{zhost}:{zmq_base + 1}", "topic": ""}
+        kv = {
+            "publisher": "zmq",
+            "endpoint": f"tcp://{zhost}:{zmq_base}",
+            "replay_endpoint": f"tcp://{zhost}:{zmq_base + 1}",
+            "topic": "",
+        }
         argv += ["--kv-events-config", json.dumps(kv)]
     if s.load_publish:
         argv += ["--load-publish-endpoint", f"tcp://{zhost}:{zmq_base + 2}"]
@@ -108,8 +146,13 @@ def _sglang(cfg: LaunchConfig, role: str, port: int, bootstrap: int | None, deco
             argv += ["--enable-mixed-chunk"]
     argv += list(s.extra_args) + list(s.prefill_extra_args if role == "prefill" else s.decode_extra_args)
     if worker_ext:
-        argv += ["--ppd-telemetry-endpoint", f"tcp://{zhost}:{zmq_base + 3}",
-                 "--ppd-worker-url", f"http://{cfg.host}:{port}", *s.worker_extra_args]
+        argv += [
+            "--ppd-telemetry-endpoint",
+            f"tcp://{zhost}:{zmq_base + 3}",
+            "--ppd-worker-url",
+            f"http://{cfg.host}:{port}",
+            *s.worker_extra_args,
+        ]
     return argv
 
 
@@ -144,9 +187,14 @@ def make_plan(cfg: LaunchConfig, port: int | None = None) -> Plan:
             env = {"CUDA_VISIBLE_DEVICES": (p_gpus if role == "prefill" else d_gpus)[i]}
         workers.append(Child(f"{role}-{i}", tuple(argv), f"{url}/health", env))
         specs.append({"url": url, "role": role, **({"bootstrap_port": bootstrap} if bootstrap else {})})
-    router_cfg: dict[str, Any] = {"policy": policy, "profile": cfg.profile,
-                                  "link_bandwidth_gb_s": cfg.link_bandwidth_gb_s, "host": cfg.host,
-                                  **cfg.router, "workers": specs}
+    router_cfg: dict[str, Any] = {
+        "policy": policy,
+        "profile": cfg.profile,
+        "link_bandwidth_gb_s": cfg.link_bandwidth_gb_s,
+        "host": cfg.host,
+        **cfg.router,
+        "workers": specs,
+    }
     if port is not None:
         router_cfg["port"] = port
     if cfg.backend == "sglang" and "tokenizer" not in cfg.router:

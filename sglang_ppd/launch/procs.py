@@ -44,8 +44,12 @@ class Supervisor:
     def start(self, child: Child, extra_argv: tuple[str, ...] = ()) -> None:
         with open(self.log_path(child.name), "ab") as log:
             self.procs[child.name] = subprocess.Popen(
-                [*child.argv, *extra_argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **child.env, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                [*child.argv, *extra_argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **child.env, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
 
@@ -103,8 +107,13 @@ async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
-async def wait_healthy(sup: Supervisor, children: tuple[Child, ...], timeout_s: float,
-                       stop: asyncio.Event, progress: Callable[[str], None]) -> None:
+async def wait_healthy(
+    sup: Supervisor,
+    children: tuple[Child, ...],
+    timeout_s: float,
+    stop: asyncio.Event,
+    progress: Callable[[str], None],
+) -> None:
     """Poll every child's health URL until all answer 200; fail fast when one exits."""
     pending = {c.name: c.health_url for c in children}
     start = time.monotonic()

@@ -51,5 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         return asyncio.run(_once(url, Console(width=args.width)))
     return asyncio.run(_live(url, args.interval_s))
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

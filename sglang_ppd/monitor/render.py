@@ -82,9 +82,14 @@ def latency_table(s: dict[str, Any]) -> Table:
     for key, label in (("turn1", "Turn 1"), ("turn2+", "Turn 2+")):
         lat = (s.get("latency") or {}).get(key) or {}
         ttft, tpot = slo.get("ttft_ms"), slo.get("tpot_ms")
-        t.add_row(label, f"{lat.get('count', 0):,}",
-                  cell(lat.get("ttft_p50_ms"), ttft), cell(lat.get("ttft_p95_ms"), ttft),
-                  cell(lat.get("tpot_p50_ms"), tpot), cell(lat.get("tpot_p95_ms"), tpot))
+        t.add_row(
+            label,
+            f"{lat.get('count', 0):,}",
+            cell(lat.get("ttft_p50_ms"), ttft),
+            cell(lat.get("ttft_p95_ms"), ttft),
+            cell(lat.get("tpot_p50_ms"), tpot),
+            cell(lat.get("tpot_p95_ms"), tpot),
+        )
     return t
 
 

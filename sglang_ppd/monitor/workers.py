@@ -91,7 +91,9 @@ COLUMNS = (
     Column("in flight", 6, 3, lambda w, _: num(w.get("num_inflight"))),
     Column("queued tok", 10, 4, lambda w, _: num(w.get("queued_prefill_tokens"))),
     Column("telemetry", 16, 5, _telemetry),
-    Column("iter ms dec/mix", 13, 6, lambda w, _: f"{ms(w.get('decode_iter_ms'))} / {ms(w.get('mixed_iter_ms'))}"),  # noqa: E501
+    Column(
+        "iter ms dec/mix", 13, 6, lambda w, _: f"{ms(w.get('decode_iter_ms'))} / {ms(w.get('mixed_iter_ms'))}"
+    ),  # noqa: E501
     Column("kind", 11, 7, _kind, "left"),
     Column("prefix index", 15, 8, _index),
     Column("prefill x", 9, 9, lambda w, _: _factor(w)),

@@ -17,4 +17,3 @@ def decode_bounded(decoder: msgspec.msgpack.Decoder[T], payload: bytes, max_byte
         return decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise ValueError(f"malformed {what}: {exc}") from None
-

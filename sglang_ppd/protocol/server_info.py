@@ -50,6 +50,8 @@ def zmq_bind_host(http_host: str) -> str:
     """Where a worker's ZMQ publishers bind: where its HTTP server listens (loopback by default);
     any wildcard HTTP host becomes ZMQ's ``*``."""
     return "*" if http_host in WILDCARD_HOSTS else http_host
+
+
 LOCAL_PREFILL_FIELD = "ppd_local_prefill"
 UPSTREAM_LOCAL_PREFILL_FIELD = "disaggregation_decode_enable_conditional_agg"
 TELEMETRY_ENDPOINT_FIELD = "ppd_telemetry_endpoint"

@@ -69,9 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"address to listen on (default: {d.host})")
     p.add_argument("--port", type=int, help=f"(default: {d.port})")
     p.add_argument("--policy", help=f"a policy name, listed below (default: {d.policy})")
-    p.add_argument(
-        "--policy-param", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
-    )
+    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     p.add_argument("--profile", help=f"cost profile name or YAML path (default: {d.profile})")
     p.add_argument("--tokenizer", help="local HF tokenizer directory (default: built-in byte tokenizer)")
     p.add_argument("--model-name")

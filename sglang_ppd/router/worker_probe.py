@@ -70,9 +70,7 @@ async def discover(router: Router, w: WorkerState) -> bool:
     if info.telemetry_endpoint is not None:
         _spawn(w, "telemetry", subscribers.run_telemetry(router.zmq_ctx, w, info.telemetry_endpoint))
     if kv is not None and kv.load_endpoints:
-        _spawn(
-            w, "loadstat", subscribers.run_loadstat(router.zmq_ctx, w, kv.load_endpoints, kv.load_topic)
-        )
+        _spawn(w, "loadstat", subscribers.run_loadstat(router.zmq_ctx, w, kv.load_endpoints, kv.load_topic))
     if info.telemetry_endpoint is None and not (kv is not None and kv.load_endpoints):
         _spawn(w, "loads poll", poll_loads(router, w))
     return True

@@ -113,9 +113,13 @@ SGLANG_0_5_17 = Contract(
     (
         *_COMMON,
         Method(SCHED, "Scheduler", "get_num_allocatable_reqs", "self, running_bs"),
-        Method(SCHED, "Scheduler", "__init__",
-               "self, server_args, port_args, gpu_id, tp_rank, moe_ep_rank, pp_rank, attn_cp_rank, "
-               "moe_dp_rank, dp_rank"),  # fmt: skip
+        Method(
+            SCHED,
+            "Scheduler",
+            "__init__",
+            "self, server_args, port_args, gpu_id, tp_rank, moe_ep_rank, pp_rank, attn_cp_rank, "
+            "moe_dp_rank, dp_rank",
+        ),  # fmt: skip
         *_attrs(SCHED, "Scheduler", "ps ipc_channels"),
         *_attrs(BATCH, "Req", "prefix_indices extend_range"),
     ),

@@ -40,16 +40,31 @@ class PpdOptions:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sglang_ppd.worker", add_help=False, allow_abbrev=False)
-    p.add_argument("--ppd-tbt-slo-ms", type=float, default=None,
-                   help="TBT target of resident decodes; sizes the per-iteration local-prefill budget")
-    p.add_argument("--ppd-min-chunk-len", type=int, default=64,
-                   help="local-prefill tokens always allowed per iteration, so deflected work progresses")
+    p.add_argument(
+        "--ppd-tbt-slo-ms",
+        type=float,
+        default=None,
+        help="TBT target of resident decodes; sizes the per-iteration local-prefill budget",
+    )
+    p.add_argument(
+        "--ppd-min-chunk-len",
+        type=int,
+        default=64,
+        help="local-prefill tokens always allowed per iteration, so deflected work progresses",
+    )
     p.add_argument("--ppd-max-chunk-len", type=int, default=2048)
-    p.add_argument("--ppd-prior-ms-per-token", type=float, default=0.02,
-                   help="prefill cost per token assumed until mixed iterations have been measured")
+    p.add_argument(
+        "--ppd-prior-ms-per-token",
+        type=float,
+        default=0.02,
+        help="prefill cost per token assumed until mixed iterations have been measured",
+    )
     p.add_argument("--ppd-prior-mixed-overhead-ms", type=float, default=2.0)
-    p.add_argument("--ppd-telemetry-endpoint", default=None,
-                   help="ZMQ PUB bind endpoint (default tcp://<--host>:<--port + 100>)")
+    p.add_argument(
+        "--ppd-telemetry-endpoint",
+        default=None,
+        help="ZMQ PUB bind endpoint (default tcp://<--host>:<--port + 100>)",
+    )
     p.add_argument("--ppd-telemetry-period-ms", type=float, default=100.0)
     p.add_argument("--ppd-worker-url", default=None, help="URL the router knows this worker by")
     p.add_argument("--ppd-iter-log", default=None, help="append one JSON line per scheduler iteration")

@@ -153,9 +153,11 @@ def _check_one(root: Path, entry: Method | Attr | Func) -> str | None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry.name:
                 return _compare(f"{entry.module}.{entry.name}", entry.params, signature_of(node))
             if entry.params is None and isinstance(node, ast.Assign | ast.ClassDef):
-                names = [node.name] if isinstance(node, ast.ClassDef) else [
-                    t.id for t in node.targets if isinstance(t, ast.Name)
-                ]
+                names = (
+                    [node.name]
+                    if isinstance(node, ast.ClassDef)
+                    else [t.id for t in node.targets if isinstance(t, ast.Name)]
+                )
                 if entry.name in names:
                     return None
         return f"{entry.module}.{entry.name} is missing"
