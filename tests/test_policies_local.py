@@ -152,7 +152,7 @@ def test_deflect_chunk_keeps_residents_within_beta_tbt() -> None:
 @pytest.mark.parametrize(
     ("d_kw", "slo", "params", "reason"),
     [
-        ({"num_local_prefills": 2}, SLO, {}, "deflect_cap"),
+        ({"num_local_prefills": 2}, SLO, {"max_inflight": 2}, "deflect_cap"),
         ({"num_local_prefills": 2}, SLO, {"max_inflight": 3}, "p_queue_deflect"),
         ({}, Slo(ttft_ms=2000.0, tpot_ms=18.0), {}, "tbt_budget"),
         ({}, Slo(ttft_ms=100.0, tpot_ms=100.0), {}, "ttft_slo"),
@@ -227,10 +227,22 @@ def test_ppd_deflect_weighs_the_stall_of_residents(running: int, p_queue: int, r
 
 
 def test_deflect_cap_counts_the_routers_own_local_routes() -> None:
-    # Telemetry still says 0 local prefills, but the router has sent two since: the cap holds.
+    # Telemetry still says 0 local prefills, but the router has sent two since: a cap of 2 holds.
     s = snap(pw("p0", queued=200_000), dw("d0", 8, num_local_inflight=2))
-    assert policy("deflect").decide(req(4000), s, SLO).reason == "deflect_cap"
+    assert policy("deflect", max_inflight=2).decide(req(4000), s, SLO).reason == "deflect_cap"
     assert policy("deflect", max_inflight=3).decide(req(4000), s, SLO).reason == "p_queue_deflect"
+
+
+@pytest.mark.parametrize("name", ["deflect", "ppd_deflect"])
+def test_the_routers_own_local_prefills_lengthen_the_deflected_ttft(name: str) -> None:
+    """No cap by default: the deflected TTFT counts the local prefills the router sent to that D and
+    that have not finished (telemetry, still at 0 queued tokens, lags them), each as long as this
+    one. Two of them leave the deflection worth it; forty make P faster."""
+    p = pw("p0", queued=60_000)
+    few = policy(name).decide(req(4000), snap(p, dw("d0", 8, num_local_inflight=2)), SLO)
+    assert (few.kind, few.reason) == (RouteKind.DEFLECT, "p_queue_deflect")
+    many = policy(name).decide(req(4000), snap(p, dw("d0", 8, num_local_inflight=40)), SLO)
+    assert (many.kind, many.reason) == (RouteKind.PD, "p_faster")
 
 
 @pytest.mark.parametrize("name", ["deflect", "ppd_deflect"])

@@ -88,9 +88,14 @@ class Estimator:
             + self.decode_step_ms(d, d.worker_id in v.fresh, prompt_len)
         )
 
-    def local_backlog_ms(self, d: WorkerSnapshot, chunk_len: int, decode_extra_ms: float) -> float:
-        """Local/deflected prefill tokens already queued on ``d`` (its ``queued_prefill_tokens``)."""
-        q = d.queued_prefill_tokens or 0
+    def local_backlog_ms(
+        self, d: WorkerSnapshot, chunk_len: int, decode_extra_ms: float, new_len: int
+    ) -> float:
+        """Local/deflected prefill tokens ahead of a new one of ``new_len`` tokens on ``d``: its
+        ``queued_prefill_tokens``, or, where more, the router's own count of local prefills it sent
+        there and not yet finished (``num_local_inflight``, exact; telemetry lags a burst of routes),
+        each taken to be as long as this one, as every in-flight fallback here is."""
+        q = max(d.queued_prefill_tokens or 0, d.num_local_inflight * new_len)
         return self.chunked_ms(q, 0, chunk_len, decode_extra_ms, d.prefill_cost_factor) if q > 0 else 0.0
 
     def deflected_ttft_ms(
@@ -113,5 +118,5 @@ class Estimator:
         else:
             step, extra, chunk = 0.0, 0.0, self.chunk_len
         run = self.chunked_ms(new_len, cached_len, chunk, extra, factor)
-        ttft = step + run + self.local_backlog_ms(d, chunk, extra)
+        ttft = step + run + self.local_backlog_ms(d, chunk, extra, new_len)
         return ttft, chunk, run - -(-new_len // chunk) * step

@@ -157,7 +157,7 @@ class PpdPolicy(BuiltinPolicy):
             step = est.decode_step_ms(d, True, prompt_len)
             extra = step - est.dec_base_ms if residents else 0.0
             run = est.chunked_ms(new_len, h, chunk, extra, d.prefill_cost_factor)
-            ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk, extra) + run
+            ttft = (step if residents else 0.0) + est.local_backlog_ms(d, chunk, extra, new_len) + run
             stall = run - -(-new_len // chunk) * step
             score = ttft_w * ttft + self._tpot_weight(v, d) * residents * stall
             if deferred and not tbt_chunk(

@@ -6,7 +6,7 @@ Sources: PPD (arXiv 2603.13358) and Kairos (arXiv 2607.02043), composed without 
   ``allow_approx_local``) gets :meth:`PpdPolicy.decide_resident`: local append vs PD by SLO-weighted
   TTFT and resident-TPOT cost;
 - every other request gets :meth:`DeflectPolicy.decide_full`: deflected prefill vs PD by TTFT with
-  the margin alpha, chunked within beta*TBT, at most ``max_inflight`` per D worker; and, as the
+  the margin alpha, chunked within beta*TBT (``max_inflight`` per D worker if set); and, as the
   unified policy, only if ppd's score agrees (:meth:`PpdPolicy.prefers_local` as the gate): the
   deflection's TTFT plus the stall it puts on the D worker's residents must cost less than the PD
   path's TTFT. Kairos bounds the stall per step (beta*TBT) but not its total over a busy batch;
