@@ -9,7 +9,8 @@ Azure trace and not on the next. A one-seed grid then reports noise as regret. T
 every label of those cells (every registered policy and the ``threshold`` family) on the split's
 first ``--seeds`` seeds (the saved seed included; it is re-run, not reused, so the cell's seeds come
 from one code version), and reports the seed-mean goodput regret of each label in each cell, with
-the per-seed values and each seed's TPOT P95. Writes ``results/sim_grid_recheck_<split>.json`` and prints markdown.
+the per-seed values and each seed's TPOT P95. Writes ``results/sim_grid_recheck_<split>.json`` and
+prints markdown.
 """
 
 from __future__ import annotations
@@ -81,9 +82,8 @@ def main() -> None:
         mean_regret = {lbl: sum(v) / len(v) for lbl, v in regrets.items()}
         tpots = {lbl: per_seed_tpot(runs, key, lbl) for lbl in labels}
         table[key] = {"regret_by_seed": regrets, "mean_regret": mean_regret, "tpot_p95_ms_by_seed": tpots}
-        lines.append(
-            f"**{key}**\n\n| label | mean regret | regret per seed (%) | TPOT P95 per seed (ms) |\n|---|---|---|---|"
-        )
+        head = "| label | mean regret | regret per seed (%) | TPOT P95 per seed (ms) |"
+        lines.append(f"**{key}**\n\n{head}\n|---|---|---|---|")
         for lbl in sorted(labels, key=lambda x: mean_regret[x]):
             name = f"**`{lbl}`**" if lbl == spec.default_policy else f"`{lbl}`"
             seeds_txt = ", ".join(f"{100 * x:.1f}" for x in regrets[lbl])
