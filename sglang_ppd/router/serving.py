@@ -261,7 +261,7 @@ async def _stream(
     )
     last_obj: bytes = b""
     ok = False
-    guard = SlowReaderGuard(request, router.cfg.write_timeout_s)
+    guard = SlowReaderGuard(request, router.cfg.write_timeout_s, router.metrics)
     try:
         await resp.prepare(request)
         line: bytes | None = first
@@ -290,8 +290,6 @@ async def _stream(
         with contextlib.suppress(ConnectionError):
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
     except (ConnectionError, asyncio.CancelledError):
-        if guard.cut:
-            router.metrics.rejected["slow_reader"] += 1
         log.debug("client of %s went away; aborting upstream", att.rid)  # routine: a user's Ctrl-C
         await att.fail()
         raise
