@@ -21,6 +21,7 @@ from aiohttp import web
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.router import openai_format
 from sglang_ppd.router.attempt import Attempt
+from sglang_ppd.router.attempt_state import Phase
 from sglang_ppd.router.dispatch import UpstreamFailure
 from sglang_ppd.router.front_door import SlowReaderGuard
 from sglang_ppd.router.httpio import (
@@ -194,28 +195,26 @@ async def _serve(
             else:
                 raw, parsed = await att.whole()
             last_failure = None
-            att.succeeded()
             break
         except UpstreamFailure as f:
-            att.blame(f)
-            await att.fail()
+            phase = await att.failed(f)
             _count_upstream_error(router, f)
             last_failure = f
-            if not f.retryable:
+            if phase is not Phase.FAILED_RETRYABLE or try_no == 1:
                 break
-            if try_no == 0:
-                log.info("request %s: %s; retrying on another route", rid, f)
-                router.metrics.retries += 1
-                exclude.update(f.workers)
+            log.info("request %s: %s; retrying on another route", rid, f)
+            router.metrics.retries += 1
+            exclude.update(f.workers)
+            att.retried()
         except BaseException:
-            await att.fail()
+            await att.abort()
             raise
     if last_failure is not None:
         return _failure_response(last_failure)
     assert att is not None
     headers = {ROUTE_HEADER: att.route.kind.value, REASON_HEADER: _header_safe(att.route.reason)}
     if not prep.stream:
-        await att.close()
+        await att.finish()
         out_len = _completion_tokens(parsed if parsed is not None else None)
         _Finish.record(router, att, arrival, turn_class, session, out_len, streamed=False)
         if api == "generate":
@@ -260,7 +259,6 @@ async def _stream(
         )
     )
     last_obj: bytes = b""
-    ok = False
     guard = SlowReaderGuard(request, router.cfg.write_timeout_s, router.metrics)
     try:
         await resp.prepare(request)
@@ -276,9 +274,8 @@ async def _stream(
             line = await att.next_line()
         if conv is not None:
             await resp.write(conv.done())
-        ok = True
     except UpstreamFailure as f:
-        att.blame(f)
+        await att.failed(f)
         _count_upstream_error(router, f)
         err = {
             "error": {
@@ -291,13 +288,15 @@ async def _stream(
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
     except (ConnectionError, asyncio.CancelledError):
         log.debug("client of %s went away; aborting upstream", att.rid)  # routine: a user's Ctrl-C
-        await att.fail()
+        await att.abort()
         raise
+    except BaseException:
+        await att.abort()
+        raise
+    else:
+        await att.finish()
     finally:
         guard.close()
-        if not ok:
-            await att.fail()
-        await att.close()
     out_len = None
     if conv is not None:
         out_len = _completion_tokens({"meta_info": conv.last_meta})
