@@ -63,7 +63,7 @@ def _turn(request: web.Request, router: Router, body: dict[str, Any]) -> tuple[s
     if turn is not None:
         turn_class = "2+" if turn >= 2 else "1"
     else:
-        turn_class = "2+" if session is not None and session in router.sessions else "1"
+        turn_class = "2+" if router.sessions.decode_of(session) is not None else "1"
     return session, turn, turn_class
 
 
@@ -99,7 +99,7 @@ class _Finish:
             m.kv_bytes_transferred += att.kv_bytes
         else:
             m.kv_bytes_avoided += att.kv_bytes
-        router.remember_session(session, att.decode_url)
+        router.sessions.remember(session, att.decode_url)
         router.prefix.remember_prompt(att.urls(), att.prep.input_ids)
         if not streamed or att.first_token_s is None:
             return
