@@ -36,7 +36,7 @@ from sglang_ppd.router.prefix import PrefixLookup
 from sglang_ppd.router.security import redact_url_secrets
 from sglang_ppd.router.sessions import MAX_SESSIONS, SessionMap
 from sglang_ppd.router.tokenizer import Tokenizer
-from sglang_ppd.router.upstream import Pool
+from sglang_ppd.router.upstream_pool import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
 log = logging.getLogger(__name__)
