@@ -185,7 +185,7 @@ class Attempt:
             self._abandon(self._prefill_failure())
 
     # --- how it ends -----------------------------------------------------------------------------
-    async def finish(self) -> None:
+    def finish(self) -> None:
         """It ended well. A healthy prefill reply still arriving is left to finish on its own
         (bounded by the request timeout) so its pooled connection is reused, not torn down."""
         self.state.finish()

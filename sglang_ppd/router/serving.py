@@ -160,7 +160,7 @@ async def _serve(
     assert att is not None
     headers = {ROUTE_HEADER: att.route.kind.value, REASON_HEADER: _header_safe(att.route.reason)}
     if not prep.stream:
-        await att.finish()
+        att.finish()
         record_finish(router, att, ending, None, streamed=False)
         if api == "generate":
             return web.Response(body=raw, content_type="application/json", headers=headers)

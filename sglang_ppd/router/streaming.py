@@ -88,7 +88,7 @@ async def stream_reply(
         await att.abort()
         raise
     else:
-        await att.finish()
+        att.finish()
     finally:
         guard.close()
     out_len = None
