@@ -5,7 +5,9 @@ A generate-type request's path, each module entered once on the way in: the fron
 (:mod:`~sglang_ppd.router.front_door`: connection cap, header and body timeouts) -> admission (body
 read, then an in-flight slot: :mod:`~sglang_ppd.router.admission`) -> prepare
 (:mod:`~sglang_ppd.router.requests`) -> serve (:mod:`~sglang_ppd.router.serving`: decide, attempt,
-retry, stream).
+retry) -> attempt (:mod:`~sglang_ppd.router.attempt`) -> upstream; the reply comes back up through
+:mod:`~sglang_ppd.router.streaming` (a stream) or :func:`~sglang_ppd.router.front_door.send_whole`
+(a whole reply, written before the in-flight slot is released).
 """
 
 from __future__ import annotations
