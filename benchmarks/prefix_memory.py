@@ -15,7 +15,8 @@ every cache, then stores ``--churn`` times the total capacity more.
 Measured, per page size: traced memory (``tracemalloc``) of the mirror at the end, per unique block
 of the shared table and per block held by a worker; with tracemalloc off (a second, identical run),
 ``apply`` time per stored block (SHA-256 checks included) and ``resolve`` time per page (held
-sessions' prompts, the best of 5 passes). Writes ``benchmarks/results/prefix_memory.json`` (or
+sessions' prompts, the best of 5 passes); times on a shared machine are noisy (the load average
+is written too). Writes ``benchmarks/results/prefix_memory.json`` (or
 ``--out``) with machine, date, seed and the source the mirror was imported from (run it with
 ``PYTHONPATH=DIR`` to measure another checkout).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import sys
 import time
@@ -178,6 +180,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     rows = []
+    load_before = os.getloadavg()
     for page in (int(x) for x in args.page_sizes.split(",")):
         work = build(args, page)
         row = {"page_size": page, "num_stored_blocks": work.num_stored_blocks}
@@ -194,6 +197,7 @@ def main() -> int:
         "capacity_tokens_per_worker": args.capacity_tokens,
         "churn": args.churn,
         "rows": rows,
+        "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
         "machine": machine_info(),
     }
     write_result_json(args.out, summary)
