@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 import aiohttp
 import msgspec
@@ -95,6 +96,8 @@ async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> Non
 
         await pub.publish([BlockRemoved(block_hashes=[third.block_hashes[0]])])  # eviction of the leaf
         await wait_for(lambda: cached(router, d.url) == 8)
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/stats") as r:
+            assert (await r.json())["prefix_table_blocks"] == 2
         # An older SGLang array shape (no medium, no dp rank) is understood too.
         older = msgspec.msgpack.encode(
             [1.0, [["BlockStored", third.block_hashes, third.parent_block_hash, PROMPT[8:], PAGE, None]]]
@@ -103,7 +106,7 @@ async def test_kv_events_drive_hit_lengths_and_eviction_and_local_route() -> Non
         await wait_for(lambda: cached(router, d.url) == 12)
         await pub.publish([AllBlocksCleared()])
         await wait_for(lambda: cached(router, d.url) == 0)
-        assert w.num_kv_gaps == 0
+        assert w.num_kv_gaps == 0 and router.prefix.num_table_blocks() == 0
 
 
 async def test_seq_gap_without_replay_resyncs_by_clearing() -> None:
@@ -182,6 +185,43 @@ def test_block_table_resolves_sglang_hashes_from_events_and_refcounts(page: int)
     assert table.resolve(tokens) == hashes[:2] and a.num_blocks() == 0
     b.clear()
     assert table.resolve(tokens) == [] and len(table) == 0
+
+
+def test_the_block_table_holds_exactly_what_some_worker_holds_under_churn() -> None:
+    """The shared table is the mirror's memory: under a long mix of stores (shared prefixes, chains
+    extended from a parent) and evictions on three workers, it must hold every chain some worker
+    holds and forget each block, and the entry it hangs from, once no worker holds it."""
+    rng = random.Random(0)
+    table = BlockTable(1)
+    workers = [ExactPrefixIndex(table) for _ in range(3)]
+    system = [rng.randrange(1000) for _ in range(8)]  # a prefix every chain shares
+    chains = [system + [rng.randrange(1000) for _ in range(rng.randint(1, 12))] for _ in range(40)]
+    held: list[dict[int, int]] = [{} for _ in workers]  # worker -> chain -> pages held
+    for _ in range(3000):
+        w, c = rng.randrange(3), rng.randrange(len(chains))
+        tokens, n = chains[c], held[w].get(c, 0)
+        if n < len(tokens) and rng.random() < 0.6:
+            upto = rng.randint(n + 1, len(tokens))
+            hashes = block_hash.page_hashes(tokens[:upto], 1)
+            parent = hashes[n - 1] if n else None
+            event = BlockStored(hashes[n:], parent, tokens[n:upto], 1, None)
+            assert workers[w].apply(0, [event]) == 0
+            held[w][c] = upto
+        elif n:  # evict from the leaf end, as a radix cache does; pages another chain uses stay
+            keep = rng.randint(0, n - 1)
+            others = {
+                h for o, m in held[w].items() if o != c for h in block_hash.page_hashes(chains[o][:m], 1)
+            }
+            gone = [h for h in block_hash.page_hashes(tokens[:n], 1)[keep:] if h not in others]
+            workers[w].apply(0, [BlockRemoved(block_hashes=gone)])
+            held[w][c] = keep
+    for w, chains_held in enumerate(held):
+        for c, n in chains_held.items():
+            assert workers[w].hit_len(table.resolve(chains[c])) >= n
+    for index in workers:
+        index.clear()
+    assert len(table) == 0 and table.resolve(chains[0]) == []
+    assert not table._children  # no entry left behind for a block nobody holds
 
 
 @contextlib.asynccontextmanager
