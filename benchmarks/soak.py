@@ -10,8 +10,11 @@ may be stuck. Not run by the tests.
   ``--calib-concurrency`` in flight for ``--calib-s``; capacity = completed requests per second.
   On a 2-core machine this includes the CPU cost of the emulators, router and client.
 - Soak: multi-turn sessions (4 turns) arriving at ``load * capacity / 4`` sessions per second.
-- RSS: ``VmRSS`` of the router every ``--sample-s``; growth = median of the last three samples over
-  the median of the first three after ``--warmup-s`` (start-up allocations are not a leak).
+- RSS: ``VmRSS`` of the router every ``--sample-s``, next to the size of what it mirrors: the blocks
+  each worker's prefix index holds and the unique blocks of the shared block table (``/stats``).
+  Growth = median of the last three samples over the median of the first three once the warm-up is
+  over: ``--warmup-s`` has passed *and* the mirror is full (every worker's index holds at least 90 %
+  of its KV capacity), since the mirror's memory is bounded by the caches it mirrors, not by time.
 - Stuck: after the load stops, the router must reach 0 in flight and 0 queued within ``--drain-s``;
   client requests that time out (``--request-timeout-s``) are counted as stuck too.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import time
@@ -29,18 +33,34 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from reliability_cluster import free_port, spawn_worker, stop_worker
+from reliability_cluster import PROFILE, free_port, spawn_worker, stop_worker
 
 from sglang_ppd.bench.runner import BenchOptions, Replay, sessions_of
+from sglang_ppd.core.costmodel import load_profile
 from sglang_ppd.metrics.result import machine_info, write_result_json
 from sglang_ppd.workload import load_workload
 
 RESULT = Path(__file__).parent / "results" / "reliability_soak.json"
 TURNS = 4
+MIRROR_FULL = 0.9
+"""The share of each worker's KV capacity its prefix index must hold for the mirror to count as full."""
 SESSIONS = (
     "sessions:n={n},rate={rate},turns=4,think_s=exp:1,prompt=uniform:500:2000,user=uniform:50:200,"
     "output=uniform:16:64"
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    t_s: float
+    rss_kib: int
+    inflight: int
+    queued: int
+    indexed_blocks: int
+    """Summed over the workers' prefix indexes."""
+    table_blocks: int
+    """Unique blocks in the router's shared block table."""
+    mirror_full: bool
 
 
 def rss_kib(pid: int) -> int:
@@ -92,7 +112,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    samples: list[tuple[float, int, int, int]] = []
+    samples: list[Sample] = []
+    full_blocks = MIRROR_FULL * args.kv_capacity_tokens / load_profile(PROFILE).page_size
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
             for _ in range(300):
@@ -115,8 +136,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             run = asyncio.create_task(Replay(opts).run(workload))
             while not run.done():
                 st = await _stats(s, url)
-                samples.append((time.monotonic() - t0, rss_kib(router.pid), st["requests"]["inflight"],
-                                st["requests"]["queued"]))  # fmt: skip
+                blocks = [w["indexed_blocks"] for w in st["workers"]]
+                samples.append(Sample(
+                    round(time.monotonic() - t0, 1), rss_kib(router.pid), st["requests"]["inflight"],
+                    st["requests"]["queued"], sum(blocks), st["prefix_table_blocks"],
+                    all(n >= full_blocks for n in blocks),
+                ))  # fmt: skip
                 await asyncio.wait({run}, timeout=args.sample_s)
             result = run.result()
             drained_after_s = None
@@ -131,16 +156,18 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         router.terminate()
         await router.wait()
         await asyncio.gather(*(stop_worker(w) for w in workers))
-    steady = [rss for t, rss, _, _ in samples if t >= args.warmup_s]
+    full_at = next((x.t_s for x in samples if x.mirror_full), None)
+    start_s = None if full_at is None else max(args.warmup_s, full_at)
+    steady = [x.rss_kib for x in samples if start_s is not None and x.t_s >= start_s]
     growth = None
     if len(steady) >= 6:
         growth = statistics.median(steady[-3:]) / statistics.median(steady[:3]) - 1
     records = result.records
-    timeouts = sum(1 for r in records if r.error is not None and "timeout" in r.error.lower())
+    timeouts = sum(1 for rec in records if rec.error is not None and "timeout" in rec.error.lower())
     errors: dict[str, int] = {}
-    for r in records:
-        if r.error is not None:
-            errors[r.error[:80]] = errors.get(r.error[:80], 0) + 1
+    for rec in records:
+        if rec.error is not None:
+            errors[rec.error[:80]] = errors.get(rec.error[:80], 0) + 1
     return {
         "benchmark": "soak: a bounded run at a fixed share of capacity",
         "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
@@ -156,12 +183,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "num_stuck": timeouts + (0 if drained_after_s is not None else 1),
         "drained_after_s": drained_after_s,
+        "mirror_full_at_s": full_at,
+        "rss_growth_from_s": start_s,
         "rss_growth": growth,
         "rss_growth_ok": growth is not None and growth < 0.05,
         "rss_kib_first_last": [steady[0], steady[-1]] if steady else None,
-        "rss_series": [
-            {"t_s": round(t, 1), "rss_kib": rss, "inflight": i, "queued": q} for t, rss, i, q in samples
-        ],
+        "rss_series": [dataclasses.asdict(x) for x in samples],
         "router_final": {"requests": final_stats["requests"], "reliability": final_stats.get("reliability")},
         "machine": machine_info(),
     }
@@ -190,7 +217,15 @@ def main() -> int:
     args = p.parse_args()
     summary = asyncio.run(soak(args))
     write_result_json(args.out, summary)
-    keys = ("num_requests", "num_ok", "num_stuck", "rss_growth", "rss_growth_ok", "drained_after_s")
+    keys = (
+        "num_requests",
+        "num_ok",
+        "num_stuck",
+        "mirror_full_at_s",
+        "rss_growth",
+        "rss_growth_ok",
+        "drained_after_s",
+    )
     print({k: summary[k] for k in keys}, f"\nwrote {args.out}")
     return 0
 

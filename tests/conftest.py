@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from test_router_support import FakeWorker, start_router
@@ -184,6 +186,35 @@ async def raw_connect() -> AsyncIterator[RawConnect]:
         return reader, writer
 
     yield connect
+    for w in writers:
+        w.close()
+
+
+StalledReader = Callable[[str, dict[str, Any]], Awaitable[tuple[bytes, asyncio.StreamReader]]]
+
+
+@pytest.fixture
+async def stalled_reader() -> AsyncIterator[StalledReader]:
+    """``await stalled_reader(base_url, body)``: POST ``body`` to ``/generate`` from a loopback client
+    whose receive buffer is 4 KiB, read only the reply's status line and then take nothing more (a
+    client that stops reading). Returns the status line and the stream; all closed at teardown."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def send(url: str, body: dict[str, Any]) -> tuple[bytes, asyncio.StreamReader]:
+        parts = urlsplit(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # set before connecting: the window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writers.append(writer)
+        raw = orjson.dumps(body)
+        writer.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(raw) + raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 10), reader
+
+    yield send
     for w in writers:
         w.close()
 

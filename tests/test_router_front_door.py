@@ -4,12 +4,12 @@ connections, malformed HTTP, invalid header bytes, and how their rejections are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import socket
 
 import orjson
 import pytest
-from conftest import ClusterFactory, RawConnect
+from conftest import ClusterFactory, RawConnect, StalledReader
 from test_router_support import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -112,22 +112,31 @@ async def test_an_oversized_body_is_counted_as_413_not_as_an_error(pd_cluster: C
 
 @pytest.mark.slow
 async def test_a_client_that_stops_reading_a_stream_is_cut_and_its_upstream_aborted(
-    pd_cluster: ClusterFactory,
+    pd_cluster: ClusterFactory, stalled_reader: StalledReader
 ) -> None:
     c = await pd_cluster(write_timeout_s=0.5)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes nothing more
-    sock.setblocking(False)
-    host, port = c.url.rsplit("/", 1)[-1].split(":")
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    body = orjson.dumps({"text": "abc", "stream": True, "sampling_params": {"max_new_tokens": 6000}})
-    writer.write(b"POST /generate HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n")
-    writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    await writer.drain()
-    assert b" 200 " in await _status_line(reader)
-    try:
-        await wait_for(lambda: len(c.decode.aborted) == 1, timeout_s=20)  # the router let go upstream
-        assert c.router.metrics.rejected["slow_reader"] == 1
-    finally:
-        writer.close()
+    body = {"text": "abc", "stream": True, "sampling_params": {"max_new_tokens": 6000}}
+    status_line, _ = await stalled_reader(c.url, body)
+    assert b" 200 " in status_line
+    await wait_for(lambda: len(c.decode.aborted) == 1, timeout_s=20)  # the router let go upstream
+    assert c.router.metrics.rejected["slow_reader"] == 1
+
+
+@pytest.mark.slow
+async def test_a_client_that_does_not_read_a_whole_reply_is_cut(
+    pd_cluster: ClusterFactory, stalled_reader: StalledReader
+) -> None:
+    """A non-streamed reply larger than the socket buffers, to a client that never reads it: the
+    router drops the connection after ``write_timeout_s`` (not never), counts it, and holds no slot."""
+    reply_len = 16 * 1024 * 1024  # past loopback's 4 MiB send buffer and the client's 4 KiB window
+    c = await pd_cluster(write_timeout_s=0.5, decode={"pad_len": reply_len})
+    status_line, reader = await stalled_reader(c.url, {"text": "abc"})
+    assert b" 200 " in status_line
+    await wait_for(lambda: c.router.metrics.requests[("generate", 499)] == 1, timeout_s=10)  # ended
+    assert c.router.metrics.rejected["slow_reader"] == 1
+    assert c.router.num_inflight == 0
+    received = 0
+    with contextlib.suppress(ConnectionError):  # the cut is a reset, or an end before the reply's end
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+            received += len(chunk)
+    assert received < reply_len

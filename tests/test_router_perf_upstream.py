@@ -15,7 +15,8 @@ from test_router_support import serve_loopback
 from sglang_ppd.core.observe import Sample
 from sglang_ppd.core.types import Route, RouteKind
 from sglang_ppd.router.attempt import first_token_timeout_s
-from sglang_ppd.router.upstream import Pool, UpstreamConnectError, UpstreamTimeout
+from sglang_ppd.router.upstream import UpstreamConnectError, UpstreamTimeout
+from sglang_ppd.router.upstream_pool import Pool
 
 pytestmark = pytest.mark.timeout(30)
 

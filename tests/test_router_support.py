@@ -42,9 +42,12 @@ class FakeWorker:
     """Streaming: on the first this many requests, send the headers and then wait forever, as an
     SGLang decode server does while its prefill side never delivers the KV."""
     delay_s: float = 0.0
+    """Wait this long before answering /generate (a decode side waiting for its KV)."""
     chunk_delay_s: float = 0.0
     """Streaming: pause between chunks (a slow decode)."""
-    """Wait this long before answering /generate (a decode side waiting for its KV)."""
+    pad_len: int = 0
+    """Non-streaming: this many more characters of text in the reply (one larger than the socket
+    buffers between the router and its client)."""
     healthy: bool = True
     silent: bool = False
     """``/v1/loads`` stops answering (a worker whose telemetry went silent, e.g. SIGSTOPped)."""
@@ -126,7 +129,9 @@ class FakeWorker:
         ids = body["input_ids"]
         n = 0 if self.role == "prefill" else body["sampling_params"]["max_new_tokens"]
         if not body.get("stream"):
-            return web.json_response(self._reply(ids, n, True))
+            reply = self._reply(ids, n, True)
+            reply["text"] += "x" * self.pad_len
+            return web.json_response(reply)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         if len(self.received) <= self.wait_for_kv:

@@ -1,7 +1,8 @@
-"""Conformance of the router's httptools upstream client (``router/upstream.py``) against real HTTP
-servers: aiohttp's server for chunked bodies, keep-alive reuse after error replies, resets mid-body,
-slow and oversized replies; and a raw asyncio server for what aiohttp never sends (a body delimited
-by the connection's close, a reply split byte by byte, a garbage status line).
+"""Conformance of the router's httptools upstream client (``router/upstream.py``,
+``router/upstream_pool.py``) against real HTTP servers: aiohttp's server for chunked bodies,
+keep-alive reuse after error replies, resets mid-body, slow and oversized replies; and a raw asyncio
+server for what aiohttp never sends (a body delimited by the connection's close, a reply split byte
+by byte, a garbage status line).
 
 The client keeps its place on the data path only while this suite passes."""
 
@@ -14,7 +15,8 @@ import pytest
 from aiohttp import web
 from test_router_support import serve_loopback
 
-from sglang_ppd.router.upstream import Pool, Response, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.upstream import Response, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.upstream_pool import Pool
 
 pytestmark = pytest.mark.timeout(30)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -5,7 +5,9 @@ A generate-type request's path, each module entered once on the way in: the fron
 (:mod:`~sglang_ppd.router.front_door`: connection cap, header and body timeouts) -> admission (body
 read, then an in-flight slot: :mod:`~sglang_ppd.router.admission`) -> prepare
 (:mod:`~sglang_ppd.router.requests`) -> serve (:mod:`~sglang_ppd.router.serving`: decide, attempt,
-retry, stream).
+retry) -> attempt (:mod:`~sglang_ppd.router.attempt`) -> upstream; the reply comes back up through
+:mod:`~sglang_ppd.router.streaming` (a stream) or :func:`~sglang_ppd.router.front_door.send_whole`
+(a whole reply, written before the in-flight slot is released).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from sglang_ppd.router.admin import (
     remove_worker,
     stats,
 )
-from sglang_ppd.router.front_door import CappedSite, QuietServerLog, connection_cap, read_body
+from sglang_ppd.router.front_door import (
+    CappedSite,
+    QuietServerLog,
+    connection_cap,
+    read_body,
+    send_whole,
+)
 from sglang_ppd.router.httpio import (
     MAX_NEW_TOKENS_CAP,
     ROUTER,
@@ -65,7 +73,11 @@ def _admitted(handler: BodyHandler, endpoint: str) -> Handler:
                 msg = "router overloaded" if status == 429 else "router busy: queued too long"
                 return error_response(status, f"{msg}; retry later", {"Retry-After": "1"})
             try:
+                # The slot is held until the reply is written (as a stream's is), so slow readers
+                # hold at most ``max_inflight`` whole replies in memory, each for ``write_timeout_s``.
                 resp = await handler(request, body)
+                if isinstance(resp, web.Response):
+                    resp = await send_whole(request, resp, cfg.write_timeout_s, router.metrics)
             finally:
                 router.admission.release()
             status = resp.status

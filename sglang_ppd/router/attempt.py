@@ -5,10 +5,11 @@ decode side's reply under a first-token deadline that scales with the prompt and
 reads the reply whole or as an SSE stream (merging the prefill side's input logprobs), and aborts
 both sides upstream when it is abandoned.
 
-Its hold on each worker is a :class:`~sglang_ppd.router.workers.Lease` taken from that worker's
-state object at dispatch (never looked up again by URL, so a worker removed and re-added meanwhile
-keeps its own counts). The attempt reports each side's verdict to its lease: success at the first
-token (or whole reply), failure only for the side to blame (:meth:`Attempt.blame`).
+Its phases and its hold on each worker are an :class:`~sglang_ppd.router.attempt_state.AttemptState`
+(the state machine: dispatch, first token, streaming, then finish, fail or abort); this module does
+the I/O and moves it from phase to phase. Its leases are taken from the workers' state objects at
+dispatch (never looked up again by URL, so a worker removed and re-added meanwhile keeps its own
+counts).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import orjson
 
 from sglang_ppd.core.types import Route as CoreRoute
 from sglang_ppd.core.types import RouteKind
+from sglang_ppd.router.attempt_state import AttemptState, Phase
 from sglang_ppd.router.dispatch import UpstreamFailure, upstream_body
 from sglang_ppd.router.requests import Prepared
 from sglang_ppd.router.service import Router
 from sglang_ppd.router.upstream import Response, UpstreamError, UpstreamTimeout
-from sglang_ppd.router.workers import Lease, WorkerState
+from sglang_ppd.router.workers import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +68,16 @@ class Attempt:
         self.router, self.prep, self.route, self.rid = router, prep, route, rid
         self.decode_url = route.decode_worker
         self.prefill_url = route.prefill_worker
-        self.decode_w = self._worker(route.decode_worker)
-        self.prefill_w = None if route.prefill_worker is None else self._worker(route.prefill_worker)
-        # Dispatched from here on: the leases are released by close(), whatever happens.
-        prompt_len, output_len = len(prep.input_ids), prep.max_new_tokens
-        local = route.kind is not RouteKind.PD
-        self.decode_lease = self.decode_w.dispatch(rid, local, prompt_len, output_len)
-        self.prefill_lease = (
-            None if self.prefill_w is None else self.prefill_w.dispatch(rid, False, prompt_len, output_len)
+        prefill_w = None if route.prefill_worker is None else self._worker(route.prefill_worker)
+        self.state = AttemptState(
+            rid,
+            self._worker(route.decode_worker),
+            prefill_w,
+            route.kind is not RouteKind.PD,
+            len(prep.input_ids),
+            prep.max_new_tokens,
+            router.reliability.after_failure,
         )
-        self.leases: list[Lease] = [x for x in (self.decode_lease, self.prefill_lease) if x is not None]
         self.kv_bytes = len(prep.input_ids) * router.profile.kv_bytes_per_token
         self.decode_resp: Response | None = None
         self._pending: Response | None = None
@@ -83,7 +85,6 @@ class Attempt:
         self.first_token_s: float | None = None
         self.dispatch_s = time.monotonic()
         self._transfer_counted = False
-        self._closed = False
         self._loop = asyncio.get_running_loop()
         self._deadline = self._loop.time() + first_token_timeout_s(router, prep, route)
         self._abandoned: UpstreamFailure | None = None
@@ -104,26 +105,6 @@ class Attempt:
         prefill_done = task is None or (task.done() and not task.cancelled() and task.exception() is None)
         blame = (self.decode_url,) if prefill_done else self.urls()
         return UpstreamFailure(f"timed out waiting for {what}", blame, status=504)
-
-    # --- verdicts --------------------------------------------------------------------------------
-    def succeeded(self) -> None:
-        """The first token (or the whole reply) came: every side worked."""
-        for lease in self.leases:
-            lease.verdict(ok=True)
-
-    def blame(self, f: UpstreamFailure) -> None:
-        """Report a failure to the sides in ``f.workers``: a failure they are to blame for, or, for
-        a worker's own 4xx (not retryable), an answer (it is alive)."""
-        answered = not f.retryable and f.status < 500
-        connection_lost = f.body is None and f.status == 502
-        for lease in self.leases:
-            if lease.worker.url not in f.workers:
-                continue
-            if answered:
-                lease.verdict(ok=True)
-            else:
-                dropped = lease.verdict(ok=False, connection_lost=connection_lost)
-                self.router.reliability.after_failure(lease.worker, dropped, connection_lost)
 
     async def _prefill(self, payload: bytes) -> dict[str, Any] | None:
         """The prefill side: its status, and its first reply object when logprobs are merged."""
@@ -150,27 +131,25 @@ class Attempt:
             resp.set_exception(self._abandoned)
 
     async def open(self) -> None:
-        """Dispatch and wait for the decode side's reply headers."""
+        """Dispatch and wait for the decode side's reply headers. Raises :class:`UpstreamFailure`
+        (the caller then calls :meth:`failed`)."""
         payload = orjson.dumps(upstream_body(self.router, self.prep, self.route, self.rid))
-        if self.prefill_w is not None:
+        self.state.dispatch()
+        if self.prefill_url is not None:
             self.router.pd_transfer_bytes_inflight += self.kv_bytes
             self._transfer_counted = True
             self.prefill_task = asyncio.create_task(self._prefill(payload))
             self.prefill_task.add_done_callback(self._prefill_done)
         try:
-            try:
-                url, deadline = self.decode_url, self._deadline
-                self.decode_resp = await self.router.upstream.post(url, payload, deadline, self._attach)
-                self._pending = None
-            except UpstreamFailure as f:
-                self._pending = None
-                if self._abandoned is not None:
-                    raise self._abandoned from None
-                if f.status == 504:
-                    raise self._timeout() from None
-                raise
-        except BaseException:
-            await self.fail()
+            url, deadline = self.decode_url, self._deadline
+            self.decode_resp = await self.router.upstream.post(url, payload, deadline, self._attach)
+            self._pending = None
+        except UpstreamFailure as f:
+            self._pending = None
+            if self._abandoned is not None:
+                raise self._abandoned from None
+            if f.status == 504:
+                raise self._timeout() from None
             raise
 
     def _prefill_failure(self) -> UpstreamFailure | None:
@@ -187,7 +166,7 @@ class Attempt:
     def _abandon(self, failure: UpstreamFailure | None) -> None:
         """Until the first token, a prefill side that fails cuts the decode reply at once (a decode
         waiting for KV that will never come is abandoned now, not at its own transfer timeout)."""
-        if failure is None or self.first_token_s is not None or self._closed or self._abandoned:
+        if failure is None or self.state.phase is not Phase.DISPATCHED or self._abandoned:
             return
         self._abandoned = failure
         resp = self.decode_resp or self._pending
@@ -197,46 +176,62 @@ class Attempt:
     def _got_first_token(self) -> None:
         self.first_token_s = time.monotonic()
         self._transfer_done()
-        self.decode_lease.first_token()
+        self.state.first_token()
 
     def _prefill_done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
-        assert self.prefill_lease is not None
-        self.prefill_lease.release()
+        self.state.prefill_finished()
         if not task.cancelled() and task.exception() is not None:
             log.debug("prefill side of %s failed: %s", self.rid, task.exception())
             self._abandon(self._prefill_failure())
 
-    async def fail(self) -> None:
-        """Abandon this attempt: abort both sides upstream and release every resource (once)."""
-        if self._closed:
+    # --- how it ends -----------------------------------------------------------------------------
+    def finish(self) -> None:
+        """It ended well. A healthy prefill reply still arriving is left to finish on its own
+        (bounded by the request timeout) so its pooled connection is reused, not torn down."""
+        self.state.finish()
+        self._release_io()
+        task = self.prefill_task
+        if task is not None and not task.done():
+            self.router.keep(task)
+
+    async def failed(self, f: UpstreamFailure) -> Phase:
+        """It failed with ``f``: the sides to blame get their verdict, both sides are aborted
+        upstream. Returns its phase: ``FAILED_RETRYABLE`` when the request may try another route."""
+        phase = self.state.fail(f)
+        await self._abandon_upstream()
+        return phase
+
+    async def abort(self) -> None:
+        """Abandon it with no verdict (its client left or was cut, or the router gave up): both
+        sides aborted upstream. Nothing to do once it has ended (a client may leave at any await)."""
+        if not self.state.live:
             return
+        sent = self.state.phase is not Phase.PREPARED
+        self.state.abort()
+        if sent:
+            await self._abandon_upstream()
+
+    def retried(self) -> None:
+        """The request went on to another attempt after this one failed retryable."""
+        self.state.retried()
+
+    async def _abandon_upstream(self) -> None:
         self.router.upstream.abort(self.urls(), self.rid)
-        await self.close(cancel_prefill=True)
+        self._release_io()
+        task = self.prefill_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _release_io(self) -> None:
+        self._transfer_done()
+        if self.decode_resp is not None:
+            self.decode_resp.release()
 
     def _transfer_done(self) -> None:
         if self._transfer_counted:
             self.router.pd_transfer_bytes_inflight -= self.kv_bytes
             self._transfer_counted = False
-
-    async def close(self, cancel_prefill: bool = False) -> None:
-        """Release the decode side. A healthy prefill reply still arriving is left to finish on its
-        own (bounded by the request timeout) so its pooled connection is reused, not torn down."""
-        if self._closed:
-            return
-        self._closed = True
-        self._transfer_done()
-        self.decode_lease.release()
-        if self.prefill_lease is not None and self.prefill_task is None:
-            self.prefill_lease.release()  # open() never started the prefill side
-        if self.decode_resp is not None:
-            self.decode_resp.release()
-        task = self.prefill_task
-        if task is not None and not task.done():
-            if cancel_prefill:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            else:
-                self.router.keep(task)
 
     async def prefill_json(self) -> dict[str, Any] | None:
         if self.prefill_task is None:
@@ -290,6 +285,8 @@ class Attempt:
             return None
         if self.first_token_s is None:
             self._got_first_token()
+        elif self.state.phase is Phase.FIRST_TOKEN:
+            self.state.streaming()
         if self.prep.return_logprob and self.prefill_task is not None and line != b"data: [DONE]":
             merged = _merge_logprobs(await self.prefill_json(), orjson.loads(line[5:]))
             return b"data: " + orjson.dumps(merged)

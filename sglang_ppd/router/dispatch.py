@@ -27,7 +27,8 @@ from sglang_ppd.core.types import Route as CoreRoute
 from sglang_ppd.core.types import RouteKind
 from sglang_ppd.protocol import fields
 from sglang_ppd.router.requests import Prepared
-from sglang_ppd.router.upstream import Pool, Response, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.upstream import Response, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from sglang_ppd.router.upstream_pool import Pool
 
 if TYPE_CHECKING:  # the router owns the Upstream: a type only
     from sglang_ppd.router.service import Router

@@ -8,8 +8,11 @@
   included.
 - **Body timeout**: handlers read the body within ``body_timeout_s`` (:func:`read_body`), *before*
   they take an in-flight slot, so slow uploads hold no slot (408 past it).
-- **Slow readers**: a streaming client that takes none of its reply for ``write_timeout_s`` is cut
-  (:class:`SlowReaderGuard`) and its upstream request aborted.
+- **Slow readers**: a client that takes none of its reply for ``write_timeout_s`` is cut
+  (:class:`SlowReaderGuard`; counted ``slow_reader``): a stream's upstream request is aborted, and a
+  whole reply is written by :func:`send_whole` in the handler, under the guard, rather than by
+  aiohttp after it (which has no write timeout: a client that never reads would hold its connection
+  and the reply's memory for good).
 - **Malformed HTTP** is one debug line, not an ERROR with a traceback per bad request.
 """
 
@@ -28,6 +31,9 @@ from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.requests import BadRequest
 
 log = logging.getLogger(__name__)
+WRITE_PIECE_BYTES = 256 * 1024
+"""A whole reply is written in pieces this large, so that a client reading it slowly (but reading)
+shows progress between them."""
 RESERVED_FDS = 256
 """File handles kept for upstream connections, ZMQ sockets and logs when capping client connections."""
 _REFUSAL = (
@@ -110,16 +116,16 @@ class CappedSite(web.TCPSite):
 
 
 class SlowReaderGuard:
-    """Cuts a streaming client that takes none of its reply for ``timeout_s``: its connection is
-    aborted (the handler then aborts upstream) and :attr:`cut` says why. One timer per stream,
-    re-armed every ``timeout_s``; a write costs only a stamp (:meth:`progressed`) after it returns.
-    A client is stuck when reply bytes wait in its connection and no write has returned since."""
+    """Cuts a client that takes none of its reply for ``timeout_s``: its connection is aborted (the
+    pending write then raises, and a stream's handler aborts upstream) and the cut is counted in
+    ``rejected["slow_reader"]``. One timer per reply, re-armed every ``timeout_s``; a write costs
+    only a stamp (:meth:`progressed`) after it returns. A client is stuck when reply bytes wait in
+    its connection and no write has returned since."""
 
-    def __init__(self, request: web.Request, timeout_s: float) -> None:
-        self.transport, self.timeout_s = request.transport, timeout_s
+    def __init__(self, request: web.Request, timeout_s: float, metrics: RouterMetrics) -> None:
+        self.transport, self.timeout_s, self.metrics = request.transport, timeout_s, metrics
         self.loop = asyncio.get_running_loop()
         self.progress_s = self.loop.time()
-        self.cut = False
         self._timer = self.loop.call_later(timeout_s, self._check)
 
     def progressed(self) -> None:
@@ -129,13 +135,41 @@ class SlowReaderGuard:
         idle_s = self.loop.time() - self.progress_s
         transport = self.transport
         if transport is not None and idle_s >= self.timeout_s and transport.get_write_buffer_size() > 0:
-            self.cut = True
+            self.metrics.rejected["slow_reader"] += 1
             transport.abort()
             return
         self._timer = self.loop.call_later(max(self.timeout_s - idle_s, 0.05), self._check)
 
     def close(self) -> None:
         self._timer.cancel()
+
+
+async def send_whole(
+    request: web.Request, resp: web.Response, timeout_s: float, metrics: RouterMetrics
+) -> web.StreamResponse:
+    """Write a handler's whole reply now, in pieces of ``WRITE_PIECE_BYTES`` under a
+    :class:`SlowReaderGuard`, and return it sent. Raises ``ConnectionError`` when the client is cut
+    or gone. A reply already sent, or with a body that is not bytes, is returned as it is."""
+    body = resp.body
+    if resp.prepared or not isinstance(body, bytes | bytearray):
+        return resp
+    out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=resp.headers)
+    out.content_length = len(body)
+    if resp.keep_alive is False:
+        out.force_close()
+    guard = SlowReaderGuard(request, timeout_s, metrics)
+    try:
+        await out.prepare(request)
+        view = memoryview(body)
+        for start in range(0, len(view), WRITE_PIECE_BYTES):
+            # Past aiohttp's 64 KiB mark each write waits for the client to take it: a returned
+            # write is progress.
+            await out.write(view[start : start + WRITE_PIECE_BYTES])
+            guard.progressed()
+        await out.write_eof()
+    finally:
+        guard.close()
+    return out
 
 
 async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:

@@ -52,6 +52,7 @@ def local_state(router: Router, group: Group) -> dict[str, Any]:
         "queued": router.num_queued,
         "local_inflight": {w.name: w.num_local_inflight for w in router.registry.all()},
         "workers": {url: {"age_ms": age, "inflight": n, "blocks": blocks} for url, _, age, n, blocks in rows},
+        "table_blocks": router.prefix.num_table_blocks(),
         "metrics": metrics_state(router.metrics),
     }
 
@@ -152,6 +153,7 @@ class Peers:
                 "requests_total": sum(n for *_, n in s["metrics"]["requests"]),
                 "inflight": s["inflight"],
                 "indexed_blocks": {url: v["blocks"] for url, v in s["workers"].items()},
+                "table_blocks": s["table_blocks"],
             }
             for s in sorted(states, key=lambda s: s["index"])
         ]
@@ -164,7 +166,7 @@ PEERS: web.AppKey[Peers] = web.AppKey("peers", Peers)
 
 def _check_books(state: dict[str, Any]) -> None:
     """The per-worker and per-process figures a peer sent are counts (or an age) of the right type."""
-    for key in ("index", "pid", "inflight", "queued"):
+    for key in ("index", "pid", "inflight", "queued", "table_blocks"):
         if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
             raise ValueError(f"{key} is not a count")
     if not isinstance(state["uptime_s"], (int, float)):

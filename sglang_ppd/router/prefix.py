@@ -29,6 +29,10 @@ class PrefixLookup:
         """The block table every exact index of this block size shares."""
         return self._tables.setdefault(block_size, BlockTable(block_size))
 
+    def num_table_blocks(self) -> int:
+        """Unique blocks in the shared tables: the mirror's memory grows with this, not with time."""
+        return sum(len(t) for t in self._tables.values())
+
     def features(
         self,
         request_id: str,

@@ -35,63 +35,68 @@ PageKey = int | tuple[int, ...]
 """A page's tokens: the token itself at page size 1 (no tuple per token), else the tuple."""
 
 
+class _Block:
+    """One block the table knows: where it hangs (its ``_children`` key, shared, not copied), how many
+    worker ranks hold it, and its full digest."""
+
+    __slots__ = ("where", "refs", "digest")
+
+    def __init__(self, where: tuple[int | None, PageKey], digest: bytes) -> None:
+        self.where, self.refs, self.digest = where, 1, digest
+
+
 class BlockTable:
-    """Block-hash chains known from KV events, reference-counted over every worker rank holding them."""
+    """Block-hash chains known from KV events, reference-counted over every worker rank holding them.
+
+    Two dicts for the whole table, whatever its size: with SGLang's page size 1 a chain has one
+    block per token, so a per-block cost matters (a 100k-token cache per worker is 100k blocks each);
+    a dict per parent, or one dict per per-block attribute, would cost several times the memory
+    (``benchmarks/prefix_memory.py``)."""
 
     def __init__(self, block_size: int) -> None:
         self.block_size = block_size
-        self._children: dict[int | None, dict[PageKey, int]] = {}
-        self._where: dict[int, tuple[int | None, PageKey]] = {}
-        self._refs: dict[int, int] = {}
-        self._digests: dict[int, bytes] = {}
+        self._children: dict[tuple[int | None, PageKey], int] = {}
+        self._blocks: dict[int, _Block] = {}
 
     def __len__(self) -> int:
-        return len(self._refs)
+        return len(self._blocks)
 
     def child(self, parent: int | None, key: PageKey) -> int | None:
         """The block stored under ``parent`` for this page's tokens, if any."""
-        level = self._children.get(parent)
-        return None if level is None else level.get(key)
+        return self._children.get((parent, key))
 
     def digest(self, block: int) -> bytes | None:
         """The full SHA-256 digest of a block some worker holds (a chain continues from it)."""
-        return self._digests.get(block)
+        entry = self._blocks.get(block)
+        return None if entry is None else entry.digest
 
     def add(self, parent: int | None, key: PageKey, block: int, digest: bytes) -> None:
-        refs = self._refs.get(block)
-        if refs is not None:
-            self._refs[block] = refs + 1
+        entry = self._blocks.get(block)
+        if entry is not None:
+            entry.refs += 1
             return
-        self._refs[block] = 1
-        self._children.setdefault(parent, {})[key] = block
-        self._where[block] = (parent, key)
-        self._digests[block] = digest
+        where = (parent, key)
+        self._blocks[block] = _Block(where, digest)
+        self._children[where] = block
 
     def drop(self, block: int) -> None:
-        refs = self._refs.get(block)
-        if refs is None:
+        entry = self._blocks.get(block)
+        if entry is None:
             return
-        if refs > 1:
-            self._refs[block] = refs - 1
+        if entry.refs > 1:
+            entry.refs -= 1
             return
-        del self._refs[block]
-        del self._digests[block]
-        parent, key = self._where.pop(block)
-        siblings = self._children.get(parent)
-        if siblings is not None and siblings.get(key) == block:
-            del siblings[key]
-            if not siblings:
-                del self._children[parent]
+        del self._blocks[block]
+        if self._children.get(entry.where) == block:
+            del self._children[entry.where]
 
     def resolve(self, token_ids: Sequence[int]) -> list[int]:
         """The prompt's leading page hashes, as far as any worker holds them."""
         out: list[int] = []
         children, parent, size = self._children, None, self.block_size
         for start in range(0, len(token_ids) - size + 1, size):
-            level = children.get(parent)
-            if level is None:
-                break
-            block = level.get(token_ids[start] if size == 1 else tuple(token_ids[start : start + size]))
+            key = token_ids[start] if size == 1 else tuple(token_ids[start : start + size])
+            block = children.get((parent, key))
             if block is None:
                 break
             out.append(block)

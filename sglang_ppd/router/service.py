@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any
 
@@ -35,12 +34,12 @@ from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.metrics import RouterMetrics
 from sglang_ppd.router.prefix import PrefixLookup
 from sglang_ppd.router.security import redact_url_secrets
+from sglang_ppd.router.sessions import MAX_SESSIONS, SessionMap
 from sglang_ppd.router.tokenizer import Tokenizer
-from sglang_ppd.router.upstream import Pool
+from sglang_ppd.router.upstream_pool import Pool
 from sglang_ppd.router.workers import WorkerRegistry, WorkerState
 
 log = logging.getLogger(__name__)
-MAX_SESSIONS = 100_000
 
 
 class Router:
@@ -58,7 +57,8 @@ class Router:
         self.slo = Slo(**cfg.slo.model_dump())
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
-        self.sessions: OrderedDict[str, str] = OrderedDict()
+        self.sessions = SessionMap(MAX_SESSIONS)
+        """Each client session's latest decode worker (is a request a Turn 2+?)."""
         self.kv_sessions = KvSessions(MAX_SESSIONS)
         self.prefix = PrefixLookup(self.registry, self.metrics.prefix_lookup, self.kv_sessions)
         self.features = self.prefix.features
@@ -183,11 +183,3 @@ class Router:
         if w is not None:
             w.residual.update(prediction, ttft_ms)
             self.pooled.update(prediction, ttft_ms)
-
-    def remember_session(self, session_id: str | None, decode_url: str) -> None:
-        if session_id is None:
-            return
-        self.sessions[session_id] = decode_url
-        self.sessions.move_to_end(session_id)
-        while len(self.sessions) > MAX_SESSIONS:
-            self.sessions.popitem(last=False)

@@ -1,4 +1,5 @@
-"""Serving one routed request: choose the route, dispatch, retry once before the first token, stream.
+"""Serving one routed request: its rid and turn, choose the route, attempt it, retry once before the
+first token, then the reply (whole here; a stream's in :mod:`sglang_ppd.router.streaming`).
 
 Every generate-type reply carries ``x-ppd-route: pd|local|deflect``. A client request is retried
 once on another route when its attempt fails before the first token; after that a stream ends with
@@ -8,8 +9,6 @@ its upstream requests aborted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -18,11 +17,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sglang_ppd.core.types import RouteKind
 from sglang_ppd.router import openai_format
 from sglang_ppd.router.attempt import Attempt
+from sglang_ppd.router.attempt_state import Phase
 from sglang_ppd.router.dispatch import UpstreamFailure
-from sglang_ppd.router.front_door import SlowReaderGuard
 from sglang_ppd.router.httpio import (
     MAX_SESSION_ID_LEN,
     REASON_HEADER,
@@ -33,10 +31,12 @@ from sglang_ppd.router.httpio import (
     error_response,
     json_response,
 )
+from sglang_ppd.router.outcome import Ending, count_upstream_error, record_finish
 from sglang_ppd.router.requests import BadRequest, Prepared
 from sglang_ppd.router.route_choice import NoRoute, choose_route
 from sglang_ppd.router.security import check_rid
 from sglang_ppd.router.service import Router
+from sglang_ppd.router.streaming import stream_reply
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _turn(request: web.Request, router: Router, body: dict[str, Any]) -> tuple[s
     if turn is not None:
         turn_class = "2+" if turn >= 2 else "1"
     else:
-        turn_class = "2+" if session is not None and session in router.sessions else "1"
+        turn_class = "2+" if router.sessions.decode_of(session) is not None else "1"
     return session, turn, turn_class
 
 
@@ -80,63 +80,10 @@ def _header_safe(reason: str | None) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:200]
 
 
-class _Finish:
-    """Accounting once a request has produced its first token."""
-
-    @staticmethod
-    def record(
-        router: Router,
-        att: Attempt,
-        arrival_s: float,
-        turn_class: str,
-        session: str | None,
-        output_len: int | None,
-        streamed: bool,
-    ) -> None:
-        m = router.metrics
-        if att.route.kind is RouteKind.PD:
-            m.kv_bytes_transferred += att.kv_bytes
-        else:
-            m.kv_bytes_avoided += att.kv_bytes
-        router.remember_session(session, att.decode_url)
-        router.prefix.remember_prompt(att.urls(), att.prep.input_ids)
-        if not streamed or att.first_token_s is None:
-            return
-        end = time.monotonic()
-        tpot = (
-            (end - att.first_token_s) / (output_len - 1)
-            if output_len is not None and output_len > 1
-            else None
-        )
-        m.record_finish(
-            turn_class,
-            att.first_token_s - arrival_s,
-            tpot,
-            router.slo.ttft_ms / 1000.0,
-            router.slo.tpot_ms / 1000.0,
-        )
-
-
-def _count_upstream_error(router: Router, f: UpstreamFailure) -> None:
-    """Failures of the workers to blame; a worker's own 4xx is an answer, not an upstream error."""
-    if f.retryable or f.status >= 500:
-        for url in f.workers:
-            w = router.registry.get(url)
-            router.metrics.upstream_errors[w.name if w is not None else url] += 1
-
-
 def _failure_response(f: UpstreamFailure) -> web.Response:
     if f.body is not None and 400 <= f.status < 500:
         return web.Response(status=f.status, body=f.body, content_type="application/json")
     return error_response(f.status if f.status >= 500 else 502, str(f))
-
-
-def _completion_tokens(obj: dict[str, Any] | None) -> int | None:
-    if not isinstance(obj, dict):
-        return None
-    meta = obj.get("meta_info")
-    value = meta.get("completion_tokens") if isinstance(meta, dict) else None
-    return value if isinstance(value, int) else None
 
 
 async def serve(
@@ -163,7 +110,7 @@ async def _serve(
     request: web.Request, router: Router, prep: Prepared, api: str, include_usage: bool, rid: str
 ) -> web.StreamResponse:
     session, turn, turn_class = _turn(request, router, prep.body)
-    arrival = time.monotonic()
+    ending = Ending(session, turn_class, time.monotonic())
     feats = router.features(rid, prep.input_ids, prep.max_new_tokens, session, turn)
     exclude: set[str] = set()
     att: Attempt | None = None
@@ -194,30 +141,27 @@ async def _serve(
             else:
                 raw, parsed = await att.whole()
             last_failure = None
-            att.succeeded()
             break
         except UpstreamFailure as f:
-            att.blame(f)
-            await att.fail()
-            _count_upstream_error(router, f)
+            phase = await att.failed(f)
+            count_upstream_error(router, f)
             last_failure = f
-            if not f.retryable:
+            if phase is not Phase.FAILED_RETRYABLE or try_no == 1:
                 break
-            if try_no == 0:
-                log.info("request %s: %s; retrying on another route", rid, f)
-                router.metrics.retries += 1
-                exclude.update(f.workers)
+            log.info("request %s: %s; retrying on another route", rid, f)
+            router.metrics.retries += 1
+            exclude.update(f.workers)
+            att.retried()
         except BaseException:
-            await att.fail()
+            await att.abort()
             raise
     if last_failure is not None:
         return _failure_response(last_failure)
     assert att is not None
     headers = {ROUTE_HEADER: att.route.kind.value, REASON_HEADER: _header_safe(att.route.reason)}
     if not prep.stream:
-        await att.close()
-        out_len = _completion_tokens(parsed if parsed is not None else None)
-        _Finish.record(router, att, arrival, turn_class, session, out_len, streamed=False)
+        att.finish()
+        record_finish(router, att, ending, None, streamed=False)
         if api == "generate":
             return web.Response(body=raw, content_type="application/json", headers=headers)
         gen = parsed if parsed is not None else orjson.loads(raw)
@@ -227,86 +171,4 @@ async def _serve(
             ),
             headers=headers,
         )
-    return await _stream(
-        request, router, att, first or b"", api, include_usage, arrival, turn_class, session, headers
-    )
-
-
-async def _stream(
-    request: web.Request,
-    router: Router,
-    att: Attempt,
-    first: bytes,
-    api: str,
-    include_usage: bool,
-    arrival: float,
-    turn_class: str,
-    session: str | None,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    conv = (
-        None
-        if api == "generate"
-        else openai_format.StreamConverter(
-            api == "chat",
-            att.rid,
-            router.model_name,
-            len(att.prep.input_ids),
-            include_usage,
-            att.prep.return_token_ids,
-        )
-    )
-    last_obj: bytes = b""
-    ok = False
-    guard = SlowReaderGuard(request, router.cfg.write_timeout_s)
-    try:
-        await resp.prepare(request)
-        line: bytes | None = first
-        while line is not None:
-            if line != b"data: [DONE]":
-                last_obj = line
-            if conv is None:
-                await resp.write(line + b"\n\n")
-            elif line != b"data: [DONE]":
-                await resp.write(conv.chunk(orjson.loads(line[5:])))
-            guard.progressed()
-            line = await att.next_line()
-        if conv is not None:
-            await resp.write(conv.done())
-        ok = True
-    except UpstreamFailure as f:
-        att.blame(f)
-        _count_upstream_error(router, f)
-        err = {
-            "error": {
-                "message": f"{f} (after the first token; not retried)",
-                "type": "upstream_error",
-                "code": f.status,
-            }
-        }
-        with contextlib.suppress(ConnectionError):
-            await resp.write(b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n")
-    except (ConnectionError, asyncio.CancelledError):
-        if guard.cut:
-            router.metrics.rejected["slow_reader"] += 1
-        log.debug("client of %s went away; aborting upstream", att.rid)  # routine: a user's Ctrl-C
-        await att.fail()
-        raise
-    finally:
-        guard.close()
-        if not ok:
-            await att.fail()
-        await att.close()
-    out_len = None
-    if conv is not None:
-        out_len = _completion_tokens({"meta_info": conv.last_meta})
-    elif last_obj:
-        try:
-            out_len = _completion_tokens(orjson.loads(last_obj[5:]))
-        except orjson.JSONDecodeError:
-            out_len = None
-    _Finish.record(router, att, arrival, turn_class, session, out_len, streamed=True)
-    return resp
+    return await stream_reply(request, router, att, first or b"", api, include_usage, ending, headers)

@@ -29,7 +29,9 @@
       "kv_bytes": {"transferred": int, "avoided": int},
       "slo_attainment": {"count": int, "ttft": float|null, "tpot": float|null, "both": float|null},
       "decision_ms": {"count": int, "p50": float|null, "p99": float|null},   # snapshot + policy
-      "prefix_lookup_ms": {"count": int, "p50": float|null, "p99": float|null}  # page hashes + lookups
+      "prefix_lookup_ms": {"count": int, "p50": float|null, "p99": float|null}, # page hashes + lookups
+      "prefix_table_blocks": int,  # unique blocks in this process's shared block tables (KV mirror)
+      "sessions": {"num_sessions": int, "max_sessions": int, "num_evicted": int}  # this process's
     }
 
 A request is "turn 2+" when its ``x-ppd-turn`` header is >= 2, or (without that header) when its
@@ -153,4 +155,6 @@ def build_stats(router: Router, metrics: RouterMetrics | None = None) -> dict[st
             "p50": _ms(m.prefix_lookup, 0.5),
             "p99": _ms(m.prefix_lookup, 0.99),
         },
+        "prefix_table_blocks": router.prefix.num_table_blocks(),
+        "sessions": router.sessions.stats(),
     }

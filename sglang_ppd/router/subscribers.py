@@ -1,4 +1,5 @@
-"""ZMQ subscribers: KV events (with gap replay/resync), WorkerTelemetry and SGLang LoadStat.
+"""ZMQ subscribers: KV events (with replay on (re)connect and of gaps, else resync), WorkerTelemetry
+and SGLang LoadStat.
 
 Each runs as one asyncio task per socket, owned by the worker it feeds, and is cancelled when the
 worker is removed. Every received message is size-bounded (ZMQ_MAXMSGSIZE) and decoded without
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
 from sglang_ppd.protocol import kv_events, load_stat, telemetry
+from sglang_ppd.router.kv_replay import replay_from, replay_range
 from sglang_ppd.router.kv_sessions import KvSessions
 from sglang_ppd.router.prefix_index import ExactPrefixIndex
 from sglang_ppd.router.workers import WorkerState
@@ -26,44 +27,9 @@ from sglang_ppd.router.zmq_sub import ResilientSub
 
 log = logging.getLogger(__name__)
 
-REPLAY_TIMEOUT_S = 2.0
-
-
-async def replay(
-    ctx: zmq.asyncio.Context, endpoint: str, start_seq: int, end_seq: int
-) -> list[kv_events.KVEventBatch] | None:
-    """Batches ``start_seq..end_seq`` from SGLang's ROUTER replay socket; ``None`` if not all came."""
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, kv_events.MAX_PAYLOAD_BYTES + 64)
-    got: dict[int, kv_events.KVEventBatch] = {}
-    try:
-        sock.connect(endpoint)
-        await sock.send_multipart([b"", kv_events.seq_to_bytes(start_seq)])
-        deadline = time.monotonic() + REPLAY_TIMEOUT_S
-        while (left := deadline - time.monotonic()) > 0:
-            if not await sock.poll(int(left * 1000)):
-                break
-            frames = await sock.recv_multipart()
-            if len(frames) != 3:
-                continue
-            seq = kv_events.seq_from_bytes(frames[1])
-            if seq == kv_events.END_SEQ:
-                break
-            if start_seq <= seq <= end_seq:
-                got[seq] = kv_events.decode_batch(frames[2])
-    except Exception as exc:  # a socket error or any decoder failure: the gap resyncs instead
-        log.warning("KV event replay from %s failed: %s", endpoint, exc)
-        return None
-    finally:
-        sock.close()
-    if any(s not in got for s in range(start_seq, end_seq + 1)):
-        return None
-    return [got[s] for s in range(start_seq, end_seq + 1)]
-
-
 class KvEventConsumer:
-    """Applies one rank's batches in sequence order; fills gaps by replay, else resyncs (clears)."""
+    """Applies one rank's batches in sequence order; catches up from the replay socket when its
+    subscription (re)joins, fills gaps by replay, else resyncs (clears)."""
 
     def __init__(
         self,
@@ -78,6 +44,53 @@ class KvEventConsumer:
         self.ctx, self.replay_endpoint = ctx, replay_endpoint
         self.sessions = sessions
         self.last_seq: int | None = None
+        self._caught_up: dict[int, int] = {}
+        """seq -> hash of the payload, of the batches the last catch-up applied: the live copies of
+        them the subscription may still deliver are duplicates, not a publisher that restarted."""
+
+    async def catch_up(self) -> None:
+        """The subscription (re)joined: apply what the worker published since ``last_seq`` (all it
+        buffers, for a new subscription) from its replay socket, when it offers one. PUB/SUB
+        delivers nothing published before the subscription took effect, so the worker's last batch
+        would otherwise stay unknown until a later one revealed the gap."""
+        if self.replay_endpoint is None:
+            return
+        start = 0 if self.last_seq is None else self.last_seq + 1
+        got = await replay_from(self.ctx, self.replay_endpoint, start) or {}
+        self._caught_up = {}
+        for seq, payload in sorted(got.items()):
+            batch = self._decode(payload)
+            if batch is None:
+                break  # the rest would not follow on: a later live batch reveals the gap
+            if self.last_seq is not None and seq != self.last_seq + 1:
+                self._gap(self.last_seq + 1, seq - 1)
+            self._apply(batch.events)
+            self.worker.num_kv_events += len(batch.events)
+            self.last_seq = seq
+            self._caught_up[seq] = hash(payload)
+
+    def forget(self) -> None:
+        """The subscription was cut: this rank's index is cleared and rebuilt from what comes next."""
+        self.index.clear(self.rank)
+        self.last_seq = None
+        self._caught_up = {}
+
+    def _decode(self, payload: bytes) -> kv_events.KVEventBatch | None:
+        try:
+            return kv_events.decode_batch(payload)
+        except Exception as exc:  # any decoder failure costs this message only
+            drop(self.worker, "kv", exc)
+            return None
+
+    def _gap(self, first_missing: int, last_missing: int) -> None:
+        self.worker.num_kv_gaps += 1
+        log.warning(
+            "KV event gap from %s (%d..%d lost): resyncing its prefix index",
+            self.worker.name,
+            first_missing,
+            last_missing,
+        )
+        self.index.clear(self.rank)
 
     async def on_message(self, frames: list[bytes]) -> None:
         w = self.worker
@@ -86,9 +99,16 @@ class KvEventConsumer:
             return
         try:
             seq = kv_events.seq_from_bytes(frames[1])
-            batch = kv_events.decode_batch(frames[2])
-        except Exception as exc:  # any decoder failure costs this message only
+        except Exception as exc:
             drop(w, "kv", exc)
+            return
+        if self._caught_up:
+            if self._caught_up.get(seq) == hash(frames[2]):
+                return  # already applied by the catch-up
+            if seq > max(self._caught_up):
+                self._caught_up = {}  # the live stream is past the catch-up: no copy follows
+        batch = self._decode(frames[2])
+        if batch is None:
             return
         last = self.last_seq
         if last is not None and seq <= last:
@@ -100,19 +120,12 @@ class KvEventConsumer:
             first_missing = 0 if last is None else last + 1
             missed = None
             if self.replay_endpoint is not None:
-                missed = await replay(self.ctx, self.replay_endpoint, first_missing, seq - 1)
+                missed = await replay_range(self.ctx, self.replay_endpoint, first_missing, seq - 1)
             if missed is not None:
                 for b in missed:
                     self._apply(b.events)
             elif last is not None:
-                w.num_kv_gaps += 1
-                log.warning(
-                    "KV event gap from %s (%d..%d lost): resyncing its prefix index",
-                    w.name,
-                    first_missing,
-                    seq - 1,
-                )
-                self.index.clear(self.rank)
+                self._gap(first_missing, seq - 1)
         self._apply(batch.events)
         w.num_kv_events += len(batch.events)
         self.last_seq = seq
@@ -135,9 +148,10 @@ async def run_kv_events(consumer: KvEventConsumer, endpoint: str, topic: str) ->
     def reset() -> None:
         # Events were lost, or the worker (and its cache) is gone: drop what we knew at once.
         count()
-        consumer.index.clear(consumer.rank)
+        consumer.forget()
 
-    sock = ResilientSub(consumer.ctx, endpoint, topic.encode(), kv_events.MAX_PAYLOAD_BYTES + 64, reset)
+    max_bytes = kv_events.MAX_PAYLOAD_BYTES + 64
+    sock = ResilientSub(consumer.ctx, endpoint, topic.encode(), max_bytes, reset, consumer.catch_up)
     try:
         while True:
             await consumer.on_message(await sock.recv_multipart())

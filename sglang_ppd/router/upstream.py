@@ -5,25 +5,26 @@ tracing hooks; a PD request makes two of them. This client keeps, per worker, a 
 connections (``asyncio.Protocol`` + the C parser of ``httptools``) and does per request: one
 ``transport.write`` of head + body, the parser callbacks, and the reads the caller asks for. Bodies
 (``Content-Length``, chunked, or up to the connection's close) are decoded by the parser; streamed
-SSE lines are read with :meth:`Response.readline`. ``tests/test_upstream_conformance.py`` holds it
+SSE lines are read with :meth:`Response.readline`; the pool of connections is
+:mod:`sglang_ppd.router.upstream_pool`. ``tests/test_upstream_conformance.py`` holds it
 to real servers (chunked bodies, keep-alive after error replies, resets mid-body, slow and
 oversized replies); it stays on the data path only while that suite passes.
 
-Timeouts are the caller's: each read takes an absolute ``deadline`` (``loop.time()``) or none. A read
-that passes it raises :class:`UpstreamTimeout`. A request written on a reused connection that the
-worker had already closed (no byte of reply) is sent once more on a fresh connection, as aiohttp
-does.
+This module is one connection and the reply being read on it. Timeouts are the caller's: each read
+takes an absolute ``deadline`` (``loop.time()``) or none. A read that passes it raises
+:class:`UpstreamTimeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import httptools
 
-MAX_IDLE_PER_HOST = 256
+if TYPE_CHECKING:  # the pool owns its connections: a type only
+    from sglang_ppd.router.upstream_pool import Pool
+
 PAUSE_AT_BYTES = 1 << 20
 """Unread reply bytes at which the connection stops reading from its socket (flow control)."""
 
@@ -211,106 +212,3 @@ class Response(asyncio.Protocol):
         self.buf.clear()
         self.complete = self.headers_done = self.got_bytes = self.keep_alive = self.framed = False
         self.exc = None
-
-
-class Pool:
-    """Keep-alive connections per ``host:port``, opened on demand, never limited in number."""
-
-    def __init__(self, connect_timeout_s: float) -> None:
-        self.connect_timeout_s = connect_timeout_s
-        self._idle: dict[tuple[str, int], list[Response]] = {}
-        self._heads: dict[tuple[str, str], tuple[tuple[str, int], bytes]] = {}
-        self._closed = False
-
-    def _head(self, url: str, path: str) -> tuple[tuple[str, int], bytes]:
-        cached = self._heads.get((url, path))
-        if cached is None:
-            parts = urlsplit(url)
-            if parts.scheme != "http" or parts.hostname is None:
-                raise UpstreamConnectError(f"only http:// workers are supported, not {url}")
-            key = (parts.hostname, parts.port or 80)
-            netloc = parts.netloc.rsplit("@", 1)[-1]
-            head = f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n"
-            cached = self._heads[(url, path)] = (key, head.encode("latin-1"))
-            if len(self._heads) > 4096:
-                self._heads.clear()
-        return cached
-
-    async def _connect(self, key: tuple[str, int]) -> Response:
-        loop = asyncio.get_running_loop()
-        try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: Response(self, key), key[0], key[1]), self.connect_timeout_s
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc!r}") from None
-        return proto
-
-    async def post(
-        self,
-        url: str,
-        path: str,
-        body: bytes,
-        deadline: float | None,
-        attach: Callable[[Response], None] | None = None,
-    ) -> Response:
-        """Send the request and wait for the reply's status line and headers. ``attach`` sees the
-        connection as soon as the request is written (to cut it with :meth:`Response.set_exception`)."""
-        key, head = self._head(url, path)
-        data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-        for _ in range(2):
-            idle = self._idle.get(key)
-            conn = None
-            while idle:
-                c = idle.pop()
-                if not c.closed and not c.got_bytes:  # bytes while idle: not a clean connection
-                    conn = c
-                    break
-                c.close()
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(key)
-            conn.uses += 1
-            conn.leased = True
-            assert conn.transport is not None
-            conn.transport.write(data)
-            if attach is not None:
-                attach(conn)
-            try:
-                await conn.wait_headers(deadline)
-            except UpstreamTimeout:
-                conn.close()
-                raise
-            except UpstreamError:
-                conn.close()
-                if reused and not conn.got_bytes:
-                    continue  # the worker had closed the idle connection: once more, fresh
-                raise
-            except BaseException:  # cancelled, or cut by the caller: the reply will never be read
-                conn.close()
-                raise
-            return conn
-        raise UpstreamError(f"{url} closed two connections before replying")
-
-    def _put(self, conn: Response) -> None:
-        if self._closed:
-            conn.close()
-            return
-        idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= MAX_IDLE_PER_HOST:
-            conn.close()
-            return
-        conn._reset()
-        idle.append(conn)
-
-    def _forget(self, conn: Response) -> None:
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def close(self) -> None:
-        self._closed = True
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
-        self._idle.clear()

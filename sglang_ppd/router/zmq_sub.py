@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
@@ -22,13 +22,13 @@ RCV_HWM = 10_000
 RESET_BACKOFF_S = 0.2
 
 
-def new_sub(ctx: zmq.asyncio.Context, endpoint: str, topic: bytes, max_bytes: int) -> zmq.asyncio.Socket:
+def new_sub(ctx: zmq.asyncio.Context, topic: bytes, max_bytes: int) -> zmq.asyncio.Socket:
+    """A bounded SUB socket, not yet connected."""
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, RCV_HWM)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(endpoint)
     return sock
 
 
@@ -40,14 +40,20 @@ class ResilientSub:
         topic: bytes,
         max_bytes: int,
         on_reset: Callable[[], None] = lambda: None,
+        on_joined: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_reset`` runs when the subscription is cut; ``on_joined`` each time its connection to
+        the publisher completes the ZMTP handshake (the subscription goes out right then), before
+        the next message is read: the moment to ask for what was published before."""
         self.ctx, self.endpoint, self.topic, self.max_bytes = ctx, endpoint, topic, max_bytes
-        self.on_reset = on_reset
+        self.on_reset, self.on_joined = on_reset, on_joined
         self._open()
 
     def _open(self) -> None:
-        self.sock = new_sub(self.ctx, self.endpoint, self.topic, self.max_bytes)
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.sock = new_sub(self.ctx, self.topic, self.max_bytes)
+        events = zmq.EVENT_DISCONNECTED | (zmq.EVENT_HANDSHAKE_SUCCEEDED if self.on_joined else 0)
+        self.monitor = self.sock.get_monitor_socket(events)
+        self.sock.connect(self.endpoint)  # after the monitor: no event of this connection is missed
         self.poller = zmq.asyncio.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
@@ -61,7 +67,9 @@ class ResilientSub:
             if self.monitor in ready:
                 event = await self.monitor.recv_multipart()
                 (kind,) = struct.unpack("=H", event[0][:2])
-                if kind == zmq.EVENT_DISCONNECTED:
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.on_joined is not None:
+                    await self.on_joined()
+                elif kind == zmq.EVENT_DISCONNECTED:
                     log.warning(
                         "subscription to %s was cut (oversized or malformed message, or the "
                         "publisher went away); reopening it",
