@@ -64,15 +64,11 @@ class CostAwarePair:
 
     def pair(self, v: View) -> tuple[WorkerSnapshot, WorkerSnapshot, str]:
         est = self._est
-        prompt_len = v.req.prompt_len
-        hits, fresh = v.hits, v.fresh
+        prompt_len, fresh = v.req.prompt_len, v.fresh
         best = v.ps[0]
         best_ms = float("inf")
         for p in v.ps:
-            hit = hits.get(p.worker_id, 0)
-            ms = est.p_queue_ms(p, p.worker_id in fresh, prompt_len) + est.chunked_ms(
-                prompt_len - hit, hit, est.chunk_len, 0.0, p.prefill_cost_factor
-            )
+            ms = est.p_queue_ms(p, p.worker_id in fresh, prompt_len) + est.p_prefill_ms(v, p)
             if ms < best_ms:
                 best, best_ms = p, ms
         return best, self._decode(v), reasons.PREFILL_COST

@@ -65,6 +65,13 @@ class Estimator:
             q = p.num_inflight * prompt_len
         return self.step.queue_ms(q, prompt_len, p.prefill_cost_factor)
 
+    def p_prefill_ms(self, v: View, p: WorkerSnapshot) -> float:
+        """``p``'s prefill of the prompt tokens it lacks (over its hit, in full chunks), at its
+        measured ``prefill_cost_factor``."""
+        prompt_len = v.req.prompt_len
+        hit = v.hits.get(p.worker_id, 0)
+        return self.chunked_ms(prompt_len - hit, hit, self.chunk_len, 0.0, p.prefill_cost_factor)
+
     def link_wait_ms(self, link: LinkSnapshot) -> float:
         """How long a new transfer waits behind the bytes already queued on the link."""
         return 1000.0 * link.queued_bytes / link.bandwidth_bytes_per_s
@@ -80,10 +87,9 @@ class Estimator:
         """TTFT on the PD path: P queue + P compute of its uncached tokens + transfer of the tokens
         ``d`` lacks (decode radix cache) + one decode iteration on ``d`` to admit it."""
         prompt_len = v.req.prompt_len
-        p_hit = v.hits.get(p.worker_id, 0)
         return (
             self.p_queue_ms(p, p.worker_id in v.fresh, prompt_len)
-            + self.chunked_ms(prompt_len - p_hit, p_hit, self.chunk_len, 0.0, p.prefill_cost_factor)
+            + self.p_prefill_ms(v, p)
             + self.transfer_ms(prompt_len - v.hits.get(d.worker_id, 0), v.link)
             + self.decode_step_ms(d, d.worker_id in v.fresh, prompt_len)
         )

@@ -136,12 +136,7 @@ class PpdPolicy(BuiltinPolicy):
         best_score = ttft_w * est.pd_ttft_ms(v, p, d_pd)
         # A local append moves this prefill to D; it does not save it: P never sees the turn, so
         # the session's next PD turn recomputes it there (see count_deferred_prefill).
-        p_hit = v.hits.get(p.worker_id, 0)
-        deferred = 0.0
-        if self._count_deferred:
-            deferred = ttft_w * est.chunked_ms(
-                prompt_len - p_hit, p_hit, est.chunk_len, 0.0, p.prefill_cost_factor
-            )
+        deferred = ttft_w * est.p_prefill_ms(v, p) if self._count_deferred else 0.0
         best: tuple[WorkerSnapshot, int] | None = None
         why = reasons.PD_CHEAPER
         for d, h in cands:

@@ -56,7 +56,11 @@ class StepModel:
         else:
             n = d.num_inflight
             ctx = n * prompt_len
-        return self.dec_base_ms + self.c_batch_ms * n + self.c_kv_ms * ctx
+        return self.batch_step_ms(n, ctx)
+
+    def batch_step_ms(self, num_decodes: int, context_tokens: int) -> float:
+        """A decode-only iteration of ``num_decodes`` requests over ``context_tokens`` in all."""
+        return self.dec_base_ms + self.c_batch_ms * num_decodes + self.c_kv_ms * context_tokens
 
     def decode_step_with_ms(self, d: WorkerSnapshot, fresh: bool, prompt_len: int) -> float:
         """The model's decode-only iteration on ``d`` once a request of ``prompt_len`` tokens joins
@@ -66,7 +70,7 @@ class StepModel:
         n, ctx = d.num_running, d.running_context_tokens
         if not fresh or n is None or ctx is None:
             n, ctx = d.num_inflight, d.num_inflight * prompt_len
-        return self.dec_base_ms + self.c_batch_ms * (n + 1) + self.c_kv_ms * (ctx + prompt_len)
+        return self.batch_step_ms(n + 1, ctx + prompt_len)
 
     def max_chunk_len(
         self, context_len: int, decode_extra_ms: float, budget_ms: float, factor: float = 1.0
